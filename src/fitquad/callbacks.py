@@ -1,0 +1,78 @@
+"""fitquad's own callback: says where a run lands and writes what it found.
+
+EarlyStopping, ModelCheckpoint, the progress bar and gradient clipping are Lightning's own and are
+configured in configs/*.yaml; `RunSummary` is always on (the CLI adds it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+def run_folder(trainer: L.Trainer) -> Path:
+    """The run's own folder: the logger's version folder (runs/<config name>/version_N)."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+class RunSummary(L.Callback):
+    """Prints the run folder at the start and end of a fit, and leaves in it:
+
+    - summary.json: the final coefficients (original units), training and validation MSE of the final
+      model, optimizer steps, epochs, and the best checkpoint's path;
+    - train_loss.csv: the training loss of every optimizer step (the loss before that step's update);
+    - the hyperparameters with the final metrics, for TensorBoard's HPARAMS tab.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(f"fitquad: run folder {run_folder(trainer)}", flush=True)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        summary = self.summarize(trainer, pl_module)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        losses = pl_module.train_losses[: pl_module.steps_recorded].tolist()
+        lines = ["step,loss"] + [f"{step},{loss!r}" for step, loss in enumerate(losses, start=1)]
+        (folder / "train_loss.csv").write_text("\n".join(lines) + "\n")
+        if trainer.logger is not None:
+            hparams = {**pl_module.hparams, **trainer.datamodule.hparams}
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+            metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
+            trainer.logger.log_hyperparams(hparams, metrics)
+            trainer.logger.finalize("success")
+        print(f"fitquad: run finished in {folder}: {_one_line(summary)}", flush=True)
+
+    @torch.no_grad()
+    def summarize(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        datamodule = trainer.datamodule
+        model = pl_module.model
+
+        def mse(x: torch.Tensor, y: torch.Tensor) -> float | None:
+            if len(x) == 0:
+                return None
+            x, y = x.to(pl_module.device, pl_module.dtype), y.to(pl_module.device, pl_module.dtype)
+            return torch.nn.functional.mse_loss(model(x), y).item()
+
+        checkpoint = trainer.checkpoint_callback
+        return {
+            "coefficients": pl_module.coefficients(),
+            "train_mse": mse(datamodule.train_x, datamodule.train_y),
+            "val_mse": mse(datamodule.val_x, datamodule.val_y),
+            "optimizer_steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint is not None else None,
+            "run_folder": str(run_folder(trainer)),
+        }
+
+
+def _one_line(summary: dict) -> str:
+    coefficients = ", ".join(f"{k}={v:.6g}" for k, v in summary["coefficients"].items())
+    val = f"{summary['val_mse']:.6g}" if summary["val_mse"] is not None else "n/a"
+    return f"{coefficients}; train MSE {summary['train_mse']:.6g}, val MSE {val}, {summary['optimizer_steps']} steps"

@@ -1,0 +1,80 @@
+"""The `fitquad` command: a LightningCLI over QuadraticRegression and QuadraticDataModule.
+
+    fitquad fit --config configs/lesson3.yaml
+    fitquad fit --config configs/lesson3.yaml --model.lr 0.3 --trainer.max_steps 50
+    fitquad fit --config configs/lesson3.yaml --print_config
+    fitquad validate --config configs/lesson3.yaml --ckpt_path runs/lesson3/version_0/checkpoints/last.ckpt
+
+Runs land in runs/<config file name>/version_N (TensorBoard events, checkpoints/, config.yaml,
+summary.json, train_loss.csv); the folder is printed when a fit starts and when it ends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from fitquad.callbacks import RunSummary
+from fitquad.data import QuadraticDataModule
+from fitquad.training import QuadraticRegression
+
+# Where runs land unless trainer.logger says otherwise: runs/<config name>/version_N.
+RUNS_FOLDER = "runs"
+DEFAULT_RUN_NAME = "fitquad"
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        # default_hp_metric=False: RunSummary logs the hyperparameters with the real final metrics.
+        "init_args": {"save_dir": RUNS_FOLDER, "name": DEFAULT_RUN_NAME, "default_hp_metric": False},
+    },
+}
+
+
+class FitquadCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Always on, whatever trainer.callbacks a config or the command line gives.
+        parser.add_lightning_class_args(RunSummary, "run_summary")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self._name_run_after_config(config)
+        self._move_gradient_clipping_to_model(config)
+
+    @staticmethod
+    def _name_run_after_config(config) -> None:
+        logger = config.trainer.logger
+        config_files = config.get("config") or []
+        if not config_files or not isinstance(logger, dict) and not hasattr(logger, "init_args"):
+            return
+        init_args = logger["init_args"]
+        if init_args.get("name") == DEFAULT_RUN_NAME:
+            init_args["name"] = Path(str(config_files[-1])).stem
+
+    @staticmethod
+    def _move_gradient_clipping_to_model(config) -> None:
+        # The training module uses manual optimization (to fuse steps), under which Lightning refuses
+        # Trainer(gradient_clip_val=...); the module clips with the same options instead.
+        trainer, model = config.trainer, config.model
+        if trainer.get("gradient_clip_val") is None:
+            return
+        model.gradient_clip_val = trainer.gradient_clip_val
+        model.gradient_clip_algorithm = trainer.get("gradient_clip_algorithm") or "norm"
+        trainer.gradient_clip_val = None
+        trainer.gradient_clip_algorithm = None
+
+
+def main(args: list[str] | None = None) -> None:
+    FitquadCLI(
+        QuadraticRegression,
+        QuadraticDataModule,
+        args=args,
+        trainer_defaults=TRAINER_DEFAULTS,
+        # Fixed seed: a run is reproducible unless the config says otherwise.
+        seed_everything_default=0,
+    )
+
+
+if __name__ == "__main__":
+    main()

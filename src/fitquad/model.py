@@ -1,0 +1,97 @@
+"""The parametric model: a polynomial of configurable degree in one input, with its own feature scaling.
+
+    y_hat = bias + Σ_k weight_k · z^k,   z = (x − shift) / scale,   k = 1..degree
+
+It is a `torch.nn.Linear(degree, 1)` over the features z, z², …, so degree 1 with no scaling is exactly
+the SGD article's single neuron `torch.nn.Linear(1, 1)` (same parameters, same arithmetic, same bits).
+
+Feature scaling belongs to the model, not the data: `standardize` sets shift and scale to the
+training x's mean and standard deviation, which turns the badly conditioned raw problem (κ ≈ 2·10⁵ on
+t = 0..19) into an easy one. Whatever the scaling, `coefficients()` reports the polynomial in the
+original units of x: c0 + c1·x + c2·x² + … (for degree 2 that is c, b, a).
+"""
+
+from __future__ import annotations
+
+from math import comb
+from typing import Literal
+
+import torch
+from torch import nn
+
+FeatureScaling = Literal["none", "standardize"]
+
+
+def coefficient_names(degree: int) -> list[str]:
+    """Names of the coefficients of x⁰, x¹, …: the article's (b, w) for a line, (c, b, a) for the quadratic."""
+    if degree == 1:
+        return ["b", "w"]
+    if degree == 2:
+        return ["c", "b", "a"]
+    return [f"c{k}" for k in range(degree + 1)]
+
+
+class PolynomialModel(nn.Module):
+    def __init__(self, degree: int = 2, feature_scaling: FeatureScaling = "none") -> None:
+        super().__init__()
+        self.degree = degree
+        self.feature_scaling = feature_scaling
+        self.linear = nn.Linear(degree, 1)
+        # Buffers, so that a checkpoint carries the scaling the parameters were trained under.
+        self.register_buffer("shift", torch.tensor(0.0))
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def fit_feature_scaling(self, train_x: torch.Tensor) -> None:
+        """Set shift and scale from the training inputs (no-op for feature_scaling='none')."""
+        if self.feature_scaling == "standardize":
+            x = train_x.double()
+            self.shift.fill_(x.mean().item())
+            # Population std; a constant x (std 0) keeps scale 1 rather than dividing by zero.
+            self.scale.fill_(x.std(correction=0).item() or 1.0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The (n, degree) matrix of z, z², …, z^degree."""
+        z = x if self.feature_scaling == "none" else (x - self.shift) / self.scale
+        if self.degree == 0:  # a constant model has no features, only its bias
+            return z.unsqueeze(-1)[..., :0]
+        return torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
+
+    def forward_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Predictions from precomputed features: the training loop computes them once per batch."""
+        return self.linear(features).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.features(x))
+
+    def _basis_change(self) -> torch.Tensor:
+        """Matrix M (float64) with original-unit coefficients = M @ [bias, weight_1, …, weight_d].
+
+        (x − s)^k / σ^k expanded by the binomial theorem: the coefficient of x^j is C(k, j)·(−s)^(k−j)/σ^k.
+        """
+        s, sigma = self.shift.double().item(), self.scale.double().item()
+        d = self.degree
+        m = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+        for k in range(d + 1):
+            for j in range(k + 1):
+                m[j, k] = comb(k, j) * (-s) ** (k - j) / sigma**k
+        return m
+
+    def model_parameters(self) -> torch.Tensor:
+        """[bias, weight_1, …, weight_d] in the model's own (scaled) units, float64."""
+        return torch.cat([self.linear.bias.detach().double(), self.linear.weight.detach().double().flatten()])
+
+    def coefficients(self) -> torch.Tensor:
+        """[c0, c1, …, c_degree] of the fitted polynomial in the original units of x, float64."""
+        return self._basis_change() @ self.model_parameters()
+
+    @torch.no_grad()
+    def set_coefficients(self, coefficients: list[float] | torch.Tensor) -> None:
+        """Set the parameters so that the polynomial has these original-unit coefficients (c0 first)."""
+        target = torch.as_tensor(coefficients, dtype=torch.float64)
+        if target.shape != (self.degree + 1,):
+            raise ValueError(
+                f"model.init_coefficients needs {self.degree + 1} values (c0 first); got {target.tolist()}"
+            )
+        theta = torch.linalg.solve(self._basis_change(), target)
+        self.linear.bias.copy_(theta[:1])
+        self.linear.weight.copy_(theta[1:].view(1, -1))

@@ -1,0 +1,221 @@
+"""The LightningModule: a polynomial model, one of torch's regression losses, and torch.optim.SGD.
+
+Run it through the CLI (see README.md):
+
+    fitquad fit --config configs/lesson3.yaml
+
+Optimization is manual (`automatic_optimization = False`) for one reason, speed: each training_step
+receives `steps` consecutive batches (see `fitquad.data.InMemoryBatches`) and takes one optimizer step
+on each in a plain loop, the same five lines as a hand-written PyTorch loop: zero_grad, forward, loss,
+backward, clip, step. That amortises Lightning's fixed cost per training_step over many steps, and
+the numbers are identical to a plain loop (tests/test_training.py checks this step for step).
+Because Lightning refuses Trainer(gradient_clip_val=...) under manual optimization, clipping is done
+here, with the Trainer's own options moved onto this module by the CLI (see cli.py).
+
+Logging: train loss, learning rate, gradient norm and the coefficients go straight to the logger every
+`trainer.log_every_n_steps` optimizer steps, with the optimizer step as x-axis; validation loss and
+torchmetrics MSE, MAE and R² go through `self.log` once per validation, for EarlyStopping and
+ModelCheckpoint to monitor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+from fitquad.model import FeatureScaling, PolynomialModel, coefficient_names
+
+LossName = Literal["mse", "l1", "huber", "smooth_l1"]
+GradientClipAlgorithm = Literal["norm", "value"]
+
+
+def make_loss(name: LossName, huber_delta: float = 1.0, smooth_l1_beta: float = 1.0) -> nn.Module:
+    """torch's own loss modules, by name; mean reduction, as in the SGD article."""
+    if name == "mse":
+        return nn.MSELoss()
+    if name == "l1":
+        return nn.L1Loss()
+    if name == "huber":
+        return nn.HuberLoss(delta=huber_delta)
+    if name == "smooth_l1":
+        return nn.SmoothL1Loss(beta=smooth_l1_beta)
+    raise ValueError(f"model.loss must be one of mse, l1, huber, smooth_l1; got {name!r}")
+
+
+def evaluation_metrics(prefix: str) -> MetricCollection:
+    """MSE, MAE and R² from torchmetrics: MSE is what the noise floor σ² is measured in."""
+    return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}, prefix=prefix)
+
+
+class QuadraticRegression(L.LightningModule):
+    def __init__(
+        self,
+        # The model: a polynomial of this degree (2: a·x² + b·x + c; 1: the article's Linear(1, 1)).
+        degree: int = 2,
+        # "standardize" fits on (x − mean)/std, which makes gradient descent fast on raw t = 0..19.
+        feature_scaling: FeatureScaling = "none",
+        # Starting polynomial in original units, constant term first (the article's line: [-3.0, 6.0]).
+        # None: N(0, 1) random parameters in the model's own units, drawn with init_seed.
+        init_coefficients: list[float] | None = None,
+        init_seed: int = 0,
+        # The loss, one of torch's: MSELoss, L1Loss, HuberLoss(delta), SmoothL1Loss(beta).
+        loss: LossName = "mse",
+        huber_delta: float = 1.0,
+        smooth_l1_beta: float = 1.0,
+        # torch.optim.SGD, every option in plain sight. (`--optimizer X` on the command line replaces it.)
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        # Gradient clipping before each step, as Trainer(gradient_clip_val, gradient_clip_algorithm)
+        # would do it; the CLI moves the Trainer's values here. None: no clipping.
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: GradientClipAlgorithm = "norm",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.model = PolynomialModel(degree, feature_scaling)
+        self.loss_fn = make_loss(loss, huber_delta, smooth_l1_beta)
+        self.val_metrics = evaluation_metrics("val/")
+        self.test_metrics = evaluation_metrics("test/")
+        self.coefficient_names = coefficient_names(degree)
+        self.train_losses = torch.empty(0)  # the loss of every optimizer step of this fit, in order
+        self.steps_recorded = 0
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # Before Lightning restores a checkpoint (which then overwrites both), so a resumed fit keeps
+        # the scaling and parameters it was trained with.
+        if stage != "fit":
+            return
+        datamodule = self.trainer.datamodule
+        self.model.fit_feature_scaling(datamodule.train_x)
+        if self.hparams.init_coefficients is not None:
+            self.model.set_coefficients(self.hparams.init_coefficients)
+        else:
+            generator = torch.Generator().manual_seed(self.hparams.init_seed)
+            with torch.no_grad():
+                theta = torch.randn(self.hparams.degree + 1, generator=generator)
+                self.model.linear.bias.copy_(theta[:1])
+                self.model.linear.weight.copy_(theta[1:].view(1, -1))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.SGD(
+            self.parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            dampening=hp.dampening,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def coefficients(self) -> dict[str, float]:
+        """The fitted polynomial in original units, by name (a, b, c for the quadratic)."""
+        return dict(zip(self.coefficient_names, self.model.coefficients().tolist(), strict=True))
+
+    # ---- training -----------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.train_losses = torch.empty(1024)
+        self.steps_recorded = 0
+
+    def _record_loss(self, loss: torch.Tensor) -> None:
+        # A preallocated buffer that doubles when full: one copy per step, no host sync, no list.
+        if self.steps_recorded == len(self.train_losses):
+            self.train_losses = torch.cat([self.train_losses, torch.empty_like(self.train_losses)])
+        self.train_losses[self.steps_recorded] = loss.detach()
+        self.steps_recorded += 1
+
+    def _count_optimizer_step(self) -> None:
+        # The raw optimizer's step bypasses Lightning's wrapper, so advance the counter behind
+        # trainer.global_step ourselves: max_steps, checkpoints and resume then count true steps.
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        xs, ys = batch  # (steps, batch_size): one optimizer step per row
+        optimizer = self.optimizers().optimizer  # the torch optimizer itself, without Lightning's wrapper
+        features = self.model.features(xs)  # once per batch: the inputs do not change between steps
+        steps = len(xs)
+        if self.trainer.max_steps > 0:  # never overshoot max_steps inside a fused batch
+            steps = min(steps, self.trainer.max_steps - self.global_step)
+        log_every = self.trainer.log_every_n_steps
+        for i in range(steps):
+            optimizer.zero_grad()
+            loss = self.loss_fn(self.model.forward_features(features[i]), ys[i])
+            self.manual_backward(loss)
+            logging_now = self.logger is not None and (self.global_step + 1) % log_every == 0
+            grad_norm = self._gradient_norm() if logging_now else None  # before clipping, as clipping sees it
+            if self.hparams.gradient_clip_val is not None:
+                self.clip_gradients(optimizer, self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            self._count_optimizer_step()
+            self._record_loss(loss)
+            if logging_now:
+                self._log_training_step(loss, grad_norm, lr)
+        self.log("train/loss", loss.detach(), prog_bar=True, logger=False)
+        return loss
+
+    def _gradient_norm(self) -> torch.Tensor:
+        return torch.nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
+
+    def _log_training_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float) -> None:
+        # The loss is that of the parameters before this step's update (as a plain loop prints it);
+        # the coefficients are those after it.
+        metrics = {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item()}
+        metrics.update({f"params/{name}": value for name, value in self.coefficients().items()})
+        self.logger.log_metrics(metrics, step=self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimization steps schedulers itself; once per epoch, Lightning's default interval.
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(self.trainer.callback_metrics["val/loss"])
+        else:
+            scheduler.step()
+
+    # ---- evaluation: one shared step for validation and test ----------------------------------
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+        x, y = batch[0].flatten(), batch[1].flatten()
+        prediction = self.model(x)
+        loss = self.loss_fn(prediction, y)
+        metrics = self.val_metrics if split == "val" else self.test_metrics
+        metrics.update(prediction, y)
+        self.log(f"{split}/loss", loss, prog_bar=split == "val")
+        self.log_dict(metrics)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        # MSE on the whole training set beside the validation MSE: the two curves that tell
+        # under- from overfitting, measured on the same parameters at the same moment.
+        self.log("train/mse", self.full_training_mse())
+
+    @torch.no_grad()
+    def full_training_mse(self) -> torch.Tensor:
+        datamodule = self.trainer.datamodule
+        x = datamodule.train_x.to(self.device, self.dtype)
+        y = datamodule.train_y.to(self.device, self.dtype)
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        x = batch[0].flatten()
+        return {"x": x, "prediction": self.model(x)}
