@@ -11,6 +11,8 @@ summary.json, train_loss.csv); the folder is printed when a fit starts and when 
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -65,7 +67,17 @@ class FitquadCLI(LightningCLI):
         trainer.gradient_clip_algorithm = None
 
 
+# Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only
+# when used, so `fitquad fit` pays nothing for them. Each function takes the remaining arguments.
+EXTRA_COMMANDS: dict[str, str] = {}
+
+
 def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else args
+    if args and args[0] in EXTRA_COMMANDS:
+        module_name, function_name = EXTRA_COMMANDS[args[0]].split(":")
+        getattr(importlib.import_module(module_name), function_name)(args[1:])
+        return
     FitquadCLI(
         QuadraticRegression,
         QuadraticDataModule,

@@ -1,0 +1,69 @@
+"""Shared test helpers: the plain PyTorch loop that fitquad is checked against, and running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from fitquad.data import QuadraticDataModule
+from fitquad.training import QuadraticRegression
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def run_fitquad(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `fitquad` command in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    fitquad = Path(sys.executable).with_name("fitquad")
+    result = subprocess.run([str(fitquad), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"fitquad {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def only_run_folder(cwd: Path, name: str) -> Path:
+    """The single version folder a test's fit left under runs/<name>/."""
+    versions = sorted((cwd / "runs" / name).glob("version_*"))
+    assert len(versions) == 1, versions
+    return versions[0]
+
+
+def read_summary(folder: Path) -> dict:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def read_train_losses(folder: Path) -> list[float]:
+    lines = (folder / "train_loss.csv").read_text().split()[1:]
+    return [float(line.split(",")[1]) for line in lines]
+
+
+def fit_in_process(
+    model: QuadraticRegression, datamodule: QuadraticDataModule, tmp_path: Path, **trainer_kwargs
+) -> L.Trainer:
+    """A quiet Trainer.fit with no logger or checkpoints, for comparing numbers."""
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    options.update(trainer_kwargs)
+    trainer = L.Trainer(**options)
+    trainer.fit(model, datamodule=datamodule)
+    return trainer
+
+
+@pytest.fixture(autouse=True)
+def _deterministic() -> None:
+    torch.manual_seed(0)
