@@ -7,8 +7,11 @@ the SGD article's single neuron `torch.nn.Linear(1, 1)` (same parameters, same a
 
 Feature scaling belongs to the model, not the data: `standardize` sets shift and scale to the
 training x's mean and standard deviation, which turns the badly conditioned raw problem (κ ≈ 2·10⁵ on
-t = 0..19) into an easy one. Whatever the scaling, `coefficients()` reports the polynomial in the
-original units of x: c0 + c1·x + c2·x² + … (for degree 2 that is c, b, a).
+t = 0..19) into an easy one. `whiten` goes further: the features become polynomials in z that are
+centred and orthonormal on the training set (mean 0, mean square 1, uncorrelated), so the MSE
+Hessian is 2·I and full-batch gradient descent with lr = 0.5 lands on the optimum in one step.
+Whatever the scaling, `coefficients()` reports the polynomial in the original units
+of x: c0 + c1·x + c2·x² + … (for degree 2 that is c, b, a).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-FeatureScaling = Literal["none", "standardize"]
+FeatureScaling = Literal["none", "standardize", "whiten"]
 
 
 def coefficient_names(degree: int) -> list[str]:
@@ -40,21 +43,38 @@ class PolynomialModel(nn.Module):
         # Buffers, so that a checkpoint carries the scaling the parameters were trained under.
         self.register_buffer("shift", torch.tensor(0.0))
         self.register_buffer("scale", torch.tensor(1.0))
+        # whiten only: features = (powers of z − feature_mean) @ whitening.
+        self.register_buffer("feature_mean", torch.zeros(degree))
+        self.register_buffer("whitening", torch.eye(degree))
 
     def fit_feature_scaling(self, train_x: torch.Tensor) -> None:
-        """Set shift and scale from the training inputs (no-op for feature_scaling='none')."""
-        if self.feature_scaling == "standardize":
-            x = train_x.double()
-            self.shift.fill_(x.mean().item())
-            # Population std; a constant x (std 0) keeps scale 1 rather than dividing by zero.
-            self.scale.fill_(x.std(correction=0).item() or 1.0)
+        """Set the scaling from the training inputs (no-op for feature_scaling='none')."""
+        if self.feature_scaling == "none":
+            return
+        x = train_x.double()
+        self.shift.fill_(x.mean().item())
+        # Population std; a constant x (std 0) keeps scale 1 rather than dividing by zero.
+        self.scale.fill_(x.std(correction=0).item() or 1.0)
+        if self.feature_scaling == "whiten" and self.degree > 0:
+            # QR of the centred powers of z, in float64: (P − mean) = Q·R, and Q·√n has orthonormal
+            # columns of mean square 1, so whitening = R⁻¹·√n.
+            z = (x - self.shift.double()) / self.scale.double()
+            powers = torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
+            mean = powers.mean(dim=0)
+            _, r = torch.linalg.qr(powers - mean)
+            whitening = torch.linalg.inv(r) * len(x) ** 0.5
+            self.feature_mean.copy_(mean)
+            self.whitening.copy_(whitening)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The (n, degree) matrix of z, z², …, z^degree."""
         z = x if self.feature_scaling == "none" else (x - self.shift) / self.scale
         if self.degree == 0:  # a constant model has no features, only its bias
             return z.unsqueeze(-1)[..., :0]
-        return torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
+        powers = torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
+        if self.feature_scaling == "whiten":
+            return (powers - self.feature_mean) @ self.whitening
+        return powers
 
     def forward_features(self, features: torch.Tensor) -> torch.Tensor:
         """Predictions from precomputed features: the training loop computes them once per batch."""
@@ -66,15 +86,22 @@ class PolynomialModel(nn.Module):
     def _basis_change(self) -> torch.Tensor:
         """Matrix M (float64) with original-unit coefficients = M @ [bias, weight_1, …, weight_d].
 
-        (x − s)^k / σ^k expanded by the binomial theorem: the coefficient of x^j is C(k, j)·(−s)^(k−j)/σ^k.
+        Two steps. Model parameters to coefficients of 1, z, …, z^d: the identity, except under
+        whiten, where bias + θ·((p − m) @ W) = (bias − m·Wθ) + (Wθ)·p. Then z = (x − s)/σ expanded by
+        the binomial theorem: the coefficient of x^j in z^k is C(k, j)·(−s)^(k−j)/σ^k.
         """
         s, sigma = self.shift.double().item(), self.scale.double().item()
         d = self.degree
-        m = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+        z_to_x = torch.zeros(d + 1, d + 1, dtype=torch.float64)
         for k in range(d + 1):
             for j in range(k + 1):
-                m[j, k] = comb(k, j) * (-s) ** (k - j) / sigma**k
-        return m
+                z_to_x[j, k] = comb(k, j) * (-s) ** (k - j) / sigma**k
+        params_to_z = torch.eye(d + 1, dtype=torch.float64)
+        if self.feature_scaling == "whiten" and d > 0:
+            whitening = self.whitening.double()
+            params_to_z[1:, 1:] = whitening
+            params_to_z[0, 1:] = -self.feature_mean.double() @ whitening
+        return z_to_x @ params_to_z
 
     def model_parameters(self) -> torch.Tensor:
         """[bias, weight_1, …, weight_d] in the model's own (scaled) units, float64."""
