@@ -117,8 +117,9 @@ class InMemoryBatches:
                 order = torch.randperm(self.n, generator=self.generator)
                 self.shuffled_x, self.shuffled_y = self.x[order], self.y[order]
             stop = start + steps * width
-            yield self.shuffled_x[start:stop].view(steps, width), self.shuffled_y[start:stop].view(steps, width)
+            # Move on before yielding: Lightning stops at len(self) without resuming the generator.
             self.position = stop
+            yield self.shuffled_x[start:stop].view(steps, width), self.shuffled_y[start:stop].view(steps, width)
 
 
 class QuadraticDataModule(L.LightningDataModule):

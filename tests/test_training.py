@@ -1,0 +1,140 @@
+"""The LightningModule against the trusted references: a plain PyTorch loop, and closed-form least squares."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fit_in_process
+from fitquad.data import QuadraticDataModule
+from fitquad.training import QuadraticRegression
+
+TORCH_LOSSES = {
+    "mse": torch.nn.MSELoss(),
+    "l1": torch.nn.L1Loss(),
+    "huber": torch.nn.HuberLoss(delta=1.0),
+    "smooth_l1": torch.nn.SmoothL1Loss(beta=1.0),
+}
+SGD_SETTINGS = {
+    "plain": {},
+    "momentum": {"momentum": 0.9},
+    "nesterov": {"momentum": 0.9, "nesterov": True},
+    "weight_decay": {"weight_decay": 0.1},
+    "dampening": {"momentum": 0.9, "dampening": 0.8},
+}
+
+
+def article_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The SGD article's 50 points, computed here with the article's own numpy code."""
+    np.random.seed(20240215)
+    x = np.random.randn(50).astype(np.float32)
+    y = (0.75 * x**2 + 1.0 * x + 2.0 + 0.3 * np.random.randn(50)).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def plain_loop(batches, loss_fn, steps, clip=None, **sgd) -> tuple[list[float], torch.nn.Linear]:
+    """The article's loop: torch.nn.Linear(1, 1) from (w, b) = (6, -3), torch.optim.SGD, no Lightning."""
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(6.0)
+        model.bias.fill_(-3.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, **sgd)
+    losses = []
+    for step in range(steps):
+        x, y = batches(step)
+        optimizer.zero_grad()
+        loss = loss_fn(model(x.unsqueeze(1)), y.unsqueeze(1))
+        loss.backward()
+        if clip == "norm":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        elif clip == "value":
+            torch.nn.utils.clip_grad_value_(model.parameters(), 0.5)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, model
+
+
+def fitquad_run(tmp_path, loss="mse", steps=100, clip=None, data_options=None, **sgd):
+    data_options = {"seed": 20240215, "n_train": 50, "n_val": 10, **(data_options or {})}
+    datamodule = QuadraticDataModule(**data_options)
+    model = QuadraticRegression(
+        degree=1,
+        init_coefficients=[-3.0, 6.0],
+        loss=loss,
+        lr=0.1,
+        gradient_clip_val=None if clip is None else 0.5,
+        gradient_clip_algorithm=clip or "norm",
+        **sgd,
+    )
+    trainer = fit_in_process(model, datamodule, tmp_path, max_steps=steps)
+    return model, trainer
+
+
+@pytest.mark.parametrize("setting", SGD_SETTINGS)
+@pytest.mark.parametrize("loss", TORCH_LOSSES)
+def test_full_batch_matches_a_plain_pytorch_loop_step_for_step(tmp_path, loss, setting):
+    x, y = article_data()
+    expected_losses, expected = plain_loop(lambda step: (x, y), TORCH_LOSSES[loss], 100, **SGD_SETTINGS[setting])
+    for fused_steps in (1, 7):
+        model, trainer = fitquad_run(tmp_path, loss, data_options={"fused_steps": fused_steps}, **SGD_SETTINGS[setting])
+        losses = model.train_losses[: model.steps_recorded]
+        assert trainer.global_step == 100
+        np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=0, atol=1e-6)
+        assert torch.equal(model.model.linear.weight, expected.weight)
+        assert torch.equal(model.model.linear.bias, expected.bias)
+
+
+@pytest.mark.parametrize("clip", ["norm", "value"])
+def test_gradient_clipping_matches_torch_clipping(tmp_path, clip):
+    x, y = article_data()
+    expected_losses, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, clip=clip, momentum=0.9)
+    model, _ = fitquad_run(tmp_path, steps=60, clip=clip, data_options={"fused_steps": 8}, momentum=0.9)
+    np.testing.assert_allclose(model.train_losses[:60].numpy(), expected_losses, rtol=0, atol=1e-6)
+    assert torch.equal(model.model.linear.weight, expected.weight)
+    # Clipping really changed the run (the starting gradients are far above 0.5).
+    unclipped, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, momentum=0.9)
+    assert unclipped[5] != pytest.approx(expected_losses[5])
+
+
+def test_mini_batches_match_a_plain_loop_with_the_same_shuffles(tmp_path):
+    x, y = article_data()
+    generator = torch.Generator().manual_seed(20240215)  # InMemoryBatches seeds with the data seed
+    order = []
+
+    def batches(step):  # reshuffle at the start of every pass, batches of 8 (the last one 2)
+        if step % 7 == 0:
+            order[:] = torch.randperm(50, generator=generator).split(8)
+        return x[order[step % 7]], y[order[step % 7]]
+
+    expected_losses, expected = plain_loop(batches, torch.nn.MSELoss(), 40, momentum=0.5)
+    model, _ = fitquad_run(tmp_path, steps=40, data_options={"batch_size": 8, "fused_steps": 3}, momentum=0.5)
+    np.testing.assert_allclose(model.train_losses[:40].numpy(), expected_losses, rtol=0, atol=1e-6)
+    assert torch.equal(model.model.linear.weight, expected.weight)
+
+
+def test_fused_steps_never_overshoot_max_steps(tmp_path):
+    model, trainer = fitquad_run(tmp_path, steps=25, data_options={"steps_per_epoch": 10, "fused_steps": 4})
+    assert trainer.global_step == 25 and model.steps_recorded == 25
+
+
+def test_lesson3_reaches_the_least_squares_optimum(tmp_path):
+    # fast.ai lesson 3's data with standardised features, as configs/lesson3.yaml sets it up.
+    data = dict(true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid")
+    datamodule = QuadraticDataModule(**data, x_min=0.0, x_max=19.0, n_train=20, n_val=20, seed=42, fused_steps=10)
+    model = QuadraticRegression(degree=2, feature_scaling="standardize", lr=0.35)
+    fit_in_process(model, datamodule, tmp_path, max_steps=200)
+    t, speed = datamodule.train_x.double().numpy(), datamodule.train_y.double().numpy()
+    design = np.vander(t, 3, increasing=True)
+    optimum, *_ = np.linalg.lstsq(design, speed, rcond=None)
+    optimum_mse = np.mean((design @ optimum - speed) ** 2)
+    trained = model.model.coefficients().numpy()
+    trained_mse = np.mean((design @ trained - speed) ** 2)
+    assert optimum_mse <= trained_mse <= 1.01 * optimum_mse
+    np.testing.assert_allclose(trained, optimum, rtol=1e-3)
+
+
+def test_float64_precision_trains_in_float64(tmp_path):
+    datamodule = QuadraticDataModule(fused_steps=5)
+    model = QuadraticRegression(degree=1, init_coefficients=[-3.0, 6.0])
+    fit_in_process(model, datamodule, tmp_path, max_steps=10, precision="64-true")
+    assert model.model.linear.weight.dtype == torch.float64
+    assert model.train_losses.dtype == torch.float64 or model.steps_recorded == 10
