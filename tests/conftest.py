@@ -36,6 +36,11 @@ def only_run_folder(cwd: Path, name: str) -> Path:
     return versions[0]
 
 
+def newest_run_folder(cwd: Path, name: str) -> Path:
+    """The newest version folder under runs/<name>/ (validate, test and predict make one each too)."""
+    return max((cwd / "runs" / name).glob("version_*"), key=lambda path: int(path.name.split("_")[1]))
+
+
 def read_summary(folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 

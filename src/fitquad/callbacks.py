@@ -1,7 +1,7 @@
-"""fitquad's own callback: says where a run lands and writes what it found.
+"""fitquad's own callbacks: where a run lands and what it found, and where predictions go.
 
 EarlyStopping, ModelCheckpoint, the progress bar and gradient clipping are Lightning's own and are
-configured in configs/*.yaml; `RunSummary` is always on (the CLI adds it).
+configured in configs/*.yaml; `RunSummary` and `PredictionsCSV` are always on (the CLI adds them).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
 
 def run_folder(trainer: L.Trainer) -> Path:
@@ -76,3 +77,21 @@ def _one_line(summary: dict) -> str:
     coefficients = ", ".join(f"{k}={v:.6g}" for k, v in summary["coefficients"].items())
     val = f"{summary['val_mse']:.6g}" if summary["val_mse"] is not None else "n/a"
     return f"{coefficients}; train MSE {summary['train_mse']:.6g}, val MSE {val}, {summary['optimizer_steps']} steps"
+
+
+class PredictionsCSV(BasePredictionWriter):
+    """`fitquad predict` writes predictions.csv (x, prediction) into its run folder."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices) -> None:
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [
+            f"{x!r},{p!r}"
+            for batch in predictions
+            for x, p in zip(batch["x"].tolist(), batch["prediction"].tolist(), strict=True)
+        ]
+        (folder / "predictions.csv").write_text("\n".join(["x,prediction", *rows]) + "\n")
+        print(f"fitquad: predictions written to {folder / 'predictions.csv'}", flush=True)

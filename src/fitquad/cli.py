@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from fitquad.callbacks import RunSummary
+from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
 
@@ -38,6 +38,7 @@ class FitquadCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Always on, whatever trainer.callbacks a config or the command line gives.
         parser.add_lightning_class_args(RunSummary, "run_summary")
+        parser.add_lightning_class_args(PredictionsCSV, "predictions_csv")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -1,0 +1,122 @@
+"""The real `fitquad` command in a subprocess, as a user runs it, on every shipped config."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_training import article_data, plain_loop
+
+from conftest import CONFIGS, newest_run_folder, only_run_folder, read_summary, read_train_losses, run_fitquad
+
+
+@pytest.fixture(scope="module")
+def lesson3_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("lesson3")
+    result = run_fitquad("fit", "--config", str(CONFIGS / "lesson3.yaml"), cwd=cwd)
+    return cwd, only_run_folder(cwd, "lesson3"), result
+
+
+def test_lesson3_leaves_a_complete_run_folder(lesson3_run):
+    cwd, folder, result = lesson3_run
+    relative = folder.relative_to(cwd)
+    assert f"fitquad: run folder {relative}" in result.stdout
+    assert f"fitquad: run finished in {relative}" in result.stdout
+    assert list(folder.glob("events.out.tfevents.*"))
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    summary = read_summary(folder)
+    assert (cwd / summary["best_checkpoint"]).is_file()
+    assert set(summary["coefficients"]) == {"a", "b", "c"}
+    assert summary["optimizer_steps"] == len(read_train_losses(folder)) > 0
+    # The saved config re-creates the run.
+    saved = yaml.safe_load((folder / "config.yaml").read_text())
+    assert saved["model"]["feature_scaling"] == "standardize" and saved["data"]["n_train"] == 20
+
+
+def test_lesson3_fit_is_within_one_percent_of_least_squares(lesson3_run):
+    _, folder, _ = lesson3_run
+    summary = read_summary(folder)
+    t = np.arange(20, dtype=np.float32)
+    speed = (0.75 * t**2 - 14.25 * t + 68.6875 + 3.0 * np.random.RandomState(42).randn(20)).astype(np.float32)
+    design = np.vander(t.astype(np.float64), 3, increasing=True)
+    optimum, *_ = np.linalg.lstsq(design, speed.astype(np.float64), rcond=None)
+    optimum_mse = np.mean((design @ optimum - speed) ** 2)
+    trained = np.array([summary["coefficients"][name] for name in ("c", "b", "a")])
+    assert optimum_mse <= np.mean((design @ trained - speed) ** 2) <= 1.01 * optimum_mse
+    assert summary["train_mse"] == pytest.approx(optimum_mse, rel=0.01)  # as the run measured it, in float32
+
+
+def test_sgd_article_reproduces_the_articles_loss_sequence_exactly(tmp_path):
+    run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), cwd=tmp_path)
+    folder = only_run_folder(tmp_path, "sgd_article")
+    x, y = article_data()
+    expected_losses, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 100)
+    assert read_train_losses(folder) == expected_losses  # float32 values, bit for bit
+    summary = read_summary(folder)
+    assert summary["coefficients"] == {"b": expected.bias.item(), "w": expected.weight.item()}
+    assert summary["optimizer_steps"] == 100 and summary["epochs"] == 100
+
+
+def test_lesson3_raw_stalls_far_above_the_optimum(tmp_path):
+    run_fitquad("fit", "--config", str(CONFIGS / "lesson3_raw.yaml"), "--trainer.max_steps", "3000", cwd=tmp_path)
+    summary = read_summary(only_run_folder(tmp_path, "lesson3_raw"))
+    assert summary["optimizer_steps"] == 3000
+    assert summary["train_mse"] > 10 * 4.9  # this data's least-squares MSE is about 4.9
+
+
+def test_print_config_round_trips(tmp_path):
+    printed = run_fitquad(
+        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--model.lr", "0.05", "--print_config", cwd=tmp_path
+    )
+    config = yaml.safe_load(printed.stdout)
+    assert config["model"]["lr"] == 0.05 and config["data"]["seed"] == 20240215
+    (tmp_path / "printed.yaml").write_text(printed.stdout)
+    run_fitquad("fit", "--config", "printed.yaml", "--trainer.max_epochs", "3", cwd=tmp_path)
+    assert read_summary(only_run_folder(tmp_path, "printed"))["optimizer_steps"] == 3
+
+
+def test_trainer_gradient_clipping_reaches_the_module(tmp_path):
+    args = [
+        "--trainer.max_epochs",
+        "5",
+        "--trainer.gradient_clip_val",
+        "0.5",
+        "--trainer.gradient_clip_algorithm",
+        "value",
+    ]
+    run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path)
+    folder = only_run_folder(tmp_path, "sgd_article")
+    hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+    assert hparams["gradient_clip_val"] == 0.5 and hparams["gradient_clip_algorithm"] == "value"
+    x, y = article_data()
+    expected_losses, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 5, clip="value")
+    assert read_train_losses(folder) == expected_losses
+
+
+def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_path):
+    _, folder, _ = lesson3_run
+    last = str(folder / "checkpoints" / "last.ckpt")
+    config = str(CONFIGS / "lesson3.yaml")
+    validated = run_fitquad("validate", "--config", config, "--ckpt_path", last, cwd=tmp_path)
+    assert "val/mse" in validated.stdout
+    tested = run_fitquad("test", "--config", config, "--ckpt_path", last, cwd=tmp_path)
+    assert "test/mse" in tested.stdout
+    run_fitquad("predict", "--config", config, "--ckpt_path", last, cwd=tmp_path)
+    predictions = np.loadtxt(newest_run_folder(tmp_path, "lesson3") / "predictions.csv", delimiter=",", skiprows=1)
+    coefficients = read_summary(folder)["coefficients"]
+    x = predictions[:, 0]
+    expected = coefficients["a"] * x**2 + coefficients["b"] * x + coefficients["c"]
+    np.testing.assert_allclose(predictions[:, 1], expected, rtol=1e-4)
+    # Resume: the step counter carries on from the checkpoint to the new max_steps.
+    steps_before = read_summary(folder)["optimizer_steps"]
+    args = ["--ckpt_path", last, "--trainer.max_steps", str(steps_before + 30), "--trainer.callbacks", "[]"]
+    run_fitquad("fit", "--config", config, *args, cwd=tmp_path)
+    assert read_summary(newest_run_folder(tmp_path, "lesson3"))["optimizer_steps"] == steps_before + 30
+
+
+def test_any_torch_optimizer_from_the_command_line(tmp_path):
+    args = ["--optimizer", "Adam", "--optimizer.lr", "0.5", "--trainer.max_epochs", "40"]
+    run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path)
+    folder = only_run_folder(tmp_path, "sgd_article")
+    assert yaml.safe_load((folder / "config.yaml").read_text())["optimizer"]["class_path"] == "torch.optim.Adam"
+    losses = read_train_losses(folder)
+    assert len(losses) == 40 and losses[-1] < losses[0] / 10
