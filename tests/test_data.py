@@ -101,3 +101,19 @@ def test_steps_per_epoch_continues_the_pass_across_epochs():
     assert len(seen) == 30
     for k in range(3):
         assert sorted(seen[10 * k : 10 * (k + 1)].tolist()) == x.tolist()
+
+
+@pytest.mark.parametrize("n, batch_size, fused_steps", [(10, 3, 2), (12, 4, 5), (20, 5, 1)])
+def test_block_shuffle_permutes_fixed_blocks_each_pass(n, batch_size, fused_steps):
+    x = torch.arange(float(n))
+    batches = InMemoryBatches(x, -x, batch_size, None, fused_steps, seed=2, shuffle="blocks")
+    passes = []
+    for _ in range(4):
+        blocks = [(bx, by) for xs, ys in one_epoch(batches) for bx, by in zip(xs, ys, strict=True)]
+        assert all(torch.equal(by, -bx) for bx, by in blocks)
+        assert sorted(torch.cat([bx for bx, _ in blocks]).tolist()) == x.tolist()  # each point once a pass
+        passes.append([tuple(bx.tolist()) for bx, _ in blocks])
+    # The same blocks every pass (shuffled once), in a new order.
+    assert all(sorted(p) == sorted(passes[0]) for p in passes)
+    assert any(p != passes[0] for p in passes[1:])
+    assert passes[0] != [tuple(x[i : i + batch_size].tolist()) for i in range(0, n, batch_size)]  # shuffled once
