@@ -83,15 +83,19 @@ def test_full_batch_matches_a_plain_pytorch_loop_step_for_step(tmp_path, loss, s
         assert torch.equal(model.model.linear.bias, expected.bias)
 
 
+@pytest.mark.parametrize("setting", SGD_SETTINGS)
 @pytest.mark.parametrize("clip", ["norm", "value"])
-def test_gradient_clipping_matches_torch_clipping(tmp_path, clip):
+def test_gradient_clipping_matches_torch_clipping_at_every_fusion_size(tmp_path, clip, setting):
     x, y = article_data()
-    expected_losses, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, clip=clip, momentum=0.9)
-    model, _ = fitquad_run(tmp_path, steps=60, clip=clip, data_options={"fused_steps": 8}, momentum=0.9)
-    np.testing.assert_allclose(model.train_losses[:60].numpy(), expected_losses, rtol=0, atol=1e-6)
-    assert torch.equal(model.model.linear.weight, expected.weight)
+    sgd = SGD_SETTINGS[setting]
+    expected_losses, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, clip=clip, **sgd)
+    for fused_steps in (1, 8, 100):
+        model, _ = fitquad_run(tmp_path, steps=60, clip=clip, data_options={"fused_steps": fused_steps}, **sgd)
+        np.testing.assert_allclose(model.train_losses[:60].numpy(), expected_losses, rtol=0, atol=1e-6)
+        assert torch.equal(model.model.linear.weight, expected.weight)
+        assert torch.equal(model.model.linear.bias, expected.bias)
     # Clipping really changed the run (the starting gradients are far above 0.5).
-    unclipped, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, momentum=0.9)
+    unclipped, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, **sgd)
     assert unclipped[5] != pytest.approx(expected_losses[5])
 
 
@@ -138,3 +142,22 @@ def test_float64_precision_trains_in_float64(tmp_path):
     fit_in_process(model, datamodule, tmp_path, max_steps=10, precision="64-true")
     assert model.model.linear.weight.dtype == torch.float64
     assert model.train_losses.dtype == torch.float64 or model.steps_recorded == 10
+
+
+def test_block_shuffled_mini_batches_match_a_plain_loop(tmp_path):
+    x, y = article_data()
+    generator = torch.Generator().manual_seed(20240215)
+    order = torch.randperm(50, generator=generator)  # shuffled once...
+    blocks = list(zip(x[order].split(8), y[order].split(8), strict=True))
+    block_order = []
+
+    def batches(step):  # ...then each pass permutes the 7 blocks (the last one of 2 points)
+        if step % 7 == 0:
+            block_order[:] = torch.randperm(7, generator=generator).tolist()
+        return blocks[block_order[step % 7]]
+
+    expected_losses, expected = plain_loop(batches, torch.nn.MSELoss(), 40, momentum=0.5)
+    options = {"batch_size": 8, "fused_steps": 3, "shuffle": "blocks"}
+    model, _ = fitquad_run(tmp_path, steps=40, data_options=options, momentum=0.5)
+    np.testing.assert_allclose(model.train_losses[:40].numpy(), expected_losses, rtol=0, atol=1e-6)
+    assert torch.equal(model.model.linear.weight, expected.weight)

@@ -1,0 +1,72 @@
+"""Start-up time of the `fitquad` command against `import lightning`, measured in the same run.
+
+    python benchmarks/startup.py              # 7 interleaved repeats
+    python benchmarks/startup.py --repeats 3
+
+Prints the median wall time of each command and its ratio to `python -c "import lightning"`, then
+the heaviest imports of `fitquad.cli` from `python -X importtime`, marking which come from fitquad
+itself. Most of the start-up is Lightning's own import (torch, torch._dynamo, torchmetrics, and
+matplotlib through torchmetrics), which fitquad cannot avoid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PYTHON = sys.executable
+FITQUAD = str(Path(PYTHON).with_name("fitquad"))
+COMMANDS = {
+    "python -c pass": [PYTHON, "-c", "pass"],
+    "python -c 'import lightning'": [PYTHON, "-c", "import lightning"],
+    "python -c 'import fitquad.cli'": [PYTHON, "-c", "import fitquad.cli"],
+    "fitquad --help": [FITQUAD, "--help"],
+    "fitquad fit --help": [FITQUAD, "fit", "--help"],
+}
+
+
+def wall_seconds(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def heaviest_imports(count: int) -> list[tuple[float, str]]:
+    """(cumulative ms, module) of the top-level imports under fitquad.cli, heaviest first."""
+    result = subprocess.run([PYTHON, "-X", "importtime", "-c", "import fitquad.cli"], capture_output=True, text=True)
+    rows = []
+    for line in result.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]) / 1000, parts[2].rstrip()))
+    return sorted(rows, reverse=True)[:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for command in COMMANDS.values():  # warm the file cache once
+        wall_seconds(command)
+    for _ in range(args.repeats):
+        for name, command in COMMANDS.items():
+            times[name].append(wall_seconds(command))
+    lightning = times["python -c 'import lightning'"]
+    print(f"start-up, {args.repeats} interleaved repeats (median s, median ratio to 'import lightning')")
+    print("| command | s | ratio |")
+    print("|---|---|---|")
+    for name, values in times.items():
+        ratio = statistics.median(v / base for v, base in zip(values, lightning, strict=True))
+        print(f"| {name} | {statistics.median(values):.2f} | {ratio:.2f} |")
+    print("\nheaviest imports of fitquad.cli (cumulative ms, nested by indentation):")
+    for ms, name in heaviest_imports(15):
+        print(f"{ms:8.0f}  {name}{'   <- fitquad' if 'fitquad' in name else ''}")
+
+
+if __name__ == "__main__":
+    main()
