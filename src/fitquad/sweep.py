@@ -46,7 +46,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile, Namespace
+from jsonargparse import ActionConfigFile, ArgumentError, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -230,7 +230,10 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
 # ---- the command -------------------------------------------------------------------------------
 def make_parser() -> LightningArgumentParser:
     """The fit config's sections, as `fitquad fit` reads them, plus `sweep:`."""
-    parser = LightningArgumentParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0])
+    # exit_on_error=False: errors are raised, and main() prints them as one line (not 80 lines of usage).
+    parser = LightningArgumentParser(
+        prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False
+    )
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a sweep config (configs/capacity.yaml)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed set before each run")
     parser.add_lightning_class_args(L.Trainer, "trainer")
@@ -287,7 +290,11 @@ def sweep(args: list[str]) -> list[SweepPoint]:
 
 
 def main(args: list[str] | None = None) -> None:
-    sweep(sys.argv[1:] if args is None else args)
+    try:
+        sweep(sys.argv[1:] if args is None else args)
+    except ArgumentError as error:
+        print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
