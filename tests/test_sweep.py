@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
 from fitquad.data import QuadraticDataModule
 from fitquad.sweep import main, sweep
 from fitquad.training import QuadraticRegression
@@ -170,8 +170,13 @@ def test_sweep_command_writes_table_figure_and_side_by_side_runs(tmp_path: Path)
         assert yaml.safe_load((folder / run / "hparams.yaml").read_text())["degree"] == degree
         assert read_summary(folder / run)["optimizer_steps"] == 2
 
-    # The saved config re-runs the sweep.
-    run_fitquad("sweep", "--config", str(folder / "config.yaml"), "--sweep.values", "[1]", cwd=tmp_path)
+
+def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep(["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[0]", "--trainer.max_steps", "1"])
+    saved = tmp_path / "runs" / "capacity" / "version_0" / "config.yaml"
+    (point,) = sweep(["--config", str(saved), "--sweep.values", "[1]"])
+    assert point.optimizer_steps == 1  # the override saved with it
     assert (only_run_folder(tmp_path, "config") / "degree_1" / "summary.json").exists()
 
 
@@ -179,7 +184,7 @@ def test_sweep_command_writes_table_figure_and_side_by_side_runs(tmp_path: Path)
     ("override", "message"),
     [
         (["--sweep.parameter", "model.nope"], "sweep.parameter must be a setting of the data, model or trainer"),
-        (["--sweep.values", "[0, 1.5]"], 'Parser key "model.degree": Expected a <class \'int\'>. Got value: 1.5'),
+        (["--sweep.values", "[0, 1.5]"], "Parser key \"model.degree\": Expected a <class 'int'>. Got value: 1.5"),
         (["--sweep.values", "[]"], "sweep.values must list at least one value"),
     ],
 )

@@ -231,9 +231,7 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
 def make_parser() -> LightningArgumentParser:
     """The fit config's sections, as `fitquad fit` reads them, plus `sweep:`."""
     # exit_on_error=False: errors are raised, and main() prints them as one line (not 80 lines of usage).
-    parser = LightningArgumentParser(
-        prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False
-    )
+    parser = LightningArgumentParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a sweep config (configs/capacity.yaml)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed set before each run")
     parser.add_lightning_class_args(L.Trainer, "trainer")
