@@ -265,18 +265,23 @@ def sweep(args: list[str]) -> list[SweepPoint]:
     parser.save(config, folder / "config.yaml", skip_check=True)
     print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
 
-    # Each Trainer announces its hardware; once is enough for a sweep.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # Each Trainer announces its hardware (GPU available: ...); not once per run of a sweep.
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)
     points = []
-    for value, run_config in zip(values, run_configs, strict=True):
-        point = train_one(parser, run_config, value, folder, run_label(parameter, value, values))
-        points.append(point)
-        gap = "n/a" if point.gap is None else f"{point.gap:.2g}"
-        print(
-            f"fitquad sweep: {parameter}={value}: train MSE {point.train_mse:.4g}, "
-            f"val MSE {point.val_mse:.4g}, gap to optimum {gap}",
-            flush=True,
-        )
+    try:
+        for value, run_config in zip(values, run_configs, strict=True):
+            point = train_one(parser, run_config, value, folder, run_label(parameter, value, values))
+            points.append(point)
+            gap = "n/a" if point.gap is None else f"{point.gap:.2g}"
+            print(
+                f"fitquad sweep: {parameter}={value}: train MSE {point.train_mse:.4g}, "
+                f"val MSE {point.val_mse:.4g}, gap to optimum {gap}",
+                flush=True,
+            )
+    finally:
+        lightning_info.setLevel(level)
 
     write_csv(points, parameter.rsplit(".", 1)[-1], folder / "sweep.csv")
     table = markdown_table(points, parameter)
