@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
 from fitquad.data import QuadraticDataModule
 from fitquad.sweep import main, sweep
 from fitquad.training import QuadraticRegression
