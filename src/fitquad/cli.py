@@ -70,7 +70,7 @@ class FitquadCLI(LightningCLI):
 
 # Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only
 # when used, so `fitquad fit` pays nothing for them. Each function takes the remaining arguments.
-EXTRA_COMMANDS: dict[str, str] = {}
+EXTRA_COMMANDS: dict[str, str] = {"sweep": "fitquad.sweep:main"}
 
 
 def main(args: list[str] | None = None) -> None:

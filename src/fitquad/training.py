@@ -248,6 +248,9 @@ class QuadraticRegression(L.LightningModule):
         # MSE on the whole training set beside the validation MSE: the two curves that tell
         # under- from overfitting, measured on the same parameters at the same moment.
         self.log("train/mse", self.full_training_mse())
+        # A metric named "step" is Lightning's x-axis for the others: the optimizer step, as for train/loss.
+        # (Otherwise Lightning would use its count of training_step calls, which fused steps make smaller.)
+        self.log("step", float(self.global_step))
 
     @torch.no_grad()
     def full_training_mse(self) -> torch.Tensor:

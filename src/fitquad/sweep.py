@@ -1,0 +1,304 @@
+"""`fitquad sweep`: the same experiment trained once per value of one setting, and the runs compared.
+
+    fitquad sweep --config configs/capacity.yaml                   # degree 0..12: under- versus overfitting
+    fitquad sweep --config configs/learning_curve.yaml             # n_train 4..1000 at degree 2
+    fitquad sweep --config configs/weight_decay.yaml               # weight decay on a degree-12 model
+    fitquad sweep --config configs/capacity.yaml --sweep.values "[0, 2, 12]" --trainer.max_steps 5
+
+A sweep config is a fit config (seed_everything, data, model, trainer: the base run) plus a `sweep:`
+section naming the one setting that varies, as a dotted key (`model.degree`, `data.n_train`,
+`model.weight_decay`, ...), and its values. Every value of the config can be overridden on the command
+line as with `fitquad fit`. Each value is parsed and type-checked like a command-line override before any
+training starts, so a bad value fails at once with one line.
+
+All runs train in this one process, each with its own Lightning Trainer (its callbacks from the
+config, TensorBoard logger, checkpoints, `RunSummary`), and land side by side in one folder:
+
+    runs/<config name>/version_N/
+        degree_00/, degree_01/, ...   one TensorBoard run per value (events, checkpoints/, summary.json)
+        sweep.csv, sweep.md           the table: train and validation MSE per value, the noise floor σ²,
+                                      and the closed-form optimum each trained model is checked against
+        sweep.png                     train and validation MSE against the swept value, σ² dashed
+        config.yaml                   the resolved sweep config (re-run with --config)
+
+`tensorboard --logdir runs/<config name>` shows the runs' curves together, and its HPARAMS tab each
+run's settings against its final train and validation MSE.
+
+The closed-form optimum: a model trained with MSE and weight decay λ (torch's SGD adds λ·θ to the
+gradient of every parameter) has its minimum where (2/n·FᵀF + λ·I)·θ = 2/n·Fᵀy, F the model's design
+matrix on the training points. For λ = 0 that is ordinary least squares, solved with numpy.linalg.lstsq
+on the Vandermonde matrix in float64 (independent of the model's feature scaling); for λ > 0 it depends
+on the basis the parameters live in, so F is the model's own features (evaluated in float64). The
+`gap` column is the RMS difference between the trained model's and the optimum's predictions over
+the training and validation points: near 0 when the model has converged.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from jsonargparse import ActionConfigFile, ArgumentError, Namespace
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from fitquad.callbacks import RunSummary
+from fitquad.cli import RUNS_FOLDER, FitquadCLI
+from fitquad.data import QuadraticDataModule
+from fitquad.model import PolynomialModel
+from fitquad.training import QuadraticRegression
+
+SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
+
+
+@dataclass
+class SweepSettings:
+    """The `sweep:` section of a sweep config."""
+
+    # The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
+    parameter: str
+    # Its values, one run each, in this order (also the x-axis of the figure).
+    values: list[int | float]
+    # The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
+    x_scale: Literal["linear", "log"] = "linear"
+
+
+# ---- the closed-form optimum (until a shared reference module exists) ---------------------------
+def least_squares_design(model: PolynomialModel, x: np.ndarray) -> np.ndarray:
+    """[1, features(x)] in float64: the design matrix in the model's own parameter basis."""
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        features = model64.features(torch.from_numpy(x)).numpy()
+    return np.column_stack([np.ones(len(x)), features])
+
+
+def closed_form_predictions(
+    model: PolynomialModel, train_x: np.ndarray, train_y: np.ndarray, weight_decay: float, at_x: np.ndarray
+) -> np.ndarray:
+    """Predictions at `at_x` of the minimum of MSE + (weight_decay/2)·‖θ‖² over this model's parameters θ."""
+    if weight_decay == 0:
+        vandermonde = np.vander(train_x, model.degree + 1, increasing=True)
+        coefficients = np.linalg.lstsq(vandermonde, train_y, rcond=None)[0]
+        return np.vander(at_x, model.degree + 1, increasing=True) @ coefficients
+    design = least_squares_design(model, train_x)
+    n = len(train_x)
+    hessian = 2 / n * design.T @ design + weight_decay * np.eye(design.shape[1])
+    theta = np.linalg.solve(hessian, 2 / n * design.T @ train_y)
+    return least_squares_design(model, at_x) @ theta
+
+
+# ---- one run -----------------------------------------------------------------------------------
+@dataclass
+class SweepPoint:
+    value: int | float
+    train_mse: float
+    val_mse: float
+    noise_floor: float  # σ² = noise_std²: the expected MSE of the true curve on fresh data
+    optimum_train_mse: float | None  # None when the loss is not MSE (no least-squares optimum)
+    optimum_val_mse: float | None
+    gap: float | None  # RMS difference between the trained model's and the optimum's predictions
+    optimizer_steps: int
+    epochs: int
+    run: str
+
+
+def run_label(parameter: str, value: int | float, values: list[int | float]) -> str:
+    """The run's folder name: degree_03, n_train_0015, weight_decay_0.001."""
+    name = parameter.rsplit(".", 1)[-1]
+    if all(isinstance(v, int) for v in values):
+        width = len(str(max(abs(v) for v in values)))
+        return f"{name}_{value:0{width}d}"
+    return f"{name}_{value:g}"
+
+
+def train_one(
+    parser: LightningArgumentParser, config: Namespace, value: int | float, folder: Path, label: str
+) -> SweepPoint:
+    """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum."""
+    L.seed_everything(config.seed_everything, verbose=False)
+    FitquadCLI._move_gradient_clipping_to_model(config)
+    init = parser.instantiate_classes(config)
+    trainer_options = dict(init.trainer.items())
+    # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
+    trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)
+    trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary()]
+    trainer = L.Trainer(**trainer_options)
+    module: QuadraticRegression = init.model
+    datamodule: QuadraticDataModule = init.data
+    trainer.fit(module, datamodule=datamodule)
+
+    def as_numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().double().numpy()
+
+    train_x, train_y = as_numpy(datamodule.train_x), as_numpy(datamodule.train_y)
+    val_x, val_y = as_numpy(datamodule.val_x), as_numpy(datamodule.val_y)
+    with torch.no_grad():
+        predict = module.model.cpu()
+        train_prediction = as_numpy(predict(datamodule.train_x.to(module.dtype)))
+        val_prediction = as_numpy(predict(datamodule.val_x.to(module.dtype)))
+    optimum_train_mse = optimum_val_mse = gap = None
+    if module.hparams.loss == "mse":
+        both_x = np.concatenate([train_x, val_x])
+        optimum = closed_form_predictions(module.model, train_x, train_y, module.hparams.weight_decay, both_x)
+        optimum_train, optimum_val = optimum[: len(train_x)], optimum[len(train_x) :]
+        optimum_train_mse = float(np.mean((optimum_train - train_y) ** 2))
+        optimum_val_mse = float(np.mean((optimum_val - val_y) ** 2))
+        gap = float(np.sqrt(np.mean((np.concatenate([train_prediction, val_prediction]) - optimum) ** 2)))
+    return SweepPoint(
+        value=value,
+        train_mse=float(np.mean((train_prediction - train_y) ** 2)),
+        val_mse=float(np.mean((val_prediction - val_y) ** 2)),
+        noise_floor=float(datamodule.hparams.noise_std) ** 2,
+        optimum_train_mse=optimum_train_mse,
+        optimum_val_mse=optimum_val_mse,
+        gap=gap,
+        optimizer_steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        run=label,
+    )
+
+
+# ---- the table and the figure ------------------------------------------------------------------
+COLUMNS = ("train_mse", "val_mse", "noise_floor", "optimum_train_mse", "optimum_val_mse", "gap", "optimizer_steps")
+
+
+def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow([name, *COLUMNS, "epochs", "run"])
+        for p in points:
+            row = [getattr(p, column) for column in COLUMNS]
+            writer.writerow([p.value, *("" if v is None else repr(v) for v in row), p.epochs, p.run])
+
+
+def markdown_table(points: list[SweepPoint], parameter: str) -> str:
+    name = parameter.rsplit(".", 1)[-1]
+    best = min(points, key=lambda p: p.val_mse)
+
+    def number(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4g}"
+
+    lines = [
+        f"Sweep of `{parameter}`. Noise floor σ² = {number(points[0].noise_floor)}"
+        + ("" if len({p.noise_floor for p in points}) == 1 else " (first run; see the column)")
+        + f". Validation minimum at {name} = {best.value}: val MSE {number(best.val_mse)}"
+        + f" = {best.val_mse / best.noise_floor:.2f}·σ².",
+        "",
+        f"| {name} | train MSE | val MSE | val / σ² | optimum train MSE | optimum val MSE | gap to optimum | steps |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        cells = [p.value, number(p.train_mse), number(p.val_mse), f"{p.val_mse / p.noise_floor:.3g}"]
+        cells += [number(p.optimum_train_mse), number(p.optimum_val_mse), number(p.gap), p.optimizer_steps]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: str, path: Path) -> None:
+    import matplotlib  # lazily: only the sweep draws figures
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    x = [p.value for p in points]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot(x, [p.train_mse for p in points], "o-", label="train MSE")
+    axes.plot(x, [p.val_mse for p in points], "s-", label="validation MSE")
+    axes.plot(x, [p.noise_floor for p in points], "k--", label="noise floor σ²")
+    best = min(points, key=lambda p: p.val_mse)
+    axes.plot([best.value], [best.val_mse], "r*", markersize=14, label="validation minimum")
+    axes.set_xscale(x_scale)
+    axes.set_yscale("log")  # the MSEs span decades: σ² below, overfit validation errors far above
+    axes.set_xlabel(parameter)
+    axes.set_ylabel("MSE")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# ---- the command -------------------------------------------------------------------------------
+def make_parser() -> LightningArgumentParser:
+    """The fit config's sections, as `fitquad fit` reads them, plus `sweep:`."""
+    # exit_on_error=False: errors are raised, and main() prints them as one line (not 80 lines of usage).
+    parser = LightningArgumentParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a sweep config (configs/capacity.yaml)")
+    parser.add_argument("--seed_everything", type=int, default=0, help="seed set before each run")
+    parser.add_lightning_class_args(L.Trainer, "trainer")
+    parser.add_lightning_class_args(QuadraticRegression, "model")
+    parser.add_lightning_class_args(QuadraticDataModule, "data")
+    parser.add_class_arguments(SweepSettings, "sweep")
+    return parser
+
+
+def sweep(args: list[str]) -> list[SweepPoint]:
+    """Run a sweep from command-line arguments; returns the points, also written to the sweep folder."""
+    parser = make_parser()
+    config = parser.parse_args(args)
+    # Namespace has a values() method, so the sweep's values are read by key, not by attribute.
+    parameter, values, x_scale = config["sweep.parameter"], config["sweep.values"], config["sweep.x_scale"]
+    if not parameter.startswith(SWEEPABLE_SECTIONS) or parameter not in config:
+        parser.error(
+            f"sweep.parameter must be a setting of the data, model or trainer section (e.g. model.degree); "
+            f"got {parameter!r}"
+        )
+    if not values:
+        parser.error("sweep.values must list at least one value")
+    # Each value goes through the parser like a command-line override: type-checked before any training.
+    run_configs = [parser.parse_args([*args, f"--{parameter}", str(value)]) for value in values]
+
+    config_files = config.get("config") or []
+    name = Path(str(config_files[-1])).stem if config_files else "sweep"
+    # TensorBoardLogger numbers versions as `fitquad fit` does: the sweep folder is the next version_N.
+    folder = Path(TensorBoardLogger(save_dir=RUNS_FOLDER, name=name).log_dir)
+    folder.mkdir(parents=True)
+    parser.save(config, folder / "config.yaml", skip_check=True)
+    print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
+
+    # Each Trainer announces its hardware (GPU available: ...); not once per run of a sweep.
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)
+    points = []
+    try:
+        for value, run_config in zip(values, run_configs, strict=True):
+            point = train_one(parser, run_config, value, folder, run_label(parameter, value, values))
+            points.append(point)
+            gap = "n/a" if point.gap is None else f"{point.gap:.2g}"
+            print(
+                f"fitquad sweep: {parameter}={value}: train MSE {point.train_mse:.4g}, "
+                f"val MSE {point.val_mse:.4g}, gap to optimum {gap}",
+                flush=True,
+            )
+    finally:
+        lightning_info.setLevel(level)
+
+    write_csv(points, parameter.rsplit(".", 1)[-1], folder / "sweep.csv")
+    table = markdown_table(points, parameter)
+    (folder / "sweep.md").write_text(table)
+    draw_figure(points, parameter, x_scale, f"{name}: {parameter}", folder / "sweep.png")
+    print(table, flush=True)
+    print(f"fitquad sweep: wrote sweep.csv, sweep.md, sweep.png in {folder}", flush=True)
+    return points
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        sweep(sys.argv[1:] if args is None else args)
+    except ArgumentError as error:
+        print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

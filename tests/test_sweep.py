@@ -1,0 +1,200 @@
+"""`fitquad sweep` and the over/underfitting configs, checked against closed-form least squares and a plain loop."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
+from fitquad.data import QuadraticDataModule
+from fitquad.sweep import main, sweep
+from fitquad.training import QuadraticRegression
+
+
+def config_data(name: str, **overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The train and validation points of a config, float64."""
+    data = {**yaml.safe_load((CONFIGS / name).read_text())["data"], **overrides}
+    datamodule = QuadraticDataModule(**data)
+    datamodule.setup("fit")
+    splits = (datamodule.train_x, datamodule.train_y, datamodule.val_x, datamodule.val_y)
+    return tuple(t.double().numpy() for t in splits)
+
+
+def ridge_val_mse(degree: int, weight_decay: float, train_x, train_y, val_x, val_y) -> tuple[float, float]:
+    """Train and validation MSE of min MSE + λ/2·‖coefficients‖² over raw polynomials (λ = 0: lstsq)."""
+    vandermonde = np.vander(train_x, degree + 1, increasing=True)
+    if weight_decay == 0:
+        theta = np.linalg.lstsq(vandermonde, train_y, rcond=None)[0]
+    else:
+        n = len(train_x)
+        hessian = 2 / n * vandermonde.T @ vandermonde + weight_decay * np.eye(degree + 1)
+        theta = np.linalg.solve(hessian, 2 / n * vandermonde.T @ train_y)
+    val_prediction = np.vander(val_x, degree + 1, increasing=True) @ theta
+    return float(np.mean((vandermonde @ theta - train_y) ** 2)), float(np.mean((val_prediction - val_y) ** 2))
+
+
+def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real sweep, as configured: degrees 0..12, 20 steps each (a few seconds).
+    monkeypatch.chdir(tmp_path)
+    points = sweep(["--config", str(CONFIGS / "capacity.yaml")])
+    degrees = [p.value for p in points]
+    assert degrees == list(range(13))
+    train = np.array([p.train_mse for p in points])
+    val = np.array([p.val_mse for p in points])
+    sigma2 = points[0].noise_floor
+    assert sigma2 == pytest.approx(0.09)
+
+    # Each trained model is its least-squares optimum, computed here independently.
+    data = config_data("capacity.yaml")
+    for point in points:
+        reference_train, reference_val = ridge_val_mse(point.value, 0.0, *data)
+        assert point.train_mse == pytest.approx(reference_train, rel=1e-6, abs=1e-12)
+        assert point.val_mse == pytest.approx(reference_val, rel=1e-6)
+        assert point.gap < 1e-4
+
+    # The shape the issue asks for.
+    assert np.all(np.diff(train) <= 1e-9 * train[:-1]), train  # non-increasing in degree
+    assert val.argmin() in (2, 3), val
+    assert val.min() < 1.5 * sigma2  # the minimum is close to the noise floor
+    assert val[0] > 3 * sigma2 and val[1] > 3 * sigma2 and train[1] > 2 * sigma2  # underfitting
+    assert np.all(val[10:] >= 2 * val.min()), val  # overfitting
+    assert train[12] < sigma2
+
+    folder = tmp_path / "runs" / "capacity" / "version_0"
+    with (folder / "sweep.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["degree"]) for row in rows] == degrees
+    assert [float(row["val_mse"]) for row in rows] == [p.val_mse for p in points]
+
+
+def test_learning_curve_approaches_the_noise_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "learning_curve.yaml"), "--sweep.values", "[4, 1000]", "--trainer.max_steps", "2"]
+    few, many = sweep(args)
+    sigma2 = few.noise_floor
+    assert few.val_mse > 1.5 * sigma2
+    assert many.val_mse == pytest.approx(sigma2, rel=0.15)
+    assert many.train_mse == pytest.approx(sigma2, rel=0.15)
+    assert few.gap < 1e-5 and many.gap < 1e-5
+
+
+def test_weight_decay_sweep_reaches_the_ridge_optimum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two of the config's values; 3000 steps is past the ~2700 the slowest (λ = 0.03) needs.
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(CONFIGS / "weight_decay.yaml"), "--sweep.values", "[0.03, 1.0]"]
+    points = sweep([*args, "--trainer.max_steps", "3000"])
+    data = config_data("weight_decay.yaml")
+    for point in points:
+        reference_train, reference_val = ridge_val_mse(12, point.value, *data)
+        assert point.train_mse == pytest.approx(reference_train, rel=1e-4)
+        assert point.val_mse == pytest.approx(reference_val, rel=1e-4)
+        assert point.gap < 1e-5
+    moderate, strong = points
+    assert moderate.val_mse < 2 * moderate.noise_floor  # tamed: the unregularized fit's is ~10⁷
+    assert strong.train_mse > 5 * strong.noise_floor  # too much decay underfits
+
+
+def plain_gradient_descent_val_losses(steps: int, every: int) -> list[float]:
+    """The early-stopping config's training as a plain PyTorch loop: the validation loss every `every` steps."""
+    config = yaml.safe_load((CONFIGS / "overfit_early_stop.yaml").read_text())
+    train_x, train_y, val_x, val_y = (torch.from_numpy(a).float() for a in config_data("overfit_early_stop.yaml"))
+    degree, lr = config["model"]["degree"], config["model"]["lr"]
+    weights = torch.zeros(degree + 1, requires_grad=True)  # the config starts from zero
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x**k for k in range(degree + 1)], dim=-1) @ weights
+
+    optimizer = torch.optim.SGD([weights], lr=lr)
+    losses = []
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(predict(train_x), train_y).backward()
+        optimizer.step()
+        if step % every == 0:
+            with torch.no_grad():
+                losses.append(torch.nn.functional.mse_loss(predict(val_x), val_y).item())
+    return losses
+
+
+def test_early_stopping_keeps_the_validation_minimum(tmp_path: Path) -> None:
+    run_fitquad("fit", "--config", str(CONFIGS / "overfit_early_stop.yaml"), cwd=tmp_path)
+    folder = only_run_folder(tmp_path, "overfit_early_stop")
+    summary = read_summary(folder)
+    assert summary["optimizer_steps"] < 20000  # stopped early, not at max_steps
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    logged = [(event.step, event.value) for event in events.Scalars("val/loss")]
+    best_step, best_loss = min(logged, key=lambda pair: pair[1])
+    last_step, last_loss = logged[-1]
+    # It stopped because the validation loss turned up: patience (20 checks, 200 steps) after the minimum.
+    assert last_step - best_step == 200
+    assert last_loss > 1.2 * best_loss
+
+    # The validation curve and its minimum are those of a plain PyTorch loop.
+    reference = plain_gradient_descent_val_losses(last_step, every=10)
+    assert [value for _, value in logged] == pytest.approx(reference, rel=1e-4)
+    assert 10 * (int(np.argmin(reference)) + 1) == best_step
+
+    # The best checkpoint is the one at the minimum, and restoring it gives that model back.
+    best_path = tmp_path / summary["best_checkpoint"]  # relative to where fitquad ran
+    assert best_path.name == f"best-step{best_step}.ckpt"
+    checkpoint = torch.load(best_path, weights_only=False)
+    assert checkpoint["global_step"] == best_step
+    restored = QuadraticRegression.load_from_checkpoint(best_path)
+    _, _, val_x, val_y = config_data("overfit_early_stop.yaml")
+    with torch.no_grad():
+        restored_loss = torch.nn.functional.mse_loss(restored(torch.from_numpy(val_x).float()), torch.from_numpy(val_y))
+    assert restored_loss.item() == pytest.approx(best_loss, rel=1e-6)
+
+
+def test_sweep_command_writes_table_figure_and_side_by_side_runs(tmp_path: Path) -> None:
+    run_fitquad(
+        "sweep", "--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[0, 2, 12]", "--trainer.max_steps", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    folder = only_run_folder(tmp_path, "capacity")
+    assert (folder / "sweep.png").stat().st_size > 0
+    table = (folder / "sweep.md").read_text()
+    assert "Validation minimum at degree = 2" in table
+    with (folder / "sweep.csv").open() as file:
+        assert [row["run"] for row in csv.DictReader(file)] == ["degree_00", "degree_02", "degree_12"]
+    for run, degree in (("degree_00", 0), ("degree_02", 2), ("degree_12", 12)):
+        assert list((folder / run).glob("events.out.tfevents.*"))
+        assert yaml.safe_load((folder / run / "hparams.yaml").read_text())["degree"] == degree
+        assert read_summary(folder / run)["optimizer_steps"] == 2
+
+
+def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sweep(["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[0]", "--trainer.max_steps", "1"])
+    saved = tmp_path / "runs" / "capacity" / "version_0" / "config.yaml"
+    (point,) = sweep(["--config", str(saved), "--sweep.values", "[1]"])
+    assert point.optimizer_steps == 1  # the override saved with it
+    assert (only_run_folder(tmp_path, "config") / "degree_1" / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--sweep.parameter", "model.nope"], "sweep.parameter must be a setting of the data, model or trainer"),
+        (["--sweep.values", "[0, 1.5]"], "Parser key \"model.degree\": Expected a <class 'int'>. Got value: 1.5"),
+        (["--sweep.values", "[]"], "sweep.values must list at least one value"),
+    ],
+)
+def test_bad_sweep_input_is_one_line(
+    override: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(CONFIGS / "capacity.yaml"), *override])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error
+    assert not (tmp_path / "runs").exists()  # nothing trained
