@@ -40,7 +40,7 @@ def ridge_val_mse(degree: int, weight_decay: float, train_x, train_y, val_x, val
 
 
 def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The real sweep, as configured: degrees 0..12, 20 steps each (a few seconds).
+    # The real sweep, as configured: degrees 0..12, 3 steps each (a few seconds).
     monkeypatch.chdir(tmp_path)
     points = sweep(["--config", str(CONFIGS / "capacity.yaml")])
     degrees = [p.value for p in points]

@@ -40,12 +40,15 @@ class PolynomialModel(nn.Module):
         self.degree = degree
         self.feature_scaling = feature_scaling
         self.linear = nn.Linear(degree, 1)
-        # Buffers, so that a checkpoint carries the scaling the parameters were trained under.
-        self.register_buffer("shift", torch.tensor(0.0))
-        self.register_buffer("scale", torch.tensor(1.0))
+        # Buffers, so that a checkpoint carries the scaling the parameters were trained under. Kept in
+        # float64 and cast where used: the scaling is fitted before Lightning converts the model for
+        # 64-true precision, and a float32 copy would leave a float64 run badly whitened.
+        float64 = torch.float64
+        self.register_buffer("shift", torch.tensor(0.0, dtype=float64))
+        self.register_buffer("scale", torch.tensor(1.0, dtype=float64))
         # whiten only: features = (powers of z − feature_mean) @ whitening.
-        self.register_buffer("feature_mean", torch.zeros(degree))
-        self.register_buffer("whitening", torch.eye(degree))
+        self.register_buffer("feature_mean", torch.zeros(degree, dtype=float64))
+        self.register_buffer("whitening", torch.eye(degree, dtype=float64))
 
     def fit_feature_scaling(self, train_x: torch.Tensor) -> None:
         """Set the scaling from the training inputs (no-op for feature_scaling='none')."""
@@ -68,12 +71,12 @@ class PolynomialModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The (n, degree) matrix of z, z², …, z^degree."""
-        z = x if self.feature_scaling == "none" else (x - self.shift) / self.scale
+        z = x if self.feature_scaling == "none" else (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
         if self.degree == 0:  # a constant model has no features, only its bias
             return z.unsqueeze(-1)[..., :0]
         powers = torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
         if self.feature_scaling == "whiten":
-            return (powers - self.feature_mean) @ self.whitening
+            return (powers - self.feature_mean.to(x.dtype)) @ self.whitening.to(x.dtype)
         return powers
 
     def forward_features(self, features: torch.Tensor) -> torch.Tensor:
