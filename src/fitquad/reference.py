@@ -46,8 +46,8 @@ class Reference:
 
 
 def float64_copy(model: PolynomialModel) -> PolynomialModel:
-    """A float64 copy of the model (same scaling buffers), so nothing below rounds to float32."""
-    return copy.deepcopy(model).double()
+    """A float64 copy of the model on the CPU (same scaling buffers), so nothing below rounds to float32."""
+    return copy.deepcopy(model).to("cpu", torch.float64)
 
 
 def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
