@@ -7,6 +7,7 @@ configured in configs/*.yaml; `RunSummary` and `PredictionsCSV` are always on (t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -33,12 +34,13 @@ class RunSummary(L.Callback):
             print(f"fitquad: run folder {run_folder(trainer)}", flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Also called by FitDiagnosis when a fit stops on divergence.
         if not trainer.is_global_zero:
             return
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         summary = self.summarize(trainer, pl_module)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         losses = pl_module.train_losses[: pl_module.steps_recorded].tolist()
         lines = ["step,loss"] + [f"{step},{loss!r}" for step, loss in enumerate(losses, start=1)]
         (folder / "train_loss.csv").write_text("\n".join(lines) + "\n")
@@ -70,7 +72,19 @@ class RunSummary(L.Callback):
             "epochs": trainer.current_epoch,
             "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint is not None else None,
             "run_folder": str(run_folder(trainer)),
+            **pl_module.summary_extras,  # other callbacks' findings, e.g. FitDiagnosis's reference and diagnosis
         }
+
+
+def _finite(value):
+    """The summary with NaN and ±inf (a diverged fit) as null, so that summary.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _one_line(summary: dict) -> str:

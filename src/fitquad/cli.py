@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.data import QuadraticDataModule
+from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
 from fitquad.training import QuadraticRegression
 
 # Where runs land unless trainer.logger says otherwise: runs/<config name>/version_N.
@@ -36,7 +37,9 @@ TRAINER_DEFAULTS = {
 
 class FitquadCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Always on, whatever trainer.callbacks a config or the command line gives.
+        # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis first:
+        # RunSummary writes what it found into summary.json.
+        parser.add_lightning_class_args(FitDiagnosis, "fit_diagnosis")
         parser.add_lightning_class_args(RunSummary, "run_summary")
         parser.add_lightning_class_args(PredictionsCSV, "predictions_csv")
 
@@ -79,14 +82,18 @@ def main(args: list[str] | None = None) -> None:
         module_name, function_name = EXTRA_COMMANDS[args[0]].split(":")
         getattr(importlib.import_module(module_name), function_name)(args[1:])
         return
-    FitquadCLI(
-        QuadraticRegression,
-        QuadraticDataModule,
-        args=args,
-        trainer_defaults=TRAINER_DEFAULTS,
-        # Fixed seed: a run is reproducible unless the config says otherwise.
-        seed_everything_default=0,
-    )
+    try:
+        FitquadCLI(
+            QuadraticRegression,
+            QuadraticDataModule,
+            args=args,
+            trainer_defaults=TRAINER_DEFAULTS,
+            # Fixed seed: a run is reproducible unless the config says otherwise.
+            seed_everything_default=0,
+        )
+    except TrainingDiverged as diverged:  # the divergence guard: one line, no traceback, exit code 1
+        print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,429 @@
+"""What happened in a fit, and why, in numbers: the diagnosis printed at the end of every fit.
+
+`FitDiagnosis` (a callback the CLI always adds) does the work:
+
+- at fit start it solves the closed-form reference (fitquad.reference) and the conditioning
+  (fitquad.conditioning) and prints them: the optimum's training loss, the noise floors, κ, the largest
+  stable learning rate, and the steps predicted to get within 1% of the optimum;
+- during training it logs `reference/relative_gap`, (train/loss − optimum)/optimum, at every logged step;
+- at the end it applies the rules of `diagnose` and prints one line, writes it into summary.json
+  (through RunSummary) and TensorBoard (TEXT tab), and draws the fit and residual figures.
+
+All thresholds are here, each with its reason; README.md ("Reading the diagnosis") lists them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import lightning as L
+import torch
+
+from fitquad.callbacks import RunSummary, run_folder
+from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
+from fitquad.reference import float64_copy, optimum, relative_gap, training_noise_floor, validation_noise_floor
+
+# ---- thresholds ----------------------------------------------------------------------------------
+# Converged: the training loss within 1% of the closed-form optimum. Tighter than any difference a
+# reader can see on a loss curve, loose enough that float32 arithmetic (7 digits) reaches it.
+CONVERGED_GAP = 0.01
+# Ill-conditioned: κ of the Hessian at least 1000. Even at the best learning rate gradient descent needs
+# about κ/2 steps per factor e in the slowest direction, i.e. thousands of steps: the regime where
+# "standardize" (κ ≈ 8 on lesson 3) changes everything. Below it, a slow fit is only a short one.
+ILL_CONDITIONED_KAPPA = 1e3
+# Stalled, rather than still converging: the steps predicted to go exceed the steps already taken,
+# i.e. running as long again would not get there.
+STALLED_STEPS_RATIO = 1.0
+# Stalled by float32: from the final parameters, the steps float32 takes differ from the exact (float64)
+# steps by at least half their size (median of 10 steps): the updates are mostly rounding, so the fit
+# cannot get closer, whatever the number of steps.
+FLOAT32_PROBE_STEPS = 10
+FLOAT32_UPDATE_ERROR = 0.5
+# Far above a noise floor: above floor·(1 + max(3 standard deviations, 10%)). The MSE at the optimum is
+# itself random: σ²·χ²(n − p)/n on the training set (sd σ²·√(2(n − p))/n), σ²·χ²(n)/n on n fresh
+# points (sd σ²·√(2/n)), so 3 sd keeps false alarms near 0.3%; the 10% keeps tiny misfits on large data
+# from being called under- or overfitting.
+NOISE_FLOOR_SDS = 3.0
+NOISE_FLOOR_MIN_MARGIN = 0.1
+# Overfitting: validation MSE at least 1.5 times the training MSE (besides being far above σ²).
+OVERFIT_RATIO = 1.5
+# Divergence guard (in the training loop): a non-finite loss, or one 10⁴ times the first step's. A stable
+# fit never climbs that far above where it started (plain GD on a quadratic only goes down); an unstable
+# one grows geometrically, so this stops it within a few steps of the start of the blow-up.
+DIVERGENCE_LOSS_FACTOR = 1e4
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by the training loop when the loss is non-finite or exploding; the CLI prints it as one line."""
+
+    def __init__(self, step: int, loss: float, first_loss: float, lr: float, largest_stable_lr: float | None):
+        self.step, self.loss, self.first_loss, self.lr, self.largest_stable_lr = (
+            step,
+            loss,
+            first_loss,
+            lr,
+            largest_stable_lr,
+        )
+        if largest_stable_lr is None or math.isinf(largest_stable_lr):
+            limit = "this loss has no largest stable lr"
+            advice = "lower model.lr or clip with trainer.gradient_clip_val"
+        else:
+            limit = f"the largest stable lr is {largest_stable_lr:.3g}"
+            advice = (
+                f"lower model.lr below {largest_stable_lr:.3g}, use model.feature_scaling standardize "
+                "(or whiten), or clip with trainer.gradient_clip_val"
+            )
+        super().__init__(
+            f"training diverged at step {step}: loss {loss:.4g} (first step {first_loss:.4g}) with lr {lr:.3g}; "
+            f"{limit}; {advice}"
+        )
+
+
+@dataclass
+class Diagnosis:
+    verdict: str  # converged, still_converging, stalled_ill_conditioned, stalled_float32, underfitting,
+    #               overfitting, diverged
+    message: str  # one line, with the numbers that led to it
+    numbers: dict = field(default_factory=dict)
+
+
+def _far_above(value: float, floor: float, relative_sd: float) -> bool:
+    return value > floor * (1 + max(NOISE_FLOOR_SDS * relative_sd, NOISE_FLOOR_MIN_MARGIN))
+
+
+def diagnose(
+    *,
+    steps_taken: int,
+    train_loss: float,
+    optimum_loss: float,
+    condition_number: float,
+    steps_to_go: float | None,
+    lr: float,
+    largest_stable_lr: float,
+    float32_update_error: float | None,
+    train_mse: float,
+    val_mse: float | None,
+    noise_std: float,
+    n_train: int,
+    n_val: int,
+    n_parameters: int,
+    mini_batch: bool = False,
+) -> Diagnosis:
+    """The rules, in order; the first that holds is the diagnosis."""
+    gap = relative_gap(train_loss, optimum_loss)
+    numbers = {
+        "steps": steps_taken,
+        "train_loss": train_loss,
+        "optimum_loss": optimum_loss,
+        "relative_gap": gap,
+        "condition_number": condition_number,
+        "steps_to_go": steps_to_go,
+        "lr": lr,
+        "largest_stable_lr": largest_stable_lr,
+        "train_mse": train_mse,
+        "val_mse": val_mse,
+    }
+    if float32_update_error is not None:
+        numbers["float32_update_error"] = float32_update_error
+    where = f"training loss {train_loss:.6g} vs optimum {optimum_loss:.6g} (gap {gap:.3g})"
+    if not math.isfinite(train_loss) or steps_to_go == math.inf:
+        return Diagnosis(
+            "diverged",
+            f"diverged: {where}; lr {lr:.3g} is above the largest stable lr {largest_stable_lr:.3g}",
+            numbers,
+        )
+    if gap > CONVERGED_GAP:
+        if float32_update_error is not None and float32_update_error >= FLOAT32_UPDATE_ERROR:
+            return Diagnosis(
+                "stalled_float32",
+                f"stalled by float32 resolution: {where}; float32 updates are {float32_update_error:.0%} rounding "
+                "error (the updates round to nothing) — use --trainer.precision 64-true, or rescale the data "
+                "(large values or offsets leave float32's 7 digits no room for small steps)",
+                numbers,
+            )
+        to_go = "unknown (L1 has no curvature)" if steps_to_go is None else f"{steps_to_go:.3g}"
+        stalled = steps_to_go is not None and steps_to_go > STALLED_STEPS_RATIO * steps_taken
+        if condition_number >= ILL_CONDITIONED_KAPPA and stalled:
+            return Diagnosis(
+                "stalled_ill_conditioned",
+                f"stalled by ill-conditioning: {where} after {steps_taken} steps; κ = {condition_number:.3g}, so "
+                f"about {to_go} more steps are needed at lr {lr:.3g} (largest stable {largest_stable_lr:.3g}); "
+                "use model.feature_scaling standardize (or whiten)",
+                numbers,
+            )
+        noise = " (mini-batch SGD: the loss hovers above the optimum by the gradient noise)" if mini_batch else ""
+        return Diagnosis(
+            "still_converging",
+            f"still converging: {where} after {steps_taken} steps; about {to_go} more full-batch steps to within "
+            f"{CONVERGED_GAP:.0%} of the optimum at lr {lr:.3g}{noise}; train longer or raise lr "
+            f"(largest stable {largest_stable_lr:.3g})",
+            numbers,
+        )
+    if noise_std <= 0:
+        return Diagnosis("converged", f"converged to the optimum: {where} (noise-free data: no noise floor)", numbers)
+    train_floor, val_floor = training_noise_floor(noise_std, n_train, n_parameters), validation_noise_floor(noise_std)
+    numbers.update(train_noise_floor=train_floor, val_noise_floor=val_floor)
+    train_sd = math.sqrt(2 * max(n_train - n_parameters, 1)) / max(n_train - n_parameters, 1)
+    val_sd = math.sqrt(2 / n_val) if n_val else math.inf
+    mses = f"train MSE {train_mse:.4g} (floor {train_floor:.4g}), val MSE " + (
+        f"{val_mse:.4g} (floor σ² = {val_floor:.4g})" if val_mse is not None else "n/a"
+    )
+    val_far_above = val_mse is not None and _far_above(val_mse, val_floor, val_sd)
+    if _far_above(train_mse, train_floor, train_sd) and (val_mse is None or val_far_above):
+        return Diagnosis(
+            "underfitting",
+            f"underfitting: converged, but {mses} are far above the noise floor; the model cannot follow the "
+            "curve — more capacity (model.degree) or less weight decay",
+            numbers,
+        )
+    if val_far_above and val_mse > OVERFIT_RATIO * train_mse:
+        return Diagnosis(
+            "overfitting",
+            f"overfitting: {mses}: validation is well above training and above the floor — less capacity, "
+            "more data, regularization (model.weight_decay) or early stopping",
+            numbers,
+        )
+    return Diagnosis("converged", f"converged to the noise floor: {where}; {mses}", numbers)
+
+
+def float32_update_error(
+    module: L.LightningModule, x: torch.Tensor, y: torch.Tensor, settings: OptimizerSettings
+) -> float:
+    """How much of a float32 update is rounding error: the median, over FLOAT32_PROBE_STEPS steps taken
+    in float32 from the module's current parameters, of |step in float32 − exact step| / |exact step|,
+    the exact step being the same SGD step computed in float64 from the same parameters.
+
+    1 means the updates round to nothing (or to noise); near 0, float32 follows the exact path. The median
+    over a few steps, because a fit stuck at float32 resolution cycles between a few points.
+    """
+    model = copy.deepcopy(module.model).to("cpu", torch.float32)
+    features, target = model.features(x.float()), y.float()
+    settings = OptimizerSettings(**{**asdict(settings), "momentum": 0.0, "nesterov": False})  # one clean step
+
+    def step(model: torch.nn.Module, features: torch.Tensor, target: torch.Tensor) -> None:
+        optimizer = torch.optim.SGD(model.parameters(), **asdict(settings))
+        optimizer.zero_grad()
+        module.loss_fn(model.forward_features(features), target).backward()
+        optimizer.step()
+
+    errors = []
+    for _ in range(FLOAT32_PROBE_STEPS):
+        exact = copy.deepcopy(model).double()
+        start = exact.model_parameters()
+        step(exact, exact.features(x.double()), y.double())
+        step(model, features, target)
+        exact_step = exact.model_parameters() - start
+        errors.append(((model.model_parameters() - start) - exact_step).norm() / exact_step.norm().clamp_min(1e-300))
+    return torch.stack(errors).median().item()
+
+
+class FitDiagnosis(L.Callback):
+    """Always on (the CLI adds it): the reference and conditioning at fit start, the relative gap during
+    training, the diagnosis and figures at the end. Its findings go into summary.json through
+    `pl_module.summary_extras`, which RunSummary writes.
+    """
+
+    def __init__(self, figures: bool = True) -> None:
+        # figures: draw the fit and its residuals (PNG in the run folder and TensorBoard's IMAGES tab);
+        # false skips matplotlib altogether.
+        self.figures = figures
+
+    # ---- fit start: reference and conditioning ------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        optimizer = trainer.optimizers[0]
+        self.settings = OptimizerSettings.of(optimizer)
+        self.sgd = isinstance(optimizer, torch.optim.SGD)
+        model = pl_module.model
+        self.reference = optimum(
+            model, datamodule.train_x, datamodule.train_y, pl_module.loss_fn, self.settings.weight_decay
+        )
+        self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings)
+        steps = predicted_steps_to_gap(
+            self.conditioning,
+            model.model_parameters(),
+            self.reference.parameters,
+            self.reference.train_loss,
+            self.settings,
+        )
+        hp = datamodule.hparams
+        n_parameters = len(self.reference.parameters)
+        floors = {
+            "train_noise_floor": training_noise_floor(hp.noise_std, len(datamodule.train_x), n_parameters),
+            "val_noise_floor": validation_noise_floor(hp.noise_std),
+        }
+        names = pl_module.coefficient_names
+        pl_module.summary_extras["reference"] = {
+            "train_loss_optimum": self.reference.train_loss,
+            "train_mse_optimum": self.reference.train_mse,
+            "coefficients": dict(zip(names, self.reference.coefficients.tolist(), strict=True)),
+            **floors,
+        }
+        pl_module.summary_extras["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
+        if trainer.is_global_zero:
+            for line in self._start_lines(pl_module, steps, floors):
+                print(f"fitquad: {line}", flush=True)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(
+                {"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step
+            )
+            _log_text(trainer, "conditioning", "\n\n".join(self._start_lines(pl_module, steps, floors)))
+
+    def _start_lines(self, pl_module: L.LightningModule, steps: float | None, floors: dict) -> list[str]:
+        c, s = self.conditioning, self.settings
+        eigenvalues = ", ".join(f"{v:.3g}" for v in c.eigenvalues.tolist())
+        rule = (
+            "2/λmax"
+            if s.momentum == 0
+            else ("2(1+β)/((1+2β)λmax), Nesterov" if s.nesterov else "2(1+β)/((1−d)λmax), momentum")
+        )
+        where = "below" if s.lr < c.largest_stable_lr else "ABOVE"
+        sgd_only = "" if self.sgd else " (rules for SGD; this optimizer is not SGD)"
+        coefficients = ", ".join(
+            f"{k}={v:.6g}"
+            for k, v in zip(pl_module.coefficient_names, self.reference.coefficients.tolist(), strict=True)
+        )
+        return [
+            f"conditioning ({pl_module.model.feature_scaling} features; {c.curvature}): Hessian eigenvalues "
+            f"{eigenvalues}; κ = {c.condition_number:.3g}; largest stable lr {c.largest_stable_lr:.3g} ({rule}; "
+            f"full-batch GD {c.largest_stable_lr_gd:.3g}), lr {s.lr:.3g} is {where} it; predicted full-batch steps "
+            f"to within {CONVERGED_GAP:.0%} of the optimum: {_steps(steps)}{sgd_only}",
+            f"reference: training-loss optimum {self.reference.train_loss:.6g} at {coefficients} "
+            f"(float64, closed form); noise floors: training MSE σ²(n−p)/n = {floors['train_noise_floor']:.4g}, "
+            f"validation MSE σ² = {floors['val_noise_floor']:.4g}",
+        ]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.first_step = trainer.global_step  # train_losses restarts at 0 on resume; global steps do not
+        self.steps_seen = 0
+
+    # ---- during training: the relative gap at every logged step ---------------------------------
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if trainer.logger is None:
+            return
+        start, end = self.steps_seen, pl_module.steps_recorded
+        self.steps_seen = end
+        steps = torch.arange(start, end) + self.first_step + 1
+        logged = steps % trainer.log_every_n_steps == 0
+        if not logged.any():
+            return
+        # One host sync per training_step (not per optimizer step), and only when something is logged.
+        losses = pl_module.train_losses[start:end][logged.to(pl_module.train_losses.device)].tolist()
+        for step, loss in zip(steps[logged].tolist(), losses, strict=True):
+            trainer.logger.log_metrics(
+                {"reference/relative_gap": relative_gap(loss, self.reference.train_loss)}, step=step
+            )
+
+    # ---- fit end: the diagnosis -----------------------------------------------------------------
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        hp = datamodule.hparams
+        model64 = float64_copy(pl_module.model)  # the trained parameters, evaluated without rounding
+        with torch.no_grad():
+            train_x, train_y = datamodule.train_x.double(), datamodule.train_y.double()
+            train_loss = pl_module.loss_fn(model64(train_x), train_y).item()
+            train_mse = torch.nn.functional.mse_loss(model64(train_x), train_y).item()
+            val_mse = None
+            if len(datamodule.val_x):
+                val_mse = torch.nn.functional.mse_loss(
+                    model64(datamodule.val_x.double()), datamodule.val_y.double()
+                ).item()
+        steps_to_go = predicted_steps_to_gap(
+            self.conditioning,
+            model64.model_parameters(),
+            self.reference.parameters,
+            self.reference.train_loss,
+            self.settings,
+        )
+        probe = None
+        if (
+            pl_module.dtype == torch.float32
+            and self.sgd
+            and relative_gap(train_loss, self.reference.train_loss) > CONVERGED_GAP
+        ):
+            probe = float32_update_error(pl_module, datamodule.train_x, datamodule.train_y, self.settings)
+        diagnosis = diagnose(
+            steps_taken=trainer.global_step,
+            train_loss=train_loss,
+            optimum_loss=self.reference.train_loss,
+            condition_number=self.conditioning.condition_number,
+            steps_to_go=steps_to_go,
+            lr=self.settings.lr,
+            largest_stable_lr=self.conditioning.largest_stable_lr,
+            float32_update_error=probe,
+            train_mse=train_mse,
+            val_mse=val_mse,
+            noise_std=hp.noise_std,
+            n_train=len(train_x),
+            n_val=len(datamodule.val_x),
+            n_parameters=len(self.reference.parameters),
+            mini_batch=hp.batch_size is not None and hp.batch_size < len(train_x),
+        )
+        self._report(trainer, pl_module, diagnosis)
+        if self.figures and trainer.is_global_zero:
+            self._draw(trainer, pl_module, model64)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, TrainingDiverged):
+            return
+        numbers = {
+            "step": exception.step,
+            "loss": exception.loss,
+            "first_loss": exception.first_loss,
+            "lr": exception.lr,
+        }
+        numbers["largest_stable_lr"] = exception.largest_stable_lr
+        self._report(trainer, pl_module, Diagnosis("diverged", f"diverged: {exception}", numbers))
+        # The fit ends here, without on_fit_end: RunSummary still writes summary.json and train_loss.csv.
+        for callback in trainer.callbacks:
+            if isinstance(callback, RunSummary):
+                callback.on_fit_end(trainer, pl_module)
+
+    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, diagnosis: Diagnosis) -> None:
+        pl_module.summary_extras["diagnosis"] = {
+            "verdict": diagnosis.verdict,
+            "message": diagnosis.message,
+            **diagnosis.numbers,
+        }
+        if trainer.is_global_zero:
+            # A fit stopped mid-epoch leaves the progress bar's line open: start a fresh one.
+            fresh_line = "\n" if diagnosis.verdict == "diverged" and trainer.progress_bar_callback else ""
+            print(f"{fresh_line}fitquad: diagnosis: {diagnosis.message}", flush=True)
+        if trainer.logger is not None:
+            _log_text(trainer, "diagnosis", diagnosis.message)
+
+    def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, model64: torch.nn.Module) -> None:
+        from fitquad import figures  # matplotlib only when a fit ends, never for `fitquad --help`
+
+        datamodule = trainer.datamodule
+        hp = datamodule.hparams
+        true_coefficients = [hp.true_c, hp.true_b, hp.true_a]
+        drawn = figures.fit_figures(
+            datamodule.train_x.double(),
+            datamodule.train_y.double(),
+            true_coefficients,
+            model64.coefficients(),
+            self.reference.coefficients,
+        )
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, figure in drawn.items():
+            figure.savefig(folder / f"{name}.png", dpi=100)
+            experiment = getattr(trainer.logger, "experiment", None)
+            if hasattr(experiment, "add_figure"):
+                experiment.add_figure(f"diagnosis/{name}", figure, global_step=trainer.global_step, close=False)
+        figures.close(drawn)
+
+
+def _steps(steps: float | None) -> str:
+    if steps is None:
+        return "n/a (no curvature)"
+    return "never (lr above the largest stable)" if steps == math.inf else f"{steps:.3g}"
+
+
+def _log_text(trainer: L.Trainer, tag: str, text: str) -> None:
+    experiment = getattr(trainer.logger, "experiment", None)
+    if hasattr(experiment, "add_text"):  # TensorBoard's TEXT tab
+        experiment.add_text(tag, text, global_step=trainer.global_step)

@@ -1,0 +1,57 @@
+"""The figures of a fit: the data with the true, fitted and closed-form curves, and the residuals.
+
+matplotlib is imported here and only here, with the Agg backend (files, no display), and fitquad
+imports this module only when it draws: `fitquad --help` and figure-less runs never pay for it.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def polynomial(coefficients: torch.Tensor | list[float], x: torch.Tensor) -> torch.Tensor:
+    """c0 + c1·x + c2·x² + … in float64."""
+    x = x.double()
+    return sum(float(c) * x**k for k, c in enumerate(coefficients))
+
+
+def fit_figures(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    true_coefficients: list[float],
+    fitted_coefficients: torch.Tensor,
+    reference_coefficients: torch.Tensor,
+) -> dict[str, Figure]:
+    """{"fit": data and curves, "residuals": y − fitted against x}, coefficients in original units, c0 first."""
+    grid = torch.linspace(x.min().item(), x.max().item(), 200, dtype=torch.float64)
+    fit, axes = plt.subplots(figsize=(7, 4.5))
+    axes.scatter(x, y, s=14, color="black", label="training data", zorder=3)
+    axes.plot(grid, polynomial(true_coefficients, grid), color="tab:green", label="true curve")
+    axes.plot(
+        grid, polynomial(reference_coefficients, grid), color="tab:blue", linestyle="--", label="closed-form optimum"
+    )
+    axes.plot(grid, polynomial(fitted_coefficients, grid), color="tab:red", label="fitted by SGD")
+    axes.set(xlabel="x", ylabel="y", title="Fit on the training set")
+    axes.legend()
+    fit.tight_layout()
+
+    residuals, axes = plt.subplots(figsize=(7, 3))
+    axes.axhline(0.0, color="gray", linewidth=1)
+    axes.scatter(x, y - polynomial(fitted_coefficients, x), s=14, color="tab:red", label="fitted by SGD")
+    axes.scatter(
+        x, y - polynomial(reference_coefficients, x), s=8, color="tab:blue", marker="x", label="closed-form optimum"
+    )
+    axes.set(xlabel="x", ylabel="y − prediction", title="Residuals on the training set")
+    axes.legend()
+    residuals.tight_layout()
+    return {"fit": fit, "residuals": residuals}
+
+
+def close(figures: dict[str, Figure]) -> None:
+    for figure in figures.values():
+        plt.close(figure)

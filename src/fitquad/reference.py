@@ -1,0 +1,189 @@
+"""The closed-form reference: the best the model can do on the training set, computed in float64.
+
+The polynomial model is linear in its parameters θ = [bias, weight_1, …, weight_d]: its predictions are
+A·θ with A = [1, features(x)] (`design_matrix`). So the optimum of each of torch's regression losses
+is a classical problem with a trusted solver:
+
+- MSE: least squares, solved with `torch.linalg.lstsq` (ridge regression when weight_decay > 0);
+- Huber and SmoothL1: iteratively reweighted least squares (IRLS), then an exact Newton step on the
+  final split between points inside and outside the quadratic zone;
+- L1: IRLS with weights 1/|r|, then the exact vertex: an L1 optimum interpolates p of the points.
+
+Weight decay: torch.optim.SGD adds weight_decay·θ to the gradient of the MEAN loss, for every
+parameter in the model's own units (bias included), so the point SGD converges to minimizes
+loss(θ) + weight_decay/2·|θ|² in model units. The reference is solved in the model's basis for that
+reason; with weight_decay = 0 the basis does not matter and the result is the plain least-squares fit.
+
+The noise floors: with noise of known standard deviation σ and a model that contains the true curve,
+the expected training MSE at the least-squares optimum is σ²·(n − p)/n (p parameters absorb part of
+the noise) and the expected MSE on fresh points is σ² (plus a term that vanishes as n grows).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fitquad.model import PolynomialModel
+
+# IRLS stops when no parameter moves by more than this, relative to the parameters' size.
+IRLS_TOLERANCE = 1e-13
+IRLS_MAX_ITERATIONS = 500
+
+
+@dataclass
+class Reference:
+    """The training-set optimum of one loss (with its weight decay) for one model's basis."""
+
+    parameters: torch.Tensor  # θ* = [bias, weight_1, …] in the model's own units, float64
+    coefficients: torch.Tensor  # the same polynomial in original units, c0 first, float64
+    train_loss: float  # the loss (as torch computes it, no penalty) at θ*: what training can reach
+    train_mse: float  # the MSE at θ*, comparable with the noise floor
+
+
+def float64_copy(model: PolynomialModel) -> PolynomialModel:
+    """A float64 copy of the model on the CPU (same scaling buffers), so nothing below rounds to float32."""
+    return copy.deepcopy(model).to("cpu", torch.float64)
+
+
+def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
+    """A = [1, features(x)] in float64, so that the model's predictions are A @ model.model_parameters()."""
+    with torch.no_grad():
+        features = float64_copy(model).features(x.detach().cpu().double())
+    return torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
+
+
+def _ridge(a: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, ridge: float) -> torch.Tensor:
+    """argmin_θ  Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|², by least squares on the stacked system (no normal equations)."""
+    if weights is not None:
+        root = weights.sqrt().unsqueeze(1)
+        a, y = a * root, y * root.squeeze(1)
+    if ridge > 0:
+        p = a.shape[1]
+        a = torch.cat([a, math.sqrt(ridge) * torch.eye(p, dtype=a.dtype)])
+        y = torch.cat([y, torch.zeros(p, dtype=y.dtype)])
+    return torch.linalg.lstsq(a, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+
+
+def _objective(a: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, loss_fn: nn.Module, weight_decay: float) -> float:
+    return (loss_fn(a @ theta, y) + weight_decay / 2 * theta.square().sum()).item()
+
+
+def _huber_optimum(a: torch.Tensor, y: torch.Tensor, delta: float, scale: float, weight_decay: float) -> torch.Tensor:
+    """Minimize mean(huber_δ(r))/scale + wd/2·|θ|² (scale = 1: HuberLoss; scale = β = δ: SmoothL1Loss).
+
+    IRLS: the weight of a residual is 1 inside the quadratic zone and δ/|r| outside, which majorizes
+    the loss, so every iteration lowers it. Once the split into inliers and outliers is right the
+    problem is exactly quadratic, and one Newton step from there lands on the optimum.
+    """
+    n = len(y)
+    ridge = n * scale * weight_decay  # the penalty, in the units of Σ wᵢ rᵢ²/2 … times 2/n
+    theta = _ridge(a, y, None, ridge)
+    for _ in range(IRLS_MAX_ITERATIONS):
+        residuals = (a @ theta - y).abs()
+        weights = torch.where(residuals <= delta, 1.0, delta / residuals.clamp_min(1e-300))
+        new_theta = _ridge(a, y, weights, ridge)
+        converged = (new_theta - theta).abs().max() <= IRLS_TOLERANCE * (1 + theta.abs().max())
+        theta = new_theta
+        if converged:
+            break
+    # Newton on the final split: inliers contribute r²/2, outliers δ·|r| (a constant gradient δ·sign(r)).
+    residuals = a @ theta - y
+    inside = residuals.abs() <= delta
+    gradient = (a[inside].T @ residuals[inside] + delta * a[~inside].T @ residuals[~inside].sign()) / (n * scale)
+    gradient = gradient + weight_decay * theta
+    hessian = a[inside].T @ a[inside] / (n * scale) + weight_decay * torch.eye(a.shape[1], dtype=a.dtype)
+    if torch.linalg.matrix_rank(hessian) == a.shape[1]:
+        polished = theta - torch.linalg.solve(hessian, gradient)
+        if ((a @ polished - y).abs() <= delta).equal(inside):  # the split held: the step is exact
+            theta = polished
+    return theta
+
+
+def _l1_optimum(a: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
+    """Minimize mean|r| + wd/2·|θ|² by IRLS (weights 1/|r|), then, without weight decay, the exact vertex.
+
+    An L1 fit is a linear program whose optimum interpolates p of the points; IRLS gets close, and the
+    p points with the smallest residuals there are the ones the optimum passes through.
+    """
+    n, p = a.shape
+    ridge = n * weight_decay
+    theta = _ridge(a, y, None, ridge)
+    floor = 1e-12 * (1 + y.abs().max().item())  # keeps the weights finite where a residual reaches 0
+    for _ in range(IRLS_MAX_ITERATIONS):
+        weights = 1 / (a @ theta - y).abs().clamp_min(floor)
+        new_theta = _ridge(a, y, weights, ridge)
+        converged = (new_theta - theta).abs().max() <= IRLS_TOLERANCE * (1 + theta.abs().max())
+        theta = new_theta
+        if converged:
+            break
+    if weight_decay == 0 and n >= p:
+        loss_fn = nn.L1Loss()
+        closest = (a @ theta - y).abs().argsort()[:p]
+        if torch.linalg.matrix_rank(a[closest]) == p:
+            vertex = torch.linalg.solve(a[closest], y[closest])
+            if _objective(a, y, vertex, loss_fn, 0.0) <= _objective(a, y, theta, loss_fn, 0.0):
+                theta = vertex
+    return theta
+
+
+def optimum(
+    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, weight_decay: float = 0.0
+) -> Reference:
+    """The minimizer of loss_fn(model(x), y) + weight_decay/2·|θ|² over the model's parameters θ, in float64.
+
+    loss_fn is one of torch's MSELoss, L1Loss, HuberLoss, SmoothL1Loss with mean reduction (the
+    training module's own `loss_fn`); the value reported is computed by it, so it is what training sees.
+    """
+    a = design_matrix(model, x)
+    y = y.detach().cpu().double()
+    n = len(y)
+    if isinstance(loss_fn, nn.MSELoss):
+        # mean r² + wd/2·|θ|²  =  (1/n)·(|Aθ − y|² + n·wd/2·|θ|²)
+        theta = _ridge(a, y, None, n * weight_decay / 2)
+    elif isinstance(loss_fn, nn.HuberLoss):
+        theta = _huber_optimum(a, y, loss_fn.delta, 1.0, weight_decay)
+    elif isinstance(loss_fn, nn.SmoothL1Loss):
+        # SmoothL1(β) = Huber(δ = β)/β; β = 0 is plain L1.
+        theta = (
+            _l1_optimum(a, y, weight_decay)
+            if loss_fn.beta == 0
+            else _huber_optimum(a, y, loss_fn.beta, loss_fn.beta, weight_decay)
+        )
+    elif isinstance(loss_fn, nn.L1Loss):
+        theta = _l1_optimum(a, y, weight_decay)
+    else:
+        raise ValueError(f"no closed-form reference for the loss {type(loss_fn).__name__}")
+    reference_model = float64_copy(model)
+    with torch.no_grad():
+        reference_model.linear.bias.copy_(theta[:1])
+        reference_model.linear.weight.copy_(theta[1:].view(1, -1))
+    predictions = a @ theta
+    return Reference(
+        parameters=theta,
+        coefficients=reference_model.coefficients(),
+        train_loss=loss_fn(predictions, y).item(),
+        train_mse=nn.functional.mse_loss(predictions, y).item(),
+    )
+
+
+def relative_gap(loss: float, optimum_loss: float) -> float:
+    """(loss − optimum)/optimum: 0.01 means within 1% of the best the model can do on this data.
+
+    Noise-free data has an optimum of 0, where a relative gap means nothing: the gap is then absolute.
+    """
+    return (loss - optimum_loss) / optimum_loss if optimum_loss > 0 else loss - optimum_loss
+
+
+def training_noise_floor(noise_std: float, n_train: int, n_parameters: int) -> float:
+    """Expected training MSE at the least-squares optimum: σ²·(n − p)/n (for a model containing the truth)."""
+    return noise_std**2 * max(n_train - n_parameters, 0) / n_train
+
+
+def validation_noise_floor(noise_std: float) -> float:
+    """Expected MSE of the true curve on fresh points: σ²."""
+    return noise_std**2

@@ -1,0 +1,191 @@
+"""The diagnosis: its rules on chosen numbers, then each verdict on a real (short) run of its config."""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from pathlib import Path
+
+import lightning as L
+import matplotlib.image
+import pytest
+import torch
+from test_reference import lesson3_data
+
+import fitquad
+from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, read_train_losses, run_fitquad
+from fitquad.cli import main
+from fitquad.diagnosis import FitDiagnosis, diagnose
+from fitquad.training import QuadraticRegression
+
+# ---- the rules, on chosen numbers --------------------------------------------------------------------
+LESSON3 = dict(noise_std=3.0, n_train=20, n_val=20, n_parameters=3, lr=0.35, largest_stable_lr=0.4)
+
+
+@pytest.mark.parametrize(
+    "numbers, verdict",
+    [
+        (dict(train_loss=4.9, train_mse=4.9, val_mse=9.0, steps_to_go=0), "converged"),
+        (dict(train_loss=6.0, train_mse=6.0, val_mse=10.0, steps_to_go=12), "still_converging"),
+        (
+            dict(train_loss=600.0, train_mse=600.0, val_mse=600.0, steps_to_go=1e6, condition_number=2e5),
+            "stalled_ill_conditioned",
+        ),
+        (
+            dict(train_loss=600.0, train_mse=600.0, val_mse=600.0, steps_to_go=100, condition_number=2e5),
+            "still_converging",
+        ),
+        (dict(train_loss=6.0, train_mse=6.0, val_mse=10.0, steps_to_go=1, float32_update_error=0.9), "stalled_float32"),
+        (
+            dict(train_loss=6.0, train_mse=6.0, val_mse=10.0, steps_to_go=12, float32_update_error=0.01),
+            "still_converging",
+        ),
+        (dict(train_loss=60.0, optimum_loss=60.0, train_mse=60.0, val_mse=70.0, steps_to_go=0), "underfitting"),
+        (dict(train_loss=1.0, optimum_loss=1.0, train_mse=1.0, val_mse=30.0, steps_to_go=0), "overfitting"),
+        (dict(train_loss=math.nan, train_mse=math.nan, val_mse=math.nan, steps_to_go=None), "diverged"),
+        (dict(train_loss=6.0, train_mse=6.0, val_mse=10.0, steps_to_go=math.inf), "diverged"),
+    ],
+)
+def test_rules(numbers: dict, verdict: str) -> None:
+    facts = dict(LESSON3, steps_taken=1000, optimum_loss=4.9, condition_number=7.7, float32_update_error=None)
+    facts.update(numbers)
+    diagnosis = diagnose(**facts)
+    assert diagnosis.verdict == verdict, diagnosis.message
+
+
+def test_validation_mse_within_sampling_noise_of_the_floor_is_not_overfitting() -> None:
+    # 20 validation points: their MSE has a standard deviation of σ²·√(2/20) ≈ 0.32·σ² around σ².
+    facts = dict(LESSON3, steps_taken=100, optimum_loss=4.9, condition_number=7.7, float32_update_error=None)
+    assert diagnose(**facts, train_loss=4.9, train_mse=4.9, val_mse=15.0, steps_to_go=0).verdict == "converged"
+    assert diagnose(**facts, train_loss=4.9, train_mse=4.9, val_mse=30.0, steps_to_go=0).verdict == "overfitting"
+
+
+# ---- each verdict on a real run of its config --------------------------------------------------------
+def fit(tmp_path, monkeypatch, config: str, *overrides: str) -> dict:
+    """The real CLI, in this process (seconds saved on imports), in tmp_path; returns summary.json."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / f"{config}.yaml"), "--trainer.enable_progress_bar", "false", *overrides])
+    return read_summary(only_run_folder(tmp_path, config))
+
+
+def without_progress_bar(config: str) -> list[str]:
+    return ["--trainer.callbacks", "[]"] if "TQDMProgressBar" in (CONFIGS / f"{config}.yaml").read_text() else []
+
+
+@pytest.mark.parametrize(
+    "config, overrides, verdict",
+    [
+        ("lesson3", [], "converged"),
+        ("lesson3", ["--trainer.max_steps", "5"], "still_converging"),
+        # y around 10⁸: float32 resolves it to ±4, so the bias cannot take the small steps it needs
+        ("lesson3", ["--data.true_c", "1e8"], "stalled_float32"),
+        ("sgd_article", [], "underfitting"),
+        # degree 9 through 12 points: whitened, it reaches its optimum at once, and that optimum fits the noise
+        ("lesson3_whiten", ["--model.degree", "9", "--data.n_train", "12"], "overfitting"),
+    ],
+    ids=["lesson3", "short", "float32", "sgd_article", "overfit"],
+)
+def test_each_diagnosis_on_its_config(tmp_path, monkeypatch, config, overrides, verdict) -> None:
+    summary = fit(
+        tmp_path, monkeypatch, config, *without_progress_bar(config), *overrides, "--fit_diagnosis.figures", "false"
+    )
+    assert summary["diagnosis"]["verdict"] == verdict, summary["diagnosis"]["message"]
+
+
+def test_lesson3_raw_stall_is_ill_conditioning_with_its_kappa(tmp_path, monkeypatch) -> None:
+    summary = fit(
+        tmp_path, monkeypatch, "lesson3_raw", *without_progress_bar("lesson3_raw"), "--trainer.max_steps", "2000"
+    )
+    assert summary["diagnosis"]["verdict"] == "stalled_ill_conditioned", summary["diagnosis"]["message"]
+    assert 1e5 < summary["conditioning"]["condition_number"] < 1e6
+    assert "κ = 2.18e+05" in summary["diagnosis"]["message"]
+    assert summary["diagnosis"]["float32_update_error"] < 0.01  # float32 is not what holds it back
+
+
+def test_lesson3_whiten_is_within_one_percent_of_the_optimum_in_at_most_three_steps(tmp_path, monkeypatch) -> None:
+    summary = fit(tmp_path, monkeypatch, "lesson3_whiten", *without_progress_bar("lesson3_whiten"))
+    optimum = summary["reference"]["train_loss_optimum"]
+    losses = read_train_losses(only_run_folder(tmp_path, "lesson3_whiten"))  # losses[k]: after k updates
+    after_three_steps = losses[3]
+    assert (after_three_steps - optimum) / optimum <= 0.01
+    assert summary["conditioning"]["condition_number"] == pytest.approx(1.0, abs=1e-5)
+    assert summary["diagnosis"]["verdict"] == "converged"
+
+
+def test_lesson3_leaves_its_figures_text_and_gap_in_tensorboard(tmp_path, monkeypatch) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = fit(tmp_path, monkeypatch, "lesson3", *without_progress_bar("lesson3"))
+    folder = only_run_folder(tmp_path, "lesson3")
+    for name in ("fit", "residuals"):
+        image = matplotlib.image.imread(folder / f"{name}.png")
+        assert image.shape[0] > 100 and image[..., :3].std() > 0.05  # drawn, not blank
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"diagnosis/fit", "diagnosis/residuals"} <= set(tags["images"])
+    assert any("diagnosis" in tag for tag in tags["tensors"]) and any("conditioning" in tag for tag in tags["tensors"])
+    gaps = [event.value for event in events.Scalars("reference/relative_gap")]
+    assert len(gaps) == summary["optimizer_steps"]  # log_every_n_steps 1: one per step
+    assert gaps[-1] < 1e-6 < gaps[0]
+    assert events.Scalars("reference/train_loss_optimum")[0].value == pytest.approx(
+        summary["reference"]["train_loss_optimum"], rel=1e-6
+    )
+
+
+def test_divergence_stops_at_once_with_one_line_and_a_non_zero_exit_code(tmp_path) -> None:
+    result = run_fitquad("fit", "--config", str(CONFIGS / "lesson3_lr_too_high.yaml"), cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("fitquad: error: training diverged at step 4: loss ")
+    assert "with lr 0.0001; the largest stable lr is 3.54e-05" in last_line
+    summary = read_summary(only_run_folder(tmp_path, "lesson3_lr_too_high"))
+    assert summary["diagnosis"]["verdict"] == "diverged"
+    assert summary["optimizer_steps"] == 4  # fused_steps 1: the guard stopped it at the step it exploded
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    # lr 0.45 is just above the largest stable 0.404: the loss first falls, then the steep direction grows
+    # by ×1.5 per step; lesson3.yaml checkpoints every 10 steps until the guard stops the run.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(
+            ["fit", "--config", str(CONFIGS / "lesson3.yaml"), "--model.lr", "0.45", "--fit_diagnosis.figures", "false"]
+        )
+    assert exited.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    diverged_at = int(re.match(r"fitquad: error: training diverged at step (\d+):", error).group(1))
+    checkpoint = torch.load(only_run_folder(tmp_path, "lesson3") / "checkpoints" / "last.ckpt", weights_only=False)
+    assert 10 <= checkpoint["global_step"] < diverged_at
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+
+
+def test_float64_runs_end_to_end_in_float64(tmp_path) -> None:
+    class BatchDtypes(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.dtypes = {tensor.dtype for tensor in batch}
+
+    datamodule = lesson3_data()
+    datamodule.hparams.update(steps_per_epoch=10, fused_steps=10)
+    module = QuadraticRegression(feature_scaling="standardize", lr=0.35)
+    batches, diagnosis = BatchDtypes(), FitDiagnosis(figures=False)
+    fit_in_process(module, datamodule, tmp_path, max_steps=200, precision="64-true", callbacks=[batches, diagnosis])
+    assert batches.dtypes == {torch.float64}
+    assert module.train_losses.dtype == torch.float64
+    found = module.summary_extras["diagnosis"]
+    assert found["verdict"] == "converged"
+    # float64 reaches the float64 optimum to ~1e-15 (float32 parameters alone would leave ~1e-12)
+    assert abs(found["relative_gap"]) < 1e-13
+    assert module.train_losses[module.steps_recorded - 1].item() == pytest.approx(found["optimum_loss"], rel=1e-13)
+
+
+def test_matplotlib_is_imported_only_when_a_figure_is_drawn() -> None:
+    # `fitquad --help` must not pay for it: no module on the way to the CLI imports figures at the top.
+    for name in ("cli", "callbacks", "diagnosis", "training", "reference", "conditioning"):
+        tree = ast.parse((Path(fitquad.__file__).parent / f"{name}.py").read_text())
+        top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        imported = {alias.name for node in top_level for alias in node.names}
+        imported |= {node.module for node in top_level if isinstance(node, ast.ImportFrom)}
+        assert not any("figures" in module or "matplotlib" in module for module in imported), name
