@@ -24,18 +24,14 @@ config, TensorBoard logger, checkpoints, `RunSummary`), and land side by side in
 `tensorboard --logdir runs/<config name>` shows the runs' curves together, and its HPARAMS tab each
 run's settings against its final train and validation MSE.
 
-The closed-form optimum: a model trained with MSE and weight decay λ (torch's SGD adds λ·θ to the
-gradient of every parameter) has its minimum where (2/n·FᵀF + λ·I)·θ = 2/n·Fᵀy, F the model's design
-matrix on the training points. For λ = 0 that is ordinary least squares, solved with numpy.linalg.lstsq
-on the Vandermonde matrix in float64 (independent of the model's feature scaling); for λ > 0 it depends
-on the basis the parameters live in, so F is the model's own features (evaluated in float64). The
+The closed-form optimum of each run's loss and weight decay on its training points comes from
+`fitquad.reference.optimum` (float64; least squares for MSE, robust solvers for the others). The
 `gap` column is the RMS difference between the trained model's and the optimum's predictions over
 the training and validation points: near 0 when the model has converged.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import sys
@@ -50,10 +46,10 @@ from jsonargparse import ActionConfigFile, ArgumentError, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from fitquad import reference
 from fitquad.callbacks import RunSummary
 from fitquad.cli import RUNS_FOLDER, FitquadCLI
 from fitquad.data import QuadraticDataModule
-from fitquad.model import PolynomialModel
 from fitquad.training import QuadraticRegression
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
@@ -71,30 +67,6 @@ class SweepSettings:
     x_scale: Literal["linear", "log"] = "linear"
 
 
-# ---- the closed-form optimum (until a shared reference module exists) ---------------------------
-def least_squares_design(model: PolynomialModel, x: np.ndarray) -> np.ndarray:
-    """[1, features(x)] in float64: the design matrix in the model's own parameter basis."""
-    model64 = copy.deepcopy(model).double()
-    with torch.no_grad():
-        features = model64.features(torch.from_numpy(x)).numpy()
-    return np.column_stack([np.ones(len(x)), features])
-
-
-def closed_form_predictions(
-    model: PolynomialModel, train_x: np.ndarray, train_y: np.ndarray, weight_decay: float, at_x: np.ndarray
-) -> np.ndarray:
-    """Predictions at `at_x` of the minimum of MSE + (weight_decay/2)·‖θ‖² over this model's parameters θ."""
-    if weight_decay == 0:
-        vandermonde = np.vander(train_x, model.degree + 1, increasing=True)
-        coefficients = np.linalg.lstsq(vandermonde, train_y, rcond=None)[0]
-        return np.vander(at_x, model.degree + 1, increasing=True) @ coefficients
-    design = least_squares_design(model, train_x)
-    n = len(train_x)
-    hessian = 2 / n * design.T @ design + weight_decay * np.eye(design.shape[1])
-    theta = np.linalg.solve(hessian, 2 / n * design.T @ train_y)
-    return least_squares_design(model, at_x) @ theta
-
-
 # ---- one run -----------------------------------------------------------------------------------
 @dataclass
 class SweepPoint:
@@ -102,9 +74,9 @@ class SweepPoint:
     train_mse: float
     val_mse: float
     noise_floor: float  # σ² = noise_std²: the expected MSE of the true curve on fresh data
-    optimum_train_mse: float | None  # None when the loss is not MSE (no least-squares optimum)
-    optimum_val_mse: float | None
-    gap: float | None  # RMS difference between the trained model's and the optimum's predictions
+    optimum_train_mse: float  # the MSE of the loss's closed-form optimum (see fitquad.reference)
+    optimum_val_mse: float
+    gap: float  # RMS difference between the trained model's and the optimum's predictions
     optimizer_steps: int
     epochs: int
     run: str
@@ -139,19 +111,21 @@ def train_one(
         return t.detach().cpu().double().numpy()
 
     train_x, train_y = as_numpy(datamodule.train_x), as_numpy(datamodule.train_y)
-    val_x, val_y = as_numpy(datamodule.val_x), as_numpy(datamodule.val_y)
+    val_y = as_numpy(datamodule.val_y)
     with torch.no_grad():
         predict = module.model.cpu()
         train_prediction = as_numpy(predict(datamodule.train_x.to(module.dtype)))
         val_prediction = as_numpy(predict(datamodule.val_x.to(module.dtype)))
-    optimum_train_mse = optimum_val_mse = gap = None
-    if module.hparams.loss == "mse":
-        both_x = np.concatenate([train_x, val_x])
-        optimum = closed_form_predictions(module.model, train_x, train_y, module.hparams.weight_decay, both_x)
-        optimum_train, optimum_val = optimum[: len(train_x)], optimum[len(train_x) :]
-        optimum_train_mse = float(np.mean((optimum_train - train_y) ** 2))
-        optimum_val_mse = float(np.mean((optimum_val - val_y) ** 2))
-        gap = float(np.sqrt(np.mean((np.concatenate([train_prediction, val_prediction]) - optimum) ** 2)))
+    # The closed-form optimum of this model's loss (with its weight decay) on the training points.
+    best = reference.optimum(
+        module.model, datamodule.train_x, datamodule.train_y, module.loss_fn, module.hparams.weight_decay
+    )
+    both_x = torch.cat([datamodule.train_x, datamodule.val_x])
+    optimum = as_numpy(reference.design_matrix(module.model, both_x) @ best.parameters)
+    optimum_train, optimum_val = optimum[: len(train_x)], optimum[len(train_x) :]
+    optimum_train_mse = float(np.mean((optimum_train - train_y) ** 2))
+    optimum_val_mse = float(np.mean((optimum_val - val_y) ** 2))
+    gap = float(np.sqrt(np.mean((np.concatenate([train_prediction, val_prediction]) - optimum) ** 2)))
     return SweepPoint(
         value=value,
         train_mse=float(np.mean((train_prediction - train_y) ** 2)),
@@ -176,15 +150,15 @@ def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
         writer.writerow([name, *COLUMNS, "epochs", "run"])
         for p in points:
             row = [getattr(p, column) for column in COLUMNS]
-            writer.writerow([p.value, *("" if v is None else repr(v) for v in row), p.epochs, p.run])
+            writer.writerow([p.value, *(repr(v) for v in row), p.epochs, p.run])
 
 
 def markdown_table(points: list[SweepPoint], parameter: str) -> str:
     name = parameter.rsplit(".", 1)[-1]
     best = min(points, key=lambda p: p.val_mse)
 
-    def number(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4g}"
+    def number(v: float) -> str:
+        return f"{v:.4g}"
 
     lines = [
         f"Sweep of `{parameter}`. Noise floor σ² = {number(points[0].noise_floor)}"
@@ -274,7 +248,7 @@ def sweep(args: list[str]) -> list[SweepPoint]:
         for value, run_config in zip(values, run_configs, strict=True):
             point = train_one(parser, run_config, value, folder, run_label(parameter, value, values))
             points.append(point)
-            gap = "n/a" if point.gap is None else f"{point.gap:.2g}"
+            gap = f"{point.gap:.2g}"
             print(
                 f"fitquad sweep: {parameter}={value}: train MSE {point.train_mse:.4g}, "
                 f"val MSE {point.val_mse:.4g}, gap to optimum {gap}",
