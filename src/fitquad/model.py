@@ -112,7 +112,15 @@ class PolynomialModel(nn.Module):
 
     def coefficients(self) -> torch.Tensor:
         """[c0, c1, …, c_degree] of the fitted polynomial in the original units of x, float64."""
-        return self._basis_change() @ self.model_parameters()
+        return self.coefficients_of(self.model_parameters())
+
+    def coefficients_of(self, parameters: torch.Tensor) -> torch.Tensor:
+        """Original-unit coefficients of parameter vectors [bias, weight_1, …, weight_d], float64.
+
+        `parameters` is one vector or a matrix with one vector per row (e.g. a recorded optimizer path);
+        the current feature scaling is applied to all of them.
+        """
+        return parameters.double().cpu() @ self._basis_change().T
 
     @torch.no_grad()
     def set_coefficients(self, coefficients: list[float] | torch.Tensor) -> None:

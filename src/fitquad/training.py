@@ -98,6 +98,11 @@ class QuadraticRegression(L.LightningModule):
         self.train_losses = torch.empty(0)  # the loss of every optimizer step of this fit, in order
         self.steps_recorded = 0
         self.summary_extras: dict = {}  # what callbacks found (reference, conditioning, diagnosis), for summary.json
+        # Off unless a callback asks (fitquad.landscape.LossLandscape): then parameter_path[k] holds
+        # [bias, weight_1, …] after k optimizer steps (row 0: the start), in the model's own units.
+        self.record_parameter_path = False
+        self.parameter_path = torch.empty(0)
+        self.parameters_recorded = 0
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -153,6 +158,24 @@ class QuadraticRegression(L.LightningModule):
         ) in (Precision, DoublePrecision)
         self._backward = torch.Tensor.backward if plain_backward else self.manual_backward
         self._raw_optimizer_step = inspect.unwrap(type(self.optimizers().optimizer).step)
+        if self.record_parameter_path:
+            weight = self.model.linear.weight
+            self.parameter_path = torch.empty(1024, self.hparams.degree + 1, dtype=weight.dtype, device=weight.device)
+            self.parameters_recorded = 0
+            with torch.no_grad():
+                torch.cat(self._parameter_views(), out=self._parameter_path_rows(1)[0])  # the starting point
+            self.parameters_recorded = 1
+
+    def _parameter_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # [bias, weights] as views of the live parameters: the optimizer updates them in place.
+        return self.model.linear.bias.detach(), self.model.linear.weight.detach().view(-1)
+
+    def _parameter_path_rows(self, steps: int) -> torch.Tensor:
+        # The next `steps` rows of a preallocated buffer that doubles when full, as for the losses.
+        end = self.parameters_recorded + steps
+        while end > len(self.parameter_path):
+            self.parameter_path = torch.cat([self.parameter_path, torch.empty_like(self.parameter_path)])
+        return self.parameter_path[self.parameters_recorded : end]
 
     def _record_losses(self, losses: list[torch.Tensor]) -> None:
         # A preallocated buffer that doubles when full: one copy per training_step, no host sync.
@@ -191,6 +214,9 @@ class QuadraticRegression(L.LightningModule):
         clip_val, clip_algorithm = self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm
         model, loss_fn, backward, optimizer_step = self.model, self.loss_fn, self._backward, self._raw_optimizer_step
         losses = []
+        record_path = self.record_parameter_path
+        if record_path:  # one copy per step into its own row: no allocation, no host sync
+            path_rows, parameters = self._parameter_path_rows(steps), self._parameter_views()
         step_numbers = range(first_step + 1, first_step + steps + 1)  # may stop short of the batch: max_steps
         for step, (features, target) in zip(step_numbers, self._per_step(xs, ys), strict=False):
             # The textbook step, the same calls as a plain PyTorch loop.
@@ -204,12 +230,16 @@ class QuadraticRegression(L.LightningModule):
                 self.clip_gradients(optimizer, clip_val, clip_algorithm)
             with torch.no_grad():
                 optimizer_step(optimizer)
+                if record_path:
+                    torch.cat(parameters, out=path_rows[step - first_step - 1])
             losses.append(loss.detach())
             if logging_now:
                 self._log_training_step(step, loss, grad_norm, lr)
         self._count_optimizer_steps(steps)
         first_recorded = self.steps_recorded
         self._record_losses(losses)
+        if record_path:
+            self.parameters_recorded += steps
         self._stop_if_diverged(first_recorded, optimizer.param_groups[0]["lr"])
         self.log("train/loss", losses[-1], prog_bar=True, logger=False)
         return losses[-1]

@@ -1,0 +1,314 @@
+"""The loss landscape: the training loss over a 2-D slice of parameter space, with the optimizer's path on it.
+
+Add the callback to a fit and it draws, at the end, the training loss over the coefficients in original
+units (the article's (w, b) for a line; (a, b, c) for the quadratic) with the path the optimizer took:
+
+    fitquad fit --config configs/sgd_article.yaml          # the config already lists LossLandscape
+    fitquad fit --config configs/lesson3.yaml --trainer.callbacks+=fitquad.landscape.LossLandscape
+
+For two coefficients the picture is the whole surface. For three it is a slice through the optimum along
+two of them (by default the two whose values ranged furthest along the path), the third held at its
+optimum, and the path is projected onto the slice: the figure says so. The surface is the model's own
+loss module evaluated with reduction='none' on every grid point and every training point at once (one
+batched tensor pass, float64), averaged over the points. Contours are log-spaced; the start, the end and
+the optimum of the loss are marked. The optimum is the loss's own minimum on the training set: exact
+least squares for MSE, iteratively reweighted least squares for L1, Huber and SmoothL1. With
+weight_decay > 0 the optimizer minimises loss + decay, so its path ends beside this optimum, not on it.
+
+The parameters are recorded by the training module itself (`QuadraticRegression.record_parameter_path`,
+switched on by this callback), one tensor copy per optimizer step, because Lightning callbacks see
+training_step calls, not the optimizer steps fused inside them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from fitquad.callbacks import run_folder
+
+if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.contour import QuadContourSet
+    from matplotlib.figure import Figure
+
+# Points × grid points evaluated per chunk of the surface: about 32 MiB of float64, so 101×101 on
+# thousands of points still fits in memory; the article's 50 points take a single pass.
+SURFACE_CHUNK_ELEMENTS = 2**22
+# Iteratively reweighted least squares for the robust losses: stops when no coefficient moves more
+# than this (relative), or after IRLS_MAX_ITERATIONS (it converges in tens on these problems).
+IRLS_TOLERANCE = 1e-12
+IRLS_MAX_ITERATIONS = 500
+
+
+def polynomial_basis(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """The (n, degree + 1) matrix [1, x, x², …] in original units, float64: predictions = basis @ coefficients."""
+    return torch.stack([x.double() ** k for k in range(degree + 1)], dim=-1)
+
+
+def per_point_loss(loss_fn: nn.Module) -> nn.Module:
+    """A copy of one of torch's loss modules that returns the loss of every element (reduction='none')."""
+    unreduced = copy.copy(loss_fn)
+    unreduced.reduction = "none"
+    return unreduced
+
+
+def loss_at(loss_fn: nn.Module, basis: torch.Tensor, y: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """The loss (mean over the points, as training computes it) at each row of `coefficients`, float64.
+
+    One batched pass: predictions for all rows and all points at once, in chunks of rows bounded by
+    SURFACE_CHUNK_ELEMENTS so that a fine grid on many points does not run out of memory.
+    """
+    unreduced = per_point_loss(loss_fn)
+    y = y.double()
+    rows_per_chunk = max(1, SURFACE_CHUNK_ELEMENTS // max(1, len(y)))
+    losses = []
+    for chunk in coefficients.double().split(rows_per_chunk):
+        predictions = chunk @ basis.T  # (rows, points)
+        losses.append(unreduced(predictions, y.expand_as(predictions)).mean(dim=-1))
+    return torch.cat(losses)
+
+
+def least_squares(basis: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The (weighted) least-squares coefficients, float64."""
+    # A small local solver; fitquad.reference (issue 3) holds the full reference optima.
+    if weights is not None:
+        root = weights.sqrt()
+        basis, y = basis * root.unsqueeze(-1), y * root
+    return torch.linalg.lstsq(basis, y.double().unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+
+
+def loss_optimum(loss_fn: nn.Module, basis: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Coefficients that minimise the loss on (basis, y): exact for MSE, IRLS for L1, Huber and SmoothL1.
+
+    IRLS weights each point by the loss's curvature at its residual r: Huber(δ) and SmoothL1(β) (which is
+    Huber(β)/β, same minimiser) weigh min(1, δ/|r|); L1 weighs 1/|r| (floored, so exact fits stay finite).
+    """
+    y = y.double()
+    coefficients = least_squares(basis, y)
+    if isinstance(loss_fn, nn.MSELoss):
+        return coefficients
+    if isinstance(loss_fn, nn.HuberLoss):
+        threshold = loss_fn.delta
+    elif isinstance(loss_fn, nn.SmoothL1Loss):
+        threshold = loss_fn.beta
+    elif isinstance(loss_fn, nn.L1Loss):
+        threshold = 0.0
+    else:
+        raise ValueError(f"no optimum for {type(loss_fn).__name__}; the landscape knows MSE, L1, Huber and SmoothL1")
+    # L1's floor: far below the residuals that matter, far above float64's resolution of them.
+    floor = threshold if threshold > 0 else 1e-9 * float((y - basis @ coefficients).abs().mean()) + 1e-300
+    for _ in range(IRLS_MAX_ITERATIONS):
+        residuals = (y - basis @ coefficients).abs()
+        weights = residuals.clamp_min(floor).reciprocal() * (threshold or 1.0)
+        if threshold > 0:
+            weights = weights.clamp_max(1.0)
+        updated = least_squares(basis, y, weights)
+        moved = (updated - coefficients).abs().max() / updated.abs().max().clamp_min(1.0)
+        coefficients = updated
+        if moved < IRLS_TOLERANCE:
+            break
+    return coefficients
+
+
+@dataclass
+class Landscape:
+    """A loss surface over two coefficients and a path on it, everything in original units."""
+
+    names: tuple[str, str]  # the coefficients on the horizontal and vertical axes
+    axis_values: tuple[np.ndarray, np.ndarray]  # grid coordinates along each axis
+    surface: np.ndarray  # loss[vertical index, horizontal index]
+    path: np.ndarray  # (steps + 1, 2): the path's coordinates on the two axes
+    optimum: np.ndarray  # (2,)
+    projection: str  # what the picture is: the whole surface, or which slice
+
+
+def path_extent(points: list[np.ndarray], margin: float) -> tuple[float, float]:
+    """(low, high) covering every finite value given, widened by `margin` × the span on each side."""
+    values = np.concatenate([np.ravel(p) for p in points])
+    values = values[np.isfinite(values)]
+    low, high = float(values.min()), float(values.max())
+    pad = margin * (high - low) or margin * max(abs(low), 1.0)  # a point: some room around it
+    return low - pad, high + pad
+
+
+def choose_axes(path: torch.Tensor, names: list[str], chosen: list[str] | None) -> tuple[int, int]:
+    """Indices (horizontal, vertical) of the two coefficients to draw: the chosen names, or the two whose
+    values ranged furthest along the path; the higher power goes on the horizontal axis (w before b)."""
+    if len(names) == 2 and chosen is None:
+        return 1, 0
+    if chosen is not None:
+        unknown = [name for name in chosen if name not in names]
+        if len(chosen) != 2 or unknown or chosen[0] == chosen[1]:
+            raise ValueError(f"landscape parameters must be two different names among {names}; got {chosen}")
+        return names.index(chosen[0]), names.index(chosen[1])
+    finite = path[torch.isfinite(path).all(dim=1)]
+    ranges = finite.max(dim=0).values - finite.min(dim=0).values
+    first, second = sorted(ranges.topk(2).indices.tolist(), reverse=True)
+    return first, second
+
+
+def build_landscape(
+    loss_fn: nn.Module,
+    basis: torch.Tensor,
+    y: torch.Tensor,
+    path: torch.Tensor,
+    names: list[str],
+    optimum: torch.Tensor,
+    axes: tuple[int, int],
+    extent: tuple[tuple[float, float], tuple[float, float]],
+    resolution: int,
+) -> Landscape:
+    """The loss over a resolution × resolution grid of the two `axes` coefficients within `extent`, the others
+    held at the optimum; the path (original-unit coefficients, one row per step) projected onto the slice."""
+    across, up = axes
+    u = torch.linspace(*extent[0], resolution, dtype=torch.float64)
+    v = torch.linspace(*extent[1], resolution, dtype=torch.float64)
+    grid = optimum.double().repeat(resolution * resolution, 1)
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    grid[:, across], grid[:, up] = uu.reshape(-1), vv.reshape(-1)
+    surface = loss_at(loss_fn, basis, y, grid).view(resolution, resolution)
+    held = [i for i in range(len(names)) if i not in axes]
+    if held:
+        fixed = ", ".join(f"{names[i]} = {optimum[i].item():.4g}" for i in held)
+        projection = f"slice through the optimum at {fixed}; path projected onto ({names[across]}, {names[up]})"
+    else:
+        projection = f"whole surface over ({names[across]}, {names[up]})"
+    return Landscape(
+        names=(names[across], names[up]),
+        axis_values=(u.numpy(), v.numpy()),
+        surface=surface.numpy(),
+        path=path[:, [across, up]].double().numpy(),
+        optimum=optimum[[across, up]].double().numpy(),
+        projection=projection,
+    )
+
+
+def draw_landscape(ax: Axes, landscape: Landscape, levels: int = 20) -> QuadContourSet:
+    """Log-spaced filled contours of the surface, the path, and start / end / optimum markers on `ax`.
+    Returns the contour set (for a colour bar)."""
+    from matplotlib.colors import LogNorm
+
+    surface = landscape.surface
+    positive = surface[np.isfinite(surface) & (surface > 0)]
+    low, high = positive.min(), positive.max()
+    if high <= low * (1 + 1e-9):
+        high = low * 10  # a flat surface: still one legible band
+    contour_levels = np.geomspace(low, high, levels + 1)
+    u, v = landscape.axis_values
+    filled = ax.contourf(u, v, surface, levels=contour_levels, norm=LogNorm(low, high), cmap="viridis", extend="both")
+    ax.contour(u, v, surface, levels=contour_levels, colors="white", linewidths=0.3, alpha=0.5)
+    path = landscape.path
+    ax.plot(path[:, 0], path[:, 1], "-", color="orange", linewidth=1.2, marker=".", markersize=2.5, label="path")
+    ax.plot(*landscape.optimum, "*", color="red", markeredgecolor="black", markersize=12, label="optimum")
+    ax.plot(*path[0], "o", color="white", markeredgecolor="black", markersize=7, label="start")
+    ax.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=5, label="end")
+    ax.set_xlim(u[0], u[-1])
+    ax.set_ylim(v[0], v[-1])
+    ax.set_xlabel(landscape.names[0])
+    ax.set_ylabel(landscape.names[1])
+    return filled
+
+
+def add_colorbar(figure: Figure, ax: Axes, filled: QuadContourSet, label: str) -> None:
+    """A colour bar for log-spaced levels, with a few readable ticks."""
+    ticks = filled.levels[:: max(1, len(filled.levels) // 6)]
+    figure.colorbar(filled, ax=ax, label=label).set_ticks(ticks, labels=[f"{v:.3g}" for v in ticks])
+
+
+def add_marker_legend(figure: Figure, ax: Axes) -> None:
+    """The path's and markers' legend under the plot(s), where it hides nothing."""
+    handles, labels = ax.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """The figure rendered by Agg as an (height, width, 3) uint8 array, for TensorBoard."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+class LossLandscape(L.Callback):
+    """At the end of a fit, draws the training loss surface with the optimizer's path on it.
+
+    Writes loss_landscape.png to the run folder and logs the same picture to TensorBoard as
+    `landscape/loss_surface` (IMAGES tab).
+    """
+
+    def __init__(
+        self,
+        # Grid points along each axis (101 × 101 = 10,201 loss evaluations, one batched pass).
+        resolution: int = 101,
+        # The grid covers the path and the optimum, widened by this fraction of their span on each side.
+        margin: float = 0.1,
+        # Two coefficient names to draw, horizontal first (e.g. [a, b]); None: for a line (w, b), for
+        # more coefficients the two that ranged furthest along the path.
+        parameters: list[str] | None = None,
+        # Fixed axis limits [horizontal low, high, vertical low, high] in original units; None: from the path.
+        extent: list[float] | None = None,
+        # Log-spaced contour levels between the lowest and the highest loss on the grid.
+        levels: int = 20,
+    ) -> None:
+        if resolution < 2:
+            raise ValueError(f"landscape resolution must be at least 2; got {resolution}")
+        if extent is not None and len(extent) != 4:
+            raise ValueError(f"landscape extent must be [x low, x high, y low, y high]; got {extent}")
+        self.resolution, self.margin, self.parameters = resolution, margin, parameters
+        self.extent, self.levels = extent, levels
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.record_parameter_path = True  # the module allocates its buffer in on_train_start
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_train_end, before on_fit_end, where RunSummary finalises the logger.
+        if not trainer.is_global_zero or pl_module.parameters_recorded == 0:
+            return
+        landscape = self.landscape(trainer, pl_module)
+        figure = self.draw(landscape, pl_module)
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        figure.savefig(folder / "loss_landscape.png", dpi=120)
+        if isinstance(trainer.logger, TensorBoardLogger):
+            trainer.logger.experiment.add_image(
+                "landscape/loss_surface", figure_pixels(figure), trainer.global_step, dataformats="HWC"
+            )
+        print(f"fitquad: loss landscape in {folder / 'loss_landscape.png'} ({landscape.projection})", flush=True)
+
+    @torch.no_grad()
+    def landscape(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Landscape:
+        model = pl_module.model
+        path = model.coefficients_of(pl_module.parameter_path[: pl_module.parameters_recorded])
+        datamodule = trainer.datamodule
+        basis = polynomial_basis(datamodule.train_x, model.degree)
+        y = datamodule.train_y.double()
+        optimum = loss_optimum(pl_module.loss_fn, basis, y)
+        axes = choose_axes(path, pl_module.coefficient_names, self.parameters)
+        if self.extent is not None:
+            extent = (tuple(self.extent[:2]), tuple(self.extent[2:]))
+        else:
+            extent = tuple(path_extent([path[:, i].numpy(), optimum[i].numpy()], self.margin) for i in axes)
+        return build_landscape(
+            pl_module.loss_fn, basis, y, path, pl_module.coefficient_names, optimum, axes, extent, self.resolution
+        )
+
+    def draw(self, landscape: Landscape, pl_module: L.LightningModule) -> Figure:
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(6.4, 5.2), layout="constrained")
+        ax = figure.add_subplot()
+        filled = draw_landscape(ax, landscape, self.levels)
+        add_colorbar(figure, ax, filled, f"training loss ({type(pl_module.loss_fn).__name__}, log scale)")
+        add_marker_legend(figure, ax)
+        steps = len(landscape.path) - 1
+        ax.set_title(f"{steps} optimizer steps on the training loss\n{landscape.projection}", fontsize="medium")
+        return figure
