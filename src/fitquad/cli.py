@@ -73,7 +73,10 @@ class FitquadCLI(LightningCLI):
 
 # Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only
 # when used, so `fitquad fit` pays nothing for them. Each function takes the remaining arguments.
-EXTRA_COMMANDS: dict[str, str] = {"sweep": "fitquad.sweep:main"}
+EXTRA_COMMANDS: dict[str, str] = {
+    "sweep": "fitquad.sweep:main",
+    "compare": "fitquad.compare:main",
+}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,0 +1,250 @@
+"""`fitquad compare`: the SGD-parameters article's grid of losses × optimizer settings, in one figure and one table.
+
+    fitquad compare --config configs/sgd_article_grid.yaml
+    fitquad compare --config configs/sgd_article_grid.yaml --max_steps 50 --losses [mse,huber]
+    fitquad compare --help
+
+The config is a YAML file with these keys (all optional; each is also a command-line option):
+
+    data:        QuadraticDataModule's options, as in a `fitquad fit` config
+    model:       QuadraticRegression's options except the loss and SGD's momentum, dampening, nesterov
+                 and weight_decay, which the grid sets
+    losses:      the rows, e.g. [mse, l1, huber, smooth_l1]
+    settings:    the columns, each {name, lr (null: model.lr), momentum, dampening, nesterov, weight_decay}
+    max_steps:   optimizer steps per run
+    resolution, margin, parameters, levels: the landscape's grid, as for fitquad.landscape.LossLandscape
+
+Every pair runs in this process on the same data, with a quiet Lightning Trainer per run (CPU, no logger,
+no checkpoints, no validation: only the recorded path is used). The output lands in
+runs/<config name>/version_N: compare.png (a panel per loss and setting on shared axes, each path on its
+own loss's surface), compare.csv and compare.md (final loss, final coefficients, the loss's optimum, and
+the steps taken to get within 1% of it), and config.yaml (the resolved comparison, to re-run it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning as L
+import torch
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+
+from fitquad.data import QuadraticDataModule
+from fitquad.landscape import (
+    add_marker_legend,
+    build_landscape,
+    choose_axes,
+    draw_landscape,
+    loss_at,
+    loss_optimum,
+    path_extent,
+    polynomial_basis,
+)
+from fitquad.training import LossName, QuadraticRegression
+
+if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
+    from matplotlib.figure import Figure
+
+# "Within 1% of the optimum": loss ≤ (1 + WITHIN) × the loss's minimum on the training set.
+WITHIN = 0.01
+RUNS_FOLDER = Path("runs")
+
+
+@dataclass
+class OptimizerSetting:
+    """One column of the grid: torch.optim.SGD's options (lr None: the model's lr)."""
+
+    name: str
+    lr: float | None = None
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+# The article's five settings; weight decay 0.1 is a choice (strong enough to see the pull towards 0).
+ARTICLE_SETTINGS = [
+    OptimizerSetting("plain"),
+    OptimizerSetting("momentum 0.9", momentum=0.9),
+    OptimizerSetting("Nesterov 0.9", momentum=0.9, nesterov=True),
+    OptimizerSetting("Nesterov 0.9, wd 0.1", momentum=0.9, nesterov=True, weight_decay=0.1),
+    OptimizerSetting("momentum 0.9, dampening 0.8", momentum=0.9, dampening=0.8),
+]
+
+
+@dataclass
+class RunResult:
+    loss: str
+    setting: OptimizerSetting
+    path: torch.Tensor  # (steps + 1, coefficients), original units
+    path_loss: torch.Tensor  # the training loss at every point of the path
+    optimum: torch.Tensor
+    optimum_loss: float
+
+    @property
+    def steps_to_within(self) -> int | None:
+        """Optimizer steps until the training loss first comes within WITHIN of the optimum (None: never)."""
+        within = (self.path_loss <= self.optimum_loss * (1 + WITHIN)).nonzero()
+        return int(within[0]) if len(within) else None
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="fitquad compare", description=__doc__.split("\n")[0], exit_on_error=False, default_env=False
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with the keys below")
+    parser.add_class_arguments(QuadraticDataModule, "data")
+    grid_set = {"loss", "momentum", "dampening", "nesterov", "weight_decay"}
+    parser.add_class_arguments(QuadraticRegression, "model", skip=grid_set)
+    parser.add_argument("--losses", type=list[LossName], default=["mse", "l1", "huber", "smooth_l1"])
+    parser.add_argument("--settings", type=list[OptimizerSetting], default=ARTICLE_SETTINGS)
+    parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps per run")
+    parser.add_argument("--resolution", type=int, default=101, help="landscape grid points per axis")
+    parser.add_argument("--margin", type=float, default=0.1, help="room around all paths, a fraction of their span")
+    parser.add_argument("--parameters", type=list[str] | None, default=None, help="two coefficients to draw")
+    parser.add_argument("--levels", type=int, default=20, help="log-spaced contour levels per panel")
+    return parser
+
+
+def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: OptimizerSetting) -> torch.Tensor:
+    """Fit one loss × setting; returns the recorded path in original-unit coefficients."""
+    model_args = dict(config.model)
+    if setting.lr is not None:
+        model_args["lr"] = setting.lr
+    sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
+    model = QuadraticRegression(**model_args, loss=loss, weight_decay=setting.weight_decay, **sgd)
+    model.record_parameter_path = True
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=config.max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,  # the path is all we need
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return model.model.coefficients_of(model.parameter_path[: model.parameters_recorded])
+
+
+def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
+    """Every loss × setting on the same data, in config order (row by row)."""
+    results = []
+    for loss in config.losses:
+        loss_fn = QuadraticRegression(loss=loss, **_loss_options(config)).loss_fn
+        optimum = loss_optimum(loss_fn, basis, y)
+        optimum_loss = loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
+        for setting in config.settings:
+            path = run_one(config, datamodule, loss, setting)
+            path_loss = loss_at(loss_fn, basis, y, path)
+            results.append(RunResult(loss, setting, path, path_loss, optimum, optimum_loss))
+    return results
+
+
+def _loss_options(config) -> dict:
+    return {"huber_delta": config.model.huber_delta, "smooth_l1_beta": config.model.smooth_l1_beta}
+
+
+def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.Tensor, y: torch.Tensor) -> Figure:
+    """Small multiples: a panel per loss (row) and setting (column), shared axes, each on its loss's surface."""
+    from matplotlib.figure import Figure
+
+    all_paths = torch.cat([r.path for r in results])
+    axes = choose_axes(all_paths, names, config.parameters)
+    extent = tuple(
+        path_extent([all_paths[:, i].numpy()] + [r.optimum[i].numpy() for r in results], config.margin) for i in axes
+    )
+    rows, columns = len(config.losses), len(config.settings)
+    figure = Figure(figsize=(2.9 * columns, 2.7 * rows + 0.9), layout="constrained")
+    panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    projection = ""
+    for result, ax in zip(results, panels.flat, strict=True):
+        loss_fn = QuadraticRegression(loss=result.loss, **_loss_options(config)).loss_fn
+        landscape = build_landscape(
+            loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution
+        )
+        projection = landscape.projection.replace("the optimum", "each loss's optimum")
+        draw_landscape(ax, landscape, config.levels)
+        steps = result.steps_to_within
+        arrived = f"{steps} steps" if steps is not None else "no"
+        note = f"final {result.path_loss[-1].item():.4g}\nwithin 1%: {arrived}"
+        ax.text(0.03, 0.97, note, transform=ax.transAxes, va="top", fontsize="x-small", color="white")
+        ax.label_outer()
+    for ax, setting in zip(panels[0], config.settings, strict=True):
+        ax.set_title(setting.name, fontsize="small")
+    for ax, loss in zip(panels[:, 0], config.losses, strict=True):
+        ax.set_ylabel(f"{loss}\n{ax.get_ylabel()}")
+    lr = config.model.lr
+    figure.suptitle(
+        f"Training loss (row) under SGD settings (column), {config.max_steps} steps, lr {lr:g} unless named; "
+        f"log-spaced contours per panel\n{projection}",
+        fontsize="medium",
+    )
+    add_marker_legend(figure, panels[0, 0])
+    return figure
+
+
+def write_tables(results: list[RunResult], names: list[str], folder: Path) -> str:
+    """compare.csv and compare.md; returns the Markdown table."""
+    csv_header = ["loss", "setting", "lr", "momentum", "dampening", "nesterov", "weight_decay", "final_loss"]
+    csv_header += [f"final_{n}" for n in names] + ["optimum_loss"] + [f"optimum_{n}" for n in names]
+    csv_header += ["steps_to_within_1pct"]
+    csv_lines = [",".join(csv_header)]
+    shown = list(reversed(names))  # w before b, a before b before c
+    md_header = ["loss", "setting", "final loss", *[f"final {n}" for n in shown], "optimum loss", "steps to within 1%"]
+    md_lines = ["| " + " | ".join(md_header) + " |", "|" + "---|" * len(md_header)]
+    for r in results:
+        s, steps = r.setting, r.steps_to_within
+        final = r.path[-1].tolist()
+        row = [r.loss, f'"{s.name}"', s.lr if s.lr is not None else "", s.momentum, s.dampening, s.nesterov]
+        row += [s.weight_decay, repr(r.path_loss[-1].item()), *map(repr, final), repr(r.optimum_loss)]
+        row += [*map(repr, r.optimum.tolist()), "" if steps is None else steps]
+        csv_lines.append(",".join(str(v) for v in row))
+        final_shown = [f"{final[names.index(n)]:.4f}" for n in shown]
+        md_row = [r.loss, s.name, f"{r.path_loss[-1].item():.4f}", *final_shown, f"{r.optimum_loss:.4f}"]
+        md_row.append("never" if steps is None else str(steps))
+        md_lines.append("| " + " | ".join(md_row) + " |")
+    (folder / "compare.csv").write_text("\n".join(csv_lines) + "\n")
+    markdown = "\n".join(md_lines) + "\n"
+    (folder / "compare.md").write_text(markdown)
+    return markdown
+
+
+def next_version_folder(name: str) -> Path:
+    parent = RUNS_FOLDER / name
+    versions = [int(p.name.split("_")[1]) for p in parent.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return parent / f"version_{max(versions, default=-1) + 1}"
+
+
+def main(argv: list[str]) -> None:
+    parser = build_parser()
+    try:
+        config = parser.parse_args(argv)
+        if config.resolution < 2 or config.max_steps < 1:
+            raise ArgumentError(None, "resolution must be at least 2 and max_steps at least 1")
+    except ArgumentError as error:
+        print(f"fitquad compare: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    config_files = config.get("config") or []
+    name = Path(str(config_files[-1])).stem if config_files else "compare"
+    folder = next_version_folder(name)
+    folder.mkdir(parents=True)
+    print(f"fitquad: compare folder {folder}", flush=True)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner for each of the 20 Trainers
+    datamodule = QuadraticDataModule(**config.data)
+    datamodule.setup("fit")
+    basis = polynomial_basis(datamodule.train_x, config.model.degree)
+    y = datamodule.train_y.double()
+    names = QuadraticRegression(degree=config.model.degree).coefficient_names
+    results = run_grid(config, datamodule, basis, y)
+    figure = draw_grid(config, results, names, basis, y)
+    figure.savefig(folder / "compare.png", dpi=110)
+    markdown = write_tables(results, names, folder)
+    parser.save(config, folder / "config.yaml", skip_none=False, overwrite=True)
+    print(markdown, end="")
+    print(f"fitquad: compare finished in {folder}: compare.png, compare.csv, compare.md", flush=True)
