@@ -76,6 +76,7 @@ class FitquadCLI(LightningCLI):
 EXTRA_COMMANDS: dict[str, str] = {
     "sweep": "fitquad.sweep:main",
     "compare": "fitquad.compare:main",
+    "lr-find": "fitquad.lr_find:main",
 }
 
 

@@ -1,0 +1,121 @@
+"""`fitquad lr-find`: Lightning's learning-rate range test (Tuner.lr_find) on a fit config, checked against theory.
+
+    fitquad lr-find --config configs/sgd_article.yaml
+    fitquad lr-find --config configs/lesson3.yaml --lr_find.min_lr 1e-4 --lr_find.max_lr 10
+    fitquad lr-find --help          # every fit option, plus lr_find's own (min_lr, max_lr, num_training, ...)
+
+It takes the same config and options as `fitquad fit`, runs `Tuner.lr_find` (lr_find.num_training steps
+with the learning rate growing from min_lr to max_lr, stopping once the smoothed loss passes
+early_stop_threshold × its best), saves the loss-against-learning-rate plot as lr_find.png in the run
+folder (runs/<config name>/version_N) and prints the suggestion (the steepest descent of the smoothed loss)
+beside the largest stable learning rate of full-batch gradient descent on MSE, 2/λmax, where λmax is the
+largest eigenvalue of the MSE Hessian 2/n·ΦᵀΦ over the model's own parameters (Φ = [1, features(x)],
+the features under the model's feature scaling). Plain GD with a larger lr diverges.
+
+Manual optimization and lr_find: Lightning steps no scheduler under manual optimization, and
+QuadraticRegression steps its schedulers once per epoch. So this command runs one optimizer step per
+epoch (data.steps_per_epoch 1, data.fused_steps 1): lr_find's schedule then advances once per step, and
+every loss it records is that of the step taken at the learning rate it records beside it. The model and
+the trainer are otherwise exactly the config's; the fit itself is not run.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.tuner import Tuner
+
+from fitquad.callbacks import run_folder
+from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI
+from fitquad.data import QuadraticDataModule
+from fitquad.model import PolynomialModel
+from fitquad.training import QuadraticRegression
+
+if TYPE_CHECKING:
+    from lightning.pytorch.tuner.lr_finder import _LRFinder  # what Tuner.lr_find returns
+
+# lr_find's options other than these are Tuner.lr_find's own, with Lightning's defaults.
+NOT_OPTIONS = {"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule", "method"}
+NOT_OPTIONS |= {"update_attr", "attr_name"}  # the suggestion is printed, not applied: a fit is a separate run
+ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
+
+
+def mse_hessian(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
+    """The Hessian 2/n·ΦᵀΦ of the mean squared error over the model's parameters [bias, weights], float64."""
+    # A float64 copy, so that the features (and their scaling) are evaluated without float32 rounding.
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        features = model64.features(x.double())
+    phi = torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
+    return 2.0 / len(x) * phi.T @ phi
+
+
+def largest_stable_lr(model: PolynomialModel, x: torch.Tensor) -> tuple[float, float]:
+    """(2/λmax, λmax): full-batch gradient descent on MSE converges for lr < 2/λmax and diverges above."""
+    # A small local computation; fitquad.reference / the diagnosis (issue 3) reports the same bound.
+    largest = torch.linalg.eigvalsh(mse_hessian(model, x))[-1].item()
+    return 2.0 / largest, largest
+
+
+class LrFindCLI(FitquadCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_method_arguments(Tuner, "lr_find", "lr_find", skip=NOT_OPTIONS)
+
+
+def main(argv: list[str]) -> None:
+    cli = LrFindCLI(
+        QuadraticRegression,
+        QuadraticDataModule,
+        args=[*argv, *ONE_STEP_PER_EPOCH],
+        run=False,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+    )
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    options = cli.config.lr_find
+    finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)
+    if finder is None:  # Lightning skips it under fast_dev_run
+        print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
+        sys.exit(2)
+    suggestion = finder.suggestion()
+    stable_lr, largest = largest_stable_lr(model.model, datamodule.train_x)
+    folder = run_folder(trainer)
+    save_plot(finder, stable_lr, folder / "lr_find.png")
+    tried = finder.results["lr"]
+    print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")
+    print(
+        f"fitquad: largest stable lr for full-batch GD on MSE: 2/λmax = {stable_lr:.4g} "
+        f"(λmax = {largest:.4g}, feature_scaling {model.hparams.feature_scaling})"
+    )
+    if suggestion is None:
+        print("fitquad: the lr finder made no suggestion (too few finite losses); widen min_lr..max_lr")
+    else:
+        print(f"fitquad: lr finder suggests lr = {suggestion:.4g}, {suggestion / stable_lr:.3g} × 2/λmax")
+    print(f"fitquad: plot in {folder / 'lr_find.png'}", flush=True)
+
+
+def save_plot(finder: _LRFinder, stable_lr: float, path: Path) -> None:
+    """Lightning's own lr_find plot, with the largest stable learning rate marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # Lightning's plot imports pyplot: never open a window
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = figure.add_subplot()
+    finder.plot(suggest=True, ax=ax)
+    ax.axvline(stable_lr, color="black", linestyle="--", label=f"2/λmax = {stable_lr:.3g} (GD on MSE)")
+    suggestion = finder.suggestion()
+    if suggestion is not None:
+        ax.axvline(suggestion, color="red", linestyle=":", label=f"suggestion {suggestion:.3g}")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title("Lightning's learning-rate range test", fontsize="medium")
+    ax.legend(fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)

@@ -1,0 +1,85 @@
+"""`fitquad compare` run as a user runs it, on a reduced grid, checked against a plain PyTorch loop."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import torch
+from conftest import CONFIGS, run_fitquad
+from matplotlib.image import imread
+
+from fitquad.data import QuadraticDataModule
+
+STEPS = 40
+
+
+def plain_gd(
+    x: torch.Tensor, y: torch.Tensor, steps: int, loss_fn: torch.nn.Module, **sgd
+) -> tuple[list[float], float, float]:
+    """The article's neuron trained by hand: the full-batch loss at the start and after every step, final w and b."""
+    neuron = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        neuron.weight.fill_(6.0)
+        neuron.bias.fill_(-3.0)
+    optimizer = torch.optim.SGD(neuron.parameters(), **sgd)
+    losses = []
+    for step in range(steps + 1):
+        optimizer.zero_grad()
+        loss = loss_fn(neuron(x.unsqueeze(-1)).squeeze(-1), y)
+        losses.append(loss.item())
+        if step < steps:
+            loss.backward()
+            optimizer.step()
+    return losses, neuron.weight.item(), neuron.bias.item()
+
+
+def test_compare_on_a_reduced_grid(tmp_path) -> None:
+    result = run_fitquad(
+        "compare",
+        "--config", str(CONFIGS / "sgd_article_grid.yaml"),
+        "--losses", "[mse, l1]",
+        "--settings", "[{name: plain}, {name: momentum, momentum: 0.9}]",
+        "--max_steps", str(STEPS),
+        "--data.steps_per_epoch", str(STEPS),
+        "--data.fused_steps", "10",
+        "--resolution", "31",
+        cwd=tmp_path,
+    )  # fmt: skip
+    folder = tmp_path / "runs" / "sgd_article_grid" / "version_0"
+    assert f"compare finished in {folder.relative_to(tmp_path)}" in result.stdout
+
+    pixels = imread(folder / "compare.png")
+    assert pixels[..., :3].std() > 0.1  # four panels of contours and paths, not a blank canvas
+    rows = list(csv.DictReader((folder / "compare.csv").open()))
+    assert [(r["loss"], r["setting"]) for r in rows] == [
+        ("mse", "plain"), ("mse", "momentum"), ("l1", "plain"), ("l1", "momentum")
+    ]  # fmt: skip
+    markdown = (folder / "compare.md").read_text().splitlines()
+    assert len(markdown) == 2 + len(rows)
+    assert markdown[0].startswith("| loss | setting | final loss | final w | final b")
+    assert (folder / "config.yaml").exists()
+
+    datamodule = QuadraticDataModule(n_train=50, n_val=0, n_test=0, seed=20240215)
+    datamodule.setup("fit")
+    x, y = datamodule.train_x, datamodule.train_y
+    design = np.stack([np.ones(50), x.double().numpy()], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, y.double().numpy())
+    mse_optimum = np.mean((design @ coefficients - y.double().numpy()) ** 2)
+    for row, sgd in zip(rows[:2], [dict(lr=0.1), dict(lr=0.1, momentum=0.9)], strict=True):
+        losses, w, b = plain_gd(x, y, STEPS, torch.nn.MSELoss(), **sgd)
+        assert float(row["final_w"]) == w and float(row["final_b"]) == b
+        np.testing.assert_allclose(float(row["final_loss"]), losses[-1], rtol=1e-6)
+        np.testing.assert_allclose(float(row["optimum_loss"]), mse_optimum, rtol=1e-12)
+        within = [k for k, loss in enumerate(losses) if loss <= 1.01 * mse_optimum]
+        assert row["steps_to_within_1pct"] == (str(within[0]) if within else "")
+    for row in rows[2:]:
+        losses, w, b = plain_gd(x, y, STEPS, torch.nn.L1Loss(), lr=0.1, momentum=0.9 if row["momentum"] != "0.0" else 0)
+        assert float(row["final_w"]) == w and float(row["final_b"]) == b
+
+
+def test_compare_rejects_bad_input_in_one_line(tmp_path) -> None:
+    result = run_fitquad("compare", "--losses", "[mse, cubic]", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("fitquad compare: error:") and "losses" in result.stderr
+    assert "Traceback" not in result.stderr

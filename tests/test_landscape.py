@@ -1,0 +1,194 @@
+"""The loss landscape against trusted references: a plain PyTorch loop for the recorded path, numpy's least
+squares for the MSE optimum and the grid's argmin, brute force and torch's autograd for the robust optima."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import fit_in_process
+from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.image import imread
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from fitquad.data import QuadraticDataModule
+from fitquad.landscape import (
+    LossLandscape,
+    build_landscape,
+    choose_axes,
+    loss_at,
+    loss_optimum,
+    polynomial_basis,
+)
+from fitquad.model import PolynomialModel
+from fitquad.training import QuadraticRegression, make_loss
+
+ARTICLE_DATA = dict(n_train=50, n_val=0, n_test=0, seed=20240215)
+ARTICLE_MODEL = dict(degree=1, feature_scaling="none", init_coefficients=[-3.0, 6.0], lr=0.1)
+LESSON3_DATA = dict(
+    true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid", x_min=0.0, x_max=19.0,
+    n_train=20, n_val=0, n_test=0, seed=42,
+)  # fmt: skip
+
+
+def article_xy() -> tuple[torch.Tensor, torch.Tensor]:
+    datamodule = QuadraticDataModule(**ARTICLE_DATA)
+    datamodule.setup("fit")
+    return datamodule.train_x, datamodule.train_y
+
+
+def plain_loop_path(x: torch.Tensor, y: torch.Tensor, model: PolynomialModel, steps: int, **sgd) -> torch.Tensor:
+    """[bias, weights] at the start and after every step of a hand-written full-batch SGD loop."""
+    optimizer = torch.optim.SGD(model.parameters(), **sgd)
+    rows = [torch.cat([model.linear.bias.detach(), model.linear.weight.detach().flatten()]).clone()]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        rows.append(torch.cat([model.linear.bias.detach(), model.linear.weight.detach().flatten()]).clone())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize(
+    "steps, fused_steps, sgd",
+    [
+        (100, 1, dict(lr=0.1)),  # the article, one optimizer step per training_step
+        (60, 7, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),  # fused, uneven last batch
+        (1100, 100, dict(lr=0.1, momentum=0.9, dampening=0.8)),  # past the 1024-row buffer: it doubles
+    ],
+)
+def test_recorded_path_equals_plain_loop_step_for_step(tmp_path, steps, fused_steps, sgd) -> None:
+    datamodule = QuadraticDataModule(**ARTICLE_DATA, steps_per_epoch=steps, fused_steps=fused_steps)
+    module = QuadraticRegression(**{**ARTICLE_MODEL, **sgd})
+    module.record_parameter_path = True
+    fit_in_process(module, datamodule, tmp_path, max_steps=steps, limit_val_batches=0)
+
+    article_neuron = PolynomialModel(degree=1)  # torch.nn.Linear(1, 1) underneath
+    with torch.no_grad():
+        article_neuron.linear.weight.fill_(6.0)
+        article_neuron.linear.bias.fill_(-3.0)
+    expected = plain_loop_path(datamodule.train_x, datamodule.train_y, article_neuron, steps, **sgd)
+
+    assert module.parameters_recorded == steps + 1
+    assert torch.equal(module.parameter_path[: steps + 1], expected)
+
+
+def test_recorded_path_under_feature_scaling_maps_to_coefficients(tmp_path) -> None:
+    # lesson3 with standardised features: the recorded parameters, mapped to original units, end where the
+    # module's own coefficients() says, and each row equals the plain loop's on the same scaled model.
+    datamodule = QuadraticDataModule(**LESSON3_DATA, steps_per_epoch=40, fused_steps=40)
+    module = QuadraticRegression(degree=2, feature_scaling="standardize", lr=0.35, init_seed=0)
+    module.record_parameter_path = True
+    fit_in_process(module, datamodule, tmp_path, max_steps=40, limit_val_batches=0)
+
+    reference = PolynomialModel(degree=2, feature_scaling="standardize")
+    reference.fit_feature_scaling(datamodule.train_x)
+    start = module.model.coefficients_of(module.parameter_path[0])
+    reference.set_coefficients(start)
+    expected = plain_loop_path(datamodule.train_x, datamodule.train_y, reference, 40, lr=0.35)
+    assert torch.equal(module.parameter_path[:41], expected)
+    path = module.model.coefficients_of(module.parameter_path[:41])
+    torch.testing.assert_close(path[-1], module.model.coefficients(), rtol=0, atol=0)
+
+
+def test_recording_is_off_without_the_callback(tmp_path) -> None:
+    module = QuadraticRegression(**ARTICLE_MODEL)
+    fit_in_process(module, QuadraticDataModule(**ARTICLE_DATA), tmp_path, max_steps=5, limit_val_batches=0)
+    assert module.parameters_recorded == 0 and len(module.parameter_path) == 0
+
+
+def test_mse_optimum_and_grid_argmin_match_least_squares() -> None:
+    x, y = article_xy()
+    basis = polynomial_basis(x, 1)
+    expected, *_ = np.linalg.lstsq(np.stack([np.ones(50), x.double().numpy()], axis=1), y.double().numpy())
+    optimum = loss_optimum(torch.nn.MSELoss(), basis, y)
+    np.testing.assert_allclose(optimum.numpy(), expected, rtol=1e-12, atol=1e-12)
+
+    # A grid with the optimum off centre: its argmin is the grid point nearest the least-squares optimum.
+    b_range, w_range = (expected[0] - 1.3, expected[0] + 0.7), (expected[1] - 0.4, expected[1] + 1.6)
+    path = torch.tensor([[-3.0, 6.0], expected.tolist()], dtype=torch.float64)
+    landscape = build_landscape(
+        torch.nn.MSELoss(), basis, y, path, ["b", "w"], optimum, (1, 0), (w_range, b_range), resolution=101
+    )
+    row, column = np.unravel_index(np.argmin(landscape.surface), landscape.surface.shape)
+    w_grid, b_grid = landscape.axis_values
+    assert abs(w_grid[column] - expected[1]) <= (w_grid[1] - w_grid[0]) / 2
+    assert abs(b_grid[row] - expected[0]) <= (b_grid[1] - b_grid[0]) / 2
+    assert landscape.projection == "whole surface over (w, b)"
+
+
+def test_surface_is_torchs_loss_at_every_grid_point() -> None:
+    x, y = article_xy()
+    basis = polynomial_basis(x, 1)
+    loss_fn = make_loss("huber", huber_delta=0.5)
+    points = torch.tensor([[0.0, 0.0], [-3.0, 6.0], [2.5, 0.9], [1.0, -2.0]], dtype=torch.float64)
+    batched = loss_at(loss_fn, basis, y, points)
+    one_by_one = [loss_fn(b + w * x.double(), y.double()) for b, w in points]
+    torch.testing.assert_close(batched, torch.stack(one_by_one), rtol=1e-14, atol=0)
+
+
+def test_three_coefficients_slice_through_the_optimum() -> None:
+    datamodule = QuadraticDataModule(**LESSON3_DATA)
+    datamodule.setup("fit")
+    x, y = datamodule.train_x, datamodule.train_y
+    basis = polynomial_basis(x, 2)
+    optimum = loss_optimum(torch.nn.MSELoss(), basis, y)
+    expected, *_ = np.linalg.lstsq(basis.numpy(), y.double().numpy())
+    np.testing.assert_allclose(optimum.numpy(), expected, rtol=1e-9)
+    # c and b travel far, a hardly: the slice is over (b, c) with a held at its optimum.
+    path = torch.tensor([[0.0, 0.0, 0.7], [40.0, -8.0, 0.71], expected.tolist()], dtype=torch.float64)
+    axes = choose_axes(path, ["c", "b", "a"], None)
+    assert axes == (1, 0)
+    extent = ((expected[1] - 2, expected[1] + 2), (expected[0] - 20, expected[0] + 20))
+    landscape = build_landscape(torch.nn.MSELoss(), basis, y, path, ["c", "b", "a"], optimum, axes, extent, 101)
+    assert landscape.projection.startswith(f"slice through the optimum at a = {expected[2]:.4g}")
+    row, column = np.unravel_index(np.argmin(landscape.surface), landscape.surface.shape)
+    b_grid, c_grid = landscape.axis_values
+    assert abs(b_grid[column] - expected[1]) <= (b_grid[1] - b_grid[0]) / 2
+    assert abs(c_grid[row] - expected[0]) <= (c_grid[1] - c_grid[0]) / 2
+    assert choose_axes(path, ["c", "b", "a"], ["a", "c"]) == (2, 0)
+    with pytest.raises(ValueError, match="two different names"):
+        choose_axes(path, ["c", "b", "a"], ["a", "w"])
+
+
+def test_l1_optimum_matches_brute_force() -> None:
+    # An L1 line fit passes through two of the points: trying every pair is exact.
+    x, y = article_xy()
+    x64, y64 = x.double(), y.double()
+    basis = polynomial_basis(x, 1)
+    best = float("inf")
+    for i, j in itertools.combinations(range(len(x)), 2):
+        w = (y64[j] - y64[i]) / (x64[j] - x64[i])
+        b = y64[i] - w * x64[i]
+        best = min(best, (y64 - b - w * x64).abs().mean().item())
+    optimum = loss_optimum(torch.nn.L1Loss(), basis, y)
+    found = loss_at(torch.nn.L1Loss(), basis, y, optimum.unsqueeze(0)).item()
+    assert best - 1e-12 <= found <= best * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("loss_fn", [torch.nn.HuberLoss(delta=0.5), torch.nn.SmoothL1Loss(beta=0.3)])
+def test_smooth_robust_optimum_has_zero_gradient(loss_fn) -> None:
+    x, y = article_xy()
+    basis = polynomial_basis(x, 1)
+    optimum = loss_optimum(loss_fn, basis, y).requires_grad_()
+    loss_fn(basis @ optimum, y.double()).backward()
+    assert optimum.grad.abs().max() < 1e-10
+
+
+def test_callback_writes_a_figure_and_a_tensorboard_image(tmp_path) -> None:
+    datamodule = QuadraticDataModule(**ARTICLE_DATA)
+    module = QuadraticRegression(**ARTICLE_MODEL, momentum=0.9)
+    logger = TensorBoardLogger(tmp_path, name="landscape", default_hp_metric=False)
+    callback = LossLandscape(resolution=41)
+    fit_in_process(module, datamodule, tmp_path, max_steps=30, logger=logger, callbacks=[callback])
+
+    folder = tmp_path / "landscape" / "version_0"
+    pixels = imread(folder / "loss_landscape.png")
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 300
+    assert pixels[..., :3].std() > 0.1  # contours, path and labels, not a blank canvas
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    assert events.Tags()["images"] == ["landscape/loss_surface"]
+    assert events.Images("landscape/loss_surface")[0].step == 30

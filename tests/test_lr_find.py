@@ -1,0 +1,67 @@
+"""`fitquad lr-find`: Lightning's range test works under manual optimization, and 2/λmax is numpy's."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, only_run_folder
+from matplotlib.image import imread
+
+from fitquad.data import QuadraticDataModule
+from fitquad.lr_find import largest_stable_lr, main
+from fitquad.model import PolynomialModel
+
+
+def numpy_stable_lr(design: np.ndarray) -> float:
+    return 2.0 / np.linalg.eigvalsh(2.0 / len(design) * design.T @ design)[-1]
+
+
+def test_largest_stable_lr_against_numpy_and_whitening() -> None:
+    datamodule = QuadraticDataModule(x_distribution="grid", x_min=0.0, x_max=19.0, n_train=20, n_val=0, n_test=0)
+    datamodule.setup("fit")
+    t = datamodule.train_x.double().numpy()
+    raw = PolynomialModel(degree=2, feature_scaling="none")
+    stable_lr, _ = largest_stable_lr(raw, datamodule.train_x)
+    np.testing.assert_allclose(stable_lr, numpy_stable_lr(np.stack([t**0, t, t**2], axis=1)), rtol=1e-10)
+
+    standardized = PolynomialModel(degree=2, feature_scaling="standardize")
+    standardized.fit_feature_scaling(datamodule.train_x)
+    z = (t - t.mean()) / t.std()
+    stable_lr, _ = largest_stable_lr(standardized, datamodule.train_x)
+    np.testing.assert_allclose(stable_lr, numpy_stable_lr(np.stack([z**0, z, z**2], axis=1)), rtol=1e-6)
+
+    whitened = PolynomialModel(degree=2, feature_scaling="whiten")
+    whitened.fit_feature_scaling(datamodule.train_x)
+    stable_lr, largest = largest_stable_lr(whitened, datamodule.train_x)
+    assert largest == pytest.approx(2.0, rel=1e-6)  # the whitened Hessian is 2·I
+
+
+def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
+    # lesson3 fuses 10 steps per training_step: lr-find must still take one learning rate per step.
+    monkeypatch.chdir(tmp_path)
+    min_lr, max_lr, steps = 1e-3, 3.0, 40
+    main([
+        "--config", str(CONFIGS / "lesson3.yaml"),
+        "--lr_find.min_lr", str(min_lr), "--lr_find.max_lr", str(max_lr), "--lr_find.num_training", str(steps),
+        "--lr_find.early_stop_threshold", "null",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+
+    # One learning rate per optimizer step, reaching max_lr exactly at the last one: lr_find's schedule
+    # advanced once a step (never stepped, it would stay at min_lr; twice a step, pass max_lr halfway).
+    tried = re.search(r"tried (\d+) learning rates from (\S+) to (\S+)\n", out)
+    assert int(tried[1]) == steps
+    assert float(tried[2]) == pytest.approx(min_lr, rel=1e-3)
+    assert float(tried[3]) == pytest.approx(max_lr, rel=1e-3)
+
+    t = np.arange(20.0)  # lesson3's t = 0..19, standardised by the model
+    z = (t - t.mean()) / t.std()
+    printed = float(re.search(r"2/λmax = (\S+) ", out)[1])
+    assert printed == pytest.approx(numpy_stable_lr(np.stack([z**0, z, z**2], axis=1)), rel=1e-3)
+    suggestion = float(re.search(r"suggests lr = (\S+),", out)[1])
+    assert min_lr <= suggestion <= max_lr
+
+    pixels = imread(only_run_folder(tmp_path, "lesson3") / "lr_find.png")
+    assert pixels[..., :3].std() > 0.1
