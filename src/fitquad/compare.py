@@ -225,11 +225,20 @@ def main(argv: list[str]) -> None:
     parser = build_parser()
     try:
         config = parser.parse_args(argv)
-        if config.resolution < 2 or config.max_steps < 1:
-            raise ArgumentError(None, "resolution must be at least 2 and max_steps at least 1")
+        if config.resolution < 2 or config.max_steps < 1 or config.model.degree < 1:
+            raise ArgumentError(None, "resolution must be at least 2, max_steps and model.degree at least 1")
     except ArgumentError as error:
         print(f"fitquad compare: error: {error}", file=sys.stderr)
         sys.exit(2)
+    try:
+        compare(config, parser)
+    except ValueError as error:  # a value only the model or the data can check, e.g. init_coefficients
+        print(f"fitquad compare: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def compare(config, parser: ArgumentParser) -> None:
+    """Run the grid, draw it, write the tables, in runs/<config name>/version_N."""
     config_files = config.get("config") or []
     name = Path(str(config_files[-1])).stem if config_files else "compare"
     folder = next_version_folder(name)

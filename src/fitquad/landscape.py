@@ -267,6 +267,12 @@ class LossLandscape(L.Callback):
         self.extent, self.levels = extent, levels
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Checked now, not after training: a misspelt name should cost nothing.
+        names = pl_module.coefficient_names
+        if len(names) < 2:
+            raise ValueError("the loss landscape needs at least two coefficients: model.degree must be 1 or more")
+        if self.parameters is not None:
+            choose_axes(torch.zeros(1, len(names)), names, self.parameters)
         pl_module.record_parameter_path = True  # the module allocates its buffer in on_train_start
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
