@@ -69,6 +69,25 @@ def fit_in_process(
     return trainer
 
 
+def plain_sgd_path(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, loss_fn: torch.nn.Module, **sgd
+) -> torch.Tensor:
+    """[bias, weights] of a PolynomialModel at the start and after every step of a hand-written full-batch
+    torch.optim.SGD loop (no Lightning): one row per point of the path."""
+    optimizer = torch.optim.SGD(model.parameters(), **sgd)
+
+    def parameters() -> torch.Tensor:
+        return torch.cat([model.linear.bias.detach(), model.linear.weight.detach().flatten()])
+
+    rows = [parameters()]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        rows.append(parameters())
+    return torch.stack(rows)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)

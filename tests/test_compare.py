@@ -6,32 +6,24 @@ import csv
 
 import numpy as np
 import torch
-from conftest import CONFIGS, run_fitquad
 from matplotlib.image import imread
 
+from conftest import CONFIGS, plain_sgd_path, run_fitquad
 from fitquad.data import QuadraticDataModule
+from fitquad.model import PolynomialModel
 
 STEPS = 40
 
 
-def plain_gd(
-    x: torch.Tensor, y: torch.Tensor, steps: int, loss_fn: torch.nn.Module, **sgd
-) -> tuple[list[float], float, float]:
-    """The article's neuron trained by hand: the full-batch loss at the start and after every step, final w and b."""
-    neuron = torch.nn.Linear(1, 1)
+def plain_gd(x: torch.Tensor, y: torch.Tensor, loss_fn: torch.nn.Module, **sgd) -> tuple[list[float], float, float]:
+    """The article's neuron trained by hand: the full-batch loss at every point of the path, final w and b."""
+    neuron = PolynomialModel(degree=1)  # torch.nn.Linear(1, 1) underneath
     with torch.no_grad():
-        neuron.weight.fill_(6.0)
-        neuron.bias.fill_(-3.0)
-    optimizer = torch.optim.SGD(neuron.parameters(), **sgd)
-    losses = []
-    for step in range(steps + 1):
-        optimizer.zero_grad()
-        loss = loss_fn(neuron(x.unsqueeze(-1)).squeeze(-1), y)
-        losses.append(loss.item())
-        if step < steps:
-            loss.backward()
-            optimizer.step()
-    return losses, neuron.weight.item(), neuron.bias.item()
+        neuron.linear.weight.fill_(6.0)
+        neuron.linear.bias.fill_(-3.0)
+    path = plain_sgd_path(neuron, x, y, STEPS, loss_fn, **sgd)
+    losses = [loss_fn(b + w * x, y).item() for b, w in path]
+    return losses, path[-1, 1].item(), path[-1, 0].item()
 
 
 def test_compare_on_a_reduced_grid(tmp_path) -> None:
@@ -67,14 +59,14 @@ def test_compare_on_a_reduced_grid(tmp_path) -> None:
     coefficients, *_ = np.linalg.lstsq(design, y.double().numpy())
     mse_optimum = np.mean((design @ coefficients - y.double().numpy()) ** 2)
     for row, sgd in zip(rows[:2], [dict(lr=0.1), dict(lr=0.1, momentum=0.9)], strict=True):
-        losses, w, b = plain_gd(x, y, STEPS, torch.nn.MSELoss(), **sgd)
+        losses, w, b = plain_gd(x, y, torch.nn.MSELoss(), **sgd)
         assert float(row["final_w"]) == w and float(row["final_b"]) == b
         np.testing.assert_allclose(float(row["final_loss"]), losses[-1], rtol=1e-6)
         np.testing.assert_allclose(float(row["optimum_loss"]), mse_optimum, rtol=1e-12)
         within = [k for k, loss in enumerate(losses) if loss <= 1.01 * mse_optimum]
         assert row["steps_to_within_1pct"] == (str(within[0]) if within else "")
     for row in rows[2:]:
-        losses, w, b = plain_gd(x, y, STEPS, torch.nn.L1Loss(), lr=0.1, momentum=0.9 if row["momentum"] != "0.0" else 0)
+        losses, w, b = plain_gd(x, y, torch.nn.L1Loss(), lr=0.1, momentum=0.9 if row["momentum"] != "0.0" else 0)
         assert float(row["final_w"]) == w and float(row["final_b"]) == b
 
 

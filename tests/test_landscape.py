@@ -8,11 +8,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import fit_in_process
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import fit_in_process, plain_sgd_path
 from fitquad.data import QuadraticDataModule
 from fitquad.landscape import (
     LossLandscape,
@@ -39,18 +39,6 @@ def article_xy() -> tuple[torch.Tensor, torch.Tensor]:
     return datamodule.train_x, datamodule.train_y
 
 
-def plain_loop_path(x: torch.Tensor, y: torch.Tensor, model: PolynomialModel, steps: int, **sgd) -> torch.Tensor:
-    """[bias, weights] at the start and after every step of a hand-written full-batch SGD loop."""
-    optimizer = torch.optim.SGD(model.parameters(), **sgd)
-    rows = [torch.cat([model.linear.bias.detach(), model.linear.weight.detach().flatten()]).clone()]
-    for _ in range(steps):
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(model(x), y).backward()
-        optimizer.step()
-        rows.append(torch.cat([model.linear.bias.detach(), model.linear.weight.detach().flatten()]).clone())
-    return torch.stack(rows)
-
-
 @pytest.mark.parametrize(
     "steps, fused_steps, sgd",
     [
@@ -69,7 +57,7 @@ def test_recorded_path_equals_plain_loop_step_for_step(tmp_path, steps, fused_st
     with torch.no_grad():
         article_neuron.linear.weight.fill_(6.0)
         article_neuron.linear.bias.fill_(-3.0)
-    expected = plain_loop_path(datamodule.train_x, datamodule.train_y, article_neuron, steps, **sgd)
+    expected = plain_sgd_path(article_neuron, datamodule.train_x, datamodule.train_y, steps, torch.nn.MSELoss(), **sgd)
 
     assert module.parameters_recorded == steps + 1
     assert torch.equal(module.parameter_path[: steps + 1], expected)
@@ -87,7 +75,7 @@ def test_recorded_path_under_feature_scaling_maps_to_coefficients(tmp_path) -> N
     reference.fit_feature_scaling(datamodule.train_x)
     start = module.model.coefficients_of(module.parameter_path[0])
     reference.set_coefficients(start)
-    expected = plain_loop_path(datamodule.train_x, datamodule.train_y, reference, 40, lr=0.35)
+    expected = plain_sgd_path(reference, datamodule.train_x, datamodule.train_y, 40, torch.nn.MSELoss(), lr=0.35)
     assert torch.equal(module.parameter_path[:41], expected)
     path = module.model.coefficients_of(module.parameter_path[:41])
     torch.testing.assert_close(path[-1], module.model.coefficients(), rtol=0, atol=0)

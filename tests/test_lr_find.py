@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, only_run_folder
 from matplotlib.image import imread
 
+from conftest import CONFIGS, only_run_folder
 from fitquad.data import QuadraticDataModule
 from fitquad.lr_find import largest_stable_lr, main
 from fitquad.model import PolynomialModel
