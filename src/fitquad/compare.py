@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+from lightning.pytorch.loggers import TensorBoardLogger
 
+from fitquad.cli import RUNS_FOLDER
 from fitquad.data import QuadraticDataModule
 from fitquad.landscape import (
     add_marker_legend,
@@ -51,7 +53,6 @@ if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
 
 # "Within 1% of the optimum": loss ≤ (1 + WITHIN) × the loss's minimum on the training set.
 WITHIN = 0.01
-RUNS_FOLDER = Path("runs")
 
 
 @dataclass
@@ -215,25 +216,16 @@ def write_tables(results: list[RunResult], names: list[str], folder: Path) -> st
     return markdown
 
 
-def next_version_folder(name: str) -> Path:
-    parent = RUNS_FOLDER / name
-    versions = [int(p.name.split("_")[1]) for p in parent.glob("version_*") if p.name.split("_")[1].isdigit()]
-    return parent / f"version_{max(versions, default=-1) + 1}"
-
-
 def main(argv: list[str]) -> None:
     parser = build_parser()
     try:
         config = parser.parse_args(argv)
         if config.resolution < 2 or config.max_steps < 1 or config.model.degree < 1:
             raise ArgumentError(None, "resolution must be at least 2, max_steps and model.degree at least 1")
-    except ArgumentError as error:
-        print(f"fitquad compare: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    try:
         compare(config, parser)
-    except ValueError as error:  # a value only the model or the data can check, e.g. init_coefficients
-        print(f"fitquad compare: error: {error}", file=sys.stderr)
+    # ValueError: a value only the model or the data can check, e.g. init_coefficients. One line each.
+    except (ArgumentError, ValueError) as error:
+        print(f"fitquad compare: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -241,16 +233,23 @@ def compare(config, parser: ArgumentParser) -> None:
     """Run the grid, draw it, write the tables, in runs/<config name>/version_N."""
     config_files = config.get("config") or []
     name = Path(str(config_files[-1])).stem if config_files else "compare"
-    folder = next_version_folder(name)
+    # TensorBoardLogger numbers versions as `fitquad fit` does: the comparison's folder is the next version_N.
+    folder = Path(TensorBoardLogger(save_dir=RUNS_FOLDER, name=name).log_dir)
     folder.mkdir(parents=True)
     print(f"fitquad: compare folder {folder}", flush=True)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner for each of the 20 Trainers
     datamodule = QuadraticDataModule(**config.data)
     datamodule.setup("fit")
     basis = polynomial_basis(datamodule.train_x, config.model.degree)
     y = datamodule.train_y.double()
     names = QuadraticRegression(degree=config.model.degree).coefficient_names
-    results = run_grid(config, datamodule, basis, y)
+    # Each Trainer announces its hardware (GPU available: ...); not once per run of the grid.
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)
+    try:
+        results = run_grid(config, datamodule, basis, y)
+    finally:
+        lightning_info.setLevel(level)
     figure = draw_grid(config, results, names, basis, y)
     figure.savefig(folder / "compare.png", dpi=110)
     markdown = write_tables(results, names, folder)
