@@ -9,33 +9,11 @@ import pytest
 from matplotlib.image import imread
 
 from conftest import CONFIGS, only_run_folder
-from fitquad.data import QuadraticDataModule
-from fitquad.lr_find import largest_stable_lr, main
-from fitquad.model import PolynomialModel
+from fitquad.lr_find import main
 
 
 def numpy_stable_lr(design: np.ndarray) -> float:
     return 2.0 / np.linalg.eigvalsh(2.0 / len(design) * design.T @ design)[-1]
-
-
-def test_largest_stable_lr_against_numpy_and_whitening() -> None:
-    datamodule = QuadraticDataModule(x_distribution="grid", x_min=0.0, x_max=19.0, n_train=20, n_val=0, n_test=0)
-    datamodule.setup("fit")
-    t = datamodule.train_x.double().numpy()
-    raw = PolynomialModel(degree=2, feature_scaling="none")
-    stable_lr, _ = largest_stable_lr(raw, datamodule.train_x)
-    np.testing.assert_allclose(stable_lr, numpy_stable_lr(np.stack([t**0, t, t**2], axis=1)), rtol=1e-10)
-
-    standardized = PolynomialModel(degree=2, feature_scaling="standardize")
-    standardized.fit_feature_scaling(datamodule.train_x)
-    z = (t - t.mean()) / t.std()
-    stable_lr, _ = largest_stable_lr(standardized, datamodule.train_x)
-    np.testing.assert_allclose(stable_lr, numpy_stable_lr(np.stack([z**0, z, z**2], axis=1)), rtol=1e-6)
-
-    whitened = PolynomialModel(degree=2, feature_scaling="whiten")
-    whitened.fit_feature_scaling(datamodule.train_x)
-    stable_lr, largest = largest_stable_lr(whitened, datamodule.train_x)
-    assert largest == pytest.approx(2.0, rel=1e-6)  # the whitened Hessian is 2·I
 
 
 def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:

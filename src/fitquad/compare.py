@@ -46,6 +46,7 @@ from fitquad.landscape import (
     path_extent,
     polynomial_basis,
 )
+from fitquad.model import PolynomialModel
 from fitquad.training import LossName, QuadraticRegression
 
 if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
@@ -83,8 +84,9 @@ class RunResult:
     setting: OptimizerSetting
     path: torch.Tensor  # (steps + 1, coefficients), original units
     path_loss: torch.Tensor  # the training loss at every point of the path
-    optimum: torch.Tensor
+    optimum: torch.Tensor  # of the loss, original units
     optimum_loss: float
+    decay_optimum: torch.Tensor | None  # of loss + weight decay (None without weight decay)
 
     @property
     def steps_to_within(self) -> int | None:
@@ -135,15 +137,21 @@ def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: Optimiz
 
 def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
     """Every loss × setting on the same data, in config order (row by row)."""
+    # The model's basis, for the closed-form optima (fitquad.reference); coefficients come out in original units.
+    model = PolynomialModel(config.model.degree, config.model.feature_scaling)
+    model.fit_feature_scaling(datamodule.train_x)
     results = []
     for loss in config.losses:
         loss_fn = QuadraticRegression(loss=loss, **_loss_options(config)).loss_fn
-        optimum = loss_optimum(loss_fn, basis, y)
+        optimum = loss_optimum(model, datamodule.train_x, y, loss_fn)
         optimum_loss = loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
         for setting in config.settings:
             path = run_one(config, datamodule, loss, setting)
             path_loss = loss_at(loss_fn, basis, y, path)
-            results.append(RunResult(loss, setting, path, path_loss, optimum, optimum_loss))
+            decay_optimum = None
+            if setting.weight_decay > 0:
+                decay_optimum = loss_optimum(model, datamodule.train_x, y, loss_fn, setting.weight_decay)
+            results.append(RunResult(loss, setting, path, path_loss, optimum, optimum_loss, decay_optimum))
     return results
 
 
@@ -157,9 +165,8 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
 
     all_paths = torch.cat([r.path for r in results])
     axes = choose_axes(all_paths, names, config.parameters)
-    extent = tuple(
-        path_extent([all_paths[:, i].numpy()] + [r.optimum[i].numpy() for r in results], config.margin) for i in axes
-    )
+    marked = [r.optimum for r in results] + [r.decay_optimum for r in results if r.decay_optimum is not None]
+    extent = path_extent(all_paths, marked, axes, config.margin)
     rows, columns = len(config.losses), len(config.settings)
     figure = Figure(figsize=(2.9 * columns, 2.7 * rows + 0.9), layout="constrained")
     panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
@@ -167,7 +174,7 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
     for result, ax in zip(results, panels.flat, strict=True):
         loss_fn = QuadraticRegression(loss=result.loss, **_loss_options(config)).loss_fn
         landscape = build_landscape(
-            loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution
+            loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution, result.decay_optimum
         )
         projection = landscape.projection.replace("the optimum", "each loss's optimum")
         draw_landscape(ax, landscape, config.levels)
@@ -186,7 +193,7 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
         f"log-spaced contours per panel\n{projection}",
         fontsize="medium",
     )
-    add_marker_legend(figure, panels[0, 0])
+    add_marker_legend(figure)
     return figure
 
 

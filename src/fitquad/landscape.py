@@ -11,9 +11,9 @@ two of them (by default the two whose values ranged furthest along the path), th
 optimum, and the path is projected onto the slice: the figure says so. The surface is the model's own
 loss module evaluated with reduction='none' on every grid point and every training point at once (one
 batched tensor pass, float64), averaged over the points. Contours are log-spaced; the start, the end and
-the optimum of the loss are marked. The optimum is the loss's own minimum on the training set: exact
-least squares for MSE, iteratively reweighted least squares for L1, Huber and SmoothL1. With
-weight_decay > 0 the optimizer minimises loss + decay, so its path ends beside this optimum, not on it.
+the optimum of the loss are marked. The optimum is the loss's own minimum on the training set, from
+fitquad.reference (closed form in float64). With weight_decay > 0 SGD minimises loss + weight_decay/2·|θ|²
+instead, so its path ends beside the loss's optimum: the optimum of loss + decay is marked too.
 
 The parameters are recorded by the training module itself (`QuadraticRegression.record_parameter_path`,
 switched on by this callback), one tensor copy per optimizer step, because Lightning callbacks see
@@ -32,7 +32,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from fitquad import reference
 from fitquad.callbacks import run_folder
+from fitquad.model import PolynomialModel
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.axes import Axes
@@ -42,10 +44,6 @@ if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
 # Points × grid points evaluated per chunk of the surface: about 32 MiB of float64, so 101×101 on
 # thousands of points still fits in memory; the article's 50 points take a single pass.
 SURFACE_CHUNK_ELEMENTS = 2**22
-# Iteratively reweighted least squares for the robust losses: stops when no coefficient moves more
-# than this (relative), or after IRLS_MAX_ITERATIONS (it converges in tens on these problems).
-IRLS_TOLERANCE = 1e-12
-IRLS_MAX_ITERATIONS = 500
 
 
 def polynomial_basis(x: torch.Tensor, degree: int) -> torch.Tensor:
@@ -76,46 +74,11 @@ def loss_at(loss_fn: nn.Module, basis: torch.Tensor, y: torch.Tensor, coefficien
     return torch.cat(losses)
 
 
-def least_squares(basis: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The (weighted) least-squares coefficients, float64."""
-    # A small local solver; fitquad.reference (issue 3) holds the full reference optima.
-    if weights is not None:
-        root = weights.sqrt()
-        basis, y = basis * root.unsqueeze(-1), y * root
-    return torch.linalg.lstsq(basis, y.double().unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
-
-
-def loss_optimum(loss_fn: nn.Module, basis: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Coefficients that minimise the loss on (basis, y): exact for MSE, IRLS for L1, Huber and SmoothL1.
-
-    IRLS weights each point by the loss's curvature at its residual r: Huber(δ) and SmoothL1(β) (which is
-    Huber(β)/β, same minimiser) weigh min(1, δ/|r|); L1 weighs 1/|r| (floored, so exact fits stay finite).
-    """
-    y = y.double()
-    coefficients = least_squares(basis, y)
-    if isinstance(loss_fn, nn.MSELoss):
-        return coefficients
-    if isinstance(loss_fn, nn.HuberLoss):
-        threshold = loss_fn.delta
-    elif isinstance(loss_fn, nn.SmoothL1Loss):
-        threshold = loss_fn.beta
-    elif isinstance(loss_fn, nn.L1Loss):
-        threshold = 0.0
-    else:
-        raise ValueError(f"no optimum for {type(loss_fn).__name__}; the landscape knows MSE, L1, Huber and SmoothL1")
-    # L1's floor: far below the residuals that matter, far above float64's resolution of them.
-    floor = threshold if threshold > 0 else 1e-9 * float((y - basis @ coefficients).abs().mean()) + 1e-300
-    for _ in range(IRLS_MAX_ITERATIONS):
-        residuals = (y - basis @ coefficients).abs()
-        weights = residuals.clamp_min(floor).reciprocal() * (threshold or 1.0)
-        if threshold > 0:
-            weights = weights.clamp_max(1.0)
-        updated = least_squares(basis, y, weights)
-        moved = (updated - coefficients).abs().max() / updated.abs().max().clamp_min(1.0)
-        coefficients = updated
-        if moved < IRLS_TOLERANCE:
-            break
-    return coefficients
+def loss_optimum(
+    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, weight_decay: float = 0.0
+) -> torch.Tensor:
+    """Original-unit coefficients of the training-set optimum of loss + weight_decay/2·|θ|² (fitquad.reference)."""
+    return reference.optimum(model, x, y, loss_fn, weight_decay).coefficients
 
 
 @dataclass
@@ -127,16 +90,23 @@ class Landscape:
     surface: np.ndarray  # loss[vertical index, horizontal index]
     path: np.ndarray  # (steps + 1, 2): the path's coordinates on the two axes
     optimum: np.ndarray  # (2,)
+    decay_optimum: np.ndarray | None  # (2,): the optimum of loss + weight decay, where SGD then converges
     projection: str  # what the picture is: the whole surface, or which slice
 
 
-def path_extent(points: list[np.ndarray], margin: float) -> tuple[float, float]:
-    """(low, high) covering every finite value given, widened by `margin` × the span on each side."""
-    values = np.concatenate([np.ravel(p) for p in points])
-    values = values[np.isfinite(values)]
-    low, high = float(values.min()), float(values.max())
-    pad = margin * (high - low) or margin * max(abs(low), 1.0)  # a point: some room around it
-    return low - pad, high + pad
+def path_extent(
+    path: torch.Tensor, marked: list[torch.Tensor], axes: tuple[int, int], margin: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(low, high) along each of the two axes covering every finite point of the path and the marked points,
+    widened by `margin` × the span on each side."""
+    extent = []
+    for i in axes:
+        values = torch.cat([path[:, i].double()] + [m[i : i + 1].double() for m in marked])
+        values = values[torch.isfinite(values)]
+        low, high = values.min().item(), values.max().item()
+        pad = margin * (high - low) or margin * max(abs(low), 1.0)  # a point: some room around it
+        extent.append((low - pad, high + pad))
+    return tuple(extent)
 
 
 def choose_axes(path: torch.Tensor, names: list[str], chosen: list[str] | None) -> tuple[int, int]:
@@ -165,6 +135,7 @@ def build_landscape(
     axes: tuple[int, int],
     extent: tuple[tuple[float, float], tuple[float, float]],
     resolution: int,
+    decay_optimum: torch.Tensor | None = None,
 ) -> Landscape:
     """The loss over a resolution × resolution grid of the two `axes` coefficients within `extent`, the others
     held at the optimum; the path (original-unit coefficients, one row per step) projected onto the slice."""
@@ -187,6 +158,7 @@ def build_landscape(
         surface=surface.numpy(),
         path=path[:, [across, up]].double().numpy(),
         optimum=optimum[[across, up]].double().numpy(),
+        decay_optimum=None if decay_optimum is None else decay_optimum[[across, up]].double().numpy(),
         projection=projection,
     )
 
@@ -208,6 +180,9 @@ def draw_landscape(ax: Axes, landscape: Landscape, levels: int = 20) -> QuadCont
     path = landscape.path
     ax.plot(path[:, 0], path[:, 1], "-", color="orange", linewidth=1.2, marker=".", markersize=2.5, label="path")
     ax.plot(*landscape.optimum, "*", color="red", markeredgecolor="black", markersize=12, label="optimum")
+    if landscape.decay_optimum is not None:
+        marker = dict(color="red", markeredgecolor="white", markersize=8, label="optimum of loss + decay")
+        ax.plot(*landscape.decay_optimum, "X", **marker)
     ax.plot(*path[0], "o", color="white", markeredgecolor="black", markersize=7, label="start")
     ax.plot(*path[-1], "s", color="orange", markeredgecolor="black", markersize=5, label="end")
     ax.set_xlim(u[0], u[-1])
@@ -223,10 +198,13 @@ def add_colorbar(figure: Figure, ax: Axes, filled: QuadContourSet, label: str) -
     figure.colorbar(filled, ax=ax, label=label).set_ticks(ticks, labels=[f"{v:.3g}" for v in ticks])
 
 
-def add_marker_legend(figure: Figure, ax: Axes) -> None:
-    """The path's and markers' legend under the plot(s), where it hides nothing."""
-    handles, labels = ax.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+def add_marker_legend(figure: Figure) -> None:
+    """The path's and markers' legend under the plot(s), where it hides nothing; each label once."""
+    entries = {}
+    for ax in figure.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    figure.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=len(entries), fontsize="small")
 
 
 def figure_pixels(figure: Figure) -> np.ndarray:
@@ -297,14 +275,20 @@ class LossLandscape(L.Callback):
         datamodule = trainer.datamodule
         basis = polynomial_basis(datamodule.train_x, model.degree)
         y = datamodule.train_y.double()
-        optimum = loss_optimum(pl_module.loss_fn, basis, y)
+        optimum = loss_optimum(model, datamodule.train_x, y, pl_module.loss_fn)
+        weight_decay = pl_module.hparams.weight_decay
+        decay_optimum = None
+        if weight_decay > 0:  # where SGD with weight decay converges instead
+            decay_optimum = loss_optimum(model, datamodule.train_x, y, pl_module.loss_fn, weight_decay)
         axes = choose_axes(path, pl_module.coefficient_names, self.parameters)
+        marked = [optimum] if decay_optimum is None else [optimum, decay_optimum]
         if self.extent is not None:
             extent = (tuple(self.extent[:2]), tuple(self.extent[2:]))
         else:
-            extent = tuple(path_extent([path[:, i].numpy(), optimum[i].numpy()], self.margin) for i in axes)
+            extent = path_extent(path, marked, axes, self.margin)
+        names = pl_module.coefficient_names
         return build_landscape(
-            pl_module.loss_fn, basis, y, path, pl_module.coefficient_names, optimum, axes, extent, self.resolution
+            pl_module.loss_fn, basis, y, path, names, optimum, axes, extent, self.resolution, decay_optimum
         )
 
     def draw(self, landscape: Landscape, pl_module: L.LightningModule) -> Figure:
@@ -314,7 +298,7 @@ class LossLandscape(L.Callback):
         ax = figure.add_subplot()
         filled = draw_landscape(ax, landscape, self.levels)
         add_colorbar(figure, ax, filled, f"training loss ({type(pl_module.loss_fn).__name__}, log scale)")
-        add_marker_legend(figure, ax)
+        add_marker_legend(figure)
         steps = len(landscape.path) - 1
         ax.set_title(f"{steps} optimizer steps on the training loss\n{landscape.projection}", fontsize="medium")
         return figure

@@ -10,7 +10,8 @@ early_stop_threshold × its best), saves the loss-against-learning-rate plot as 
 folder (runs/<config name>/version_N) and prints the suggestion (the steepest descent of the smoothed loss)
 beside the largest stable learning rate of full-batch gradient descent on MSE, 2/λmax, where λmax is the
 largest eigenvalue of the MSE Hessian 2/n·ΦᵀΦ over the model's own parameters (Φ = [1, features(x)],
-the features under the model's feature scaling). Plain GD with a larger lr diverges.
+the features under the model's feature scaling; fitquad.conditioning), and the same bound for the config's
+own loss and SGD settings (momentum raises it). Plain GD with a larger lr diverges.
 
 Manual optimization and lr_find: Lightning steps no scheduler under manual optimization, and
 QuadraticRegression steps its schedulers once per epoch. So this command runs one optimizer step per
@@ -21,7 +22,7 @@ the trainer are otherwise exactly the config's; the fit itself is not run.
 
 from __future__ import annotations
 
-import copy
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,11 +30,12 @@ from typing import TYPE_CHECKING
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.tuner import Tuner
+from torch import nn
 
 from fitquad.callbacks import run_folder
 from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI
+from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
-from fitquad.model import PolynomialModel
 from fitquad.training import QuadraticRegression
 
 if TYPE_CHECKING:
@@ -45,21 +47,12 @@ NOT_OPTIONS |= {"update_attr", "attr_name"}  # the suggestion is printed, not ap
 ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
 
 
-def mse_hessian(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
-    """The Hessian 2/n·ΦᵀΦ of the mean squared error over the model's parameters [bias, weights], float64."""
-    # A float64 copy, so that the features (and their scaling) are evaluated without float32 rounding.
-    model64 = copy.deepcopy(model).double()
-    with torch.no_grad():
-        features = model64.features(x.double())
-    phi = torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
-    return 2.0 / len(x) * phi.T @ phi
-
-
-def largest_stable_lr(model: PolynomialModel, x: torch.Tensor) -> tuple[float, float]:
-    """(2/λmax, λmax): full-batch gradient descent on MSE converges for lr < 2/λmax and diverges above."""
-    # A small local computation; fitquad.reference / the diagnosis (issue 3) reports the same bound.
-    largest = torch.linalg.eigvalsh(mse_hessian(model, x))[-1].item()
-    return 2.0 / largest, largest
+def stable_lrs(module: QuadraticRegression, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> tuple[float, float]:
+    """(2/λmax of the MSE Hessian: plain full-batch GD on MSE; the same bound for this config's loss and SGD
+    settings), from fitquad.conditioning."""
+    gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0)).largest_stable_lr_gd
+    own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer)).largest_stable_lr
+    return gd_on_mse, own
 
 
 class LrFindCLI(FitquadCLI):
@@ -84,14 +77,15 @@ def main(argv: list[str]) -> None:
         print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
         sys.exit(2)
     suggestion = finder.suggestion()
-    stable_lr, largest = largest_stable_lr(model.model, datamodule.train_x)
+    stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x)
     folder = run_folder(trainer)
     save_plot(finder, stable_lr, folder / "lr_find.png")
     tried = finder.results["lr"]
     print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")
     print(
         f"fitquad: largest stable lr for full-batch GD on MSE: 2/λmax = {stable_lr:.4g} "
-        f"(λmax = {largest:.4g}, feature_scaling {model.hparams.feature_scaling})"
+        f"(feature_scaling {model.hparams.feature_scaling}); with this config's loss and SGD settings: "
+        + (f"{own_stable_lr:.4g}" if math.isfinite(own_stable_lr) else "none (no curvature: L1)")
     )
     if suggestion is None:
         print("fitquad: the lr finder made no suggestion (too few finite losses); widen min_lr..max_lr")
