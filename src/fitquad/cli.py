@@ -81,10 +81,10 @@ EXTRA_COMMANDS: dict[str, str] = {
 
 
 def main(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else args
-    if args and args[0] in EXTRA_COMMANDS:
-        module_name, function_name = EXTRA_COMMANDS[args[0]].split(":")
-        getattr(importlib.import_module(module_name), function_name)(args[1:])
+    command_line = sys.argv[1:] if args is None else args
+    if command_line and command_line[0] in EXTRA_COMMANDS:
+        module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")
+        getattr(importlib.import_module(module_name), function_name)(command_line[1:])
         return
     try:
         FitquadCLI(
