@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
+
 
 class InvalidInput(ValueError):
     """A value the user gave is out of range or inconsistent; the message is one line naming the field."""
@@ -131,6 +133,8 @@ def check_config(config: Mapping[str, Any]) -> None:
         _check_rules("optimizer", init_args, [rule for rule in MODEL_RULES if rule[0] in ("lr", "weight_decay")])
         if name == "SGD":
             check_sgd_options("optimizer", init_args)
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise InvalidInput(f"trainer.accelerator {trainer['accelerator']} needs a CUDA GPU, and none is visible; use cpu")
     if config.get("weights_only") is False:
         raise InvalidInput("weights_only must be true or null: fitquad never unpickles code from a checkpoint")
 
@@ -144,6 +148,10 @@ def one_line(message: str) -> str:
     message = message.strip()
     if message.startswith("Unexpected config:"):
         return "--config must be a YAML file of `section: {option: value}` mappings, e.g. configs/lesson3.yaml"
+    if message.startswith("Problems parsing config:"):
+        return "--config is not valid YAML: " + " ".join(message.removeprefix("Problems parsing config:").split())
+    if message.startswith("unrecognized arguments") or "does not accept option" in message:
+        return " ".join(message.split()) + " (`fitquad fit --help` lists the options)"
     match = _PARSER_KEY.match(message)
     if match is None:
         return " ".join(message.split())
