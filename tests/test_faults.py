@@ -17,6 +17,7 @@ import yaml
 from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, run_fitquad
 
 from fitquad.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from fitquad.cli import main
 from fitquad.data import InMemoryBatches, QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal
 from fitquad.training import QuadraticRegression
@@ -116,7 +117,9 @@ def test_signal_saves_a_checkpoint_and_resuming_gives_identical_parameters(
         assert torch.equal(resumed, reference)
 
 
-def test_sigterm_to_the_real_command_saves_and_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_sigterm_to_the_real_command_saves_and_resume_matches_an_uninterrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # lesson3 in mini-batches, with a ModelCheckpoint and no early stopping, long enough to be
     # signalled while training.
     config = yaml.safe_load((CONFIGS / "lesson3.yaml").read_text())
@@ -155,12 +158,13 @@ def test_sigterm_to_the_real_command_saves_and_resume_matches_an_uninterrupted_r
     steps_done = load_checkpoint(checkpoint)["global_step"]
     assert steps_done > 0
 
-    max_steps = str(steps_done + 23)  # ends mid-epoch and mid-item
-    run_fitquad(
-        "fit", "--config", "long.yaml", "--ckpt_path", str(checkpoint), "--trainer.max_steps", max_steps, cwd=tmp_path
-    )
+    # Resume, and for reference run uninterrupted, to the same step (one that ends mid-epoch and
+    # mid-item), through the command's own entry point in this process.
+    max_steps = str(steps_done + 23)
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", "long.yaml", "--ckpt_path", str(checkpoint), "--trainer.max_steps", max_steps])
     (tmp_path / "runs" / "long").rename(tmp_path / "runs" / "interrupted")
-    run_fitquad("fit", "--config", "long.yaml", "--trainer.max_steps", max_steps, cwd=tmp_path)
+    main(["fit", "--config", "long.yaml", "--trainer.max_steps", max_steps])
     resumed = read_summary(tmp_path / "runs" / "interrupted" / "version_1")
     uninterrupted = read_summary(only_run_folder(tmp_path, "long"))
     assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == int(max_steps)

@@ -30,14 +30,16 @@ class RunSummary(L.Callback):
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Asked in every process: under DDP trainer.log_dir is a broadcast from rank 0, which all must join.
+        self.folder = run_folder(trainer)
         if trainer.is_global_zero:
-            print(f"fitquad: run folder {run_folder(trainer)}", flush=True)
+            print(f"fitquad: run folder {self.folder}", flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Also called by FitDiagnosis when a fit stops on divergence.
         if not trainer.is_global_zero:
             return
-        folder = run_folder(trainer)
+        folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         summary = self.summarize(trainer, pl_module)
         (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
@@ -71,7 +73,7 @@ class RunSummary(L.Callback):
             "optimizer_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint is not None else None,
-            "run_folder": str(run_folder(trainer)),
+            "run_folder": str(self.folder),
             **pl_module.summary_extras,  # other callbacks' findings, e.g. FitDiagnosis's reference and diagnosis
         }
 
