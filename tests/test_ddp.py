@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses, run_fitquad
 
+from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses, run_fitquad
 from fitquad.cli import main
 from fitquad.data import QuadraticDataModule
 from fitquad.validation import InvalidInput

@@ -14,8 +14,8 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, run_fitquad
 
+from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, run_fitquad
 from fitquad.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from fitquad.cli import main
 from fitquad.data import InMemoryBatches, QuadraticDataModule

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses
 
+from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses
 from fitquad.cli import main
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, run_fitquad
 
+from conftest import CONFIGS, run_fitquad
 from fitquad.cli import main
 
 LESSON3 = str(CONFIGS / "lesson3.yaml")

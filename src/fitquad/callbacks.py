@@ -13,11 +13,19 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
 def run_folder(trainer: L.Trainer) -> Path:
-    """The run's own folder: the logger's version folder (runs/<config name>/version_N)."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run's own folder: the logger's version folder (runs/<config name>/version_N).
+
+    Asked of the logger, as trainer.log_dir does, but without its broadcast from rank 0: under DDP only
+    rank 0 writes here, and a broadcast that rank 0 alone joins would wait forever.
+    """
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    return Path(logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir)
 
 
 class RunSummary(L.Callback):
@@ -30,16 +38,14 @@ class RunSummary(L.Callback):
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Asked in every process: under DDP trainer.log_dir is a broadcast from rank 0, which all must join.
-        self.folder = run_folder(trainer)
         if trainer.is_global_zero:
-            print(f"fitquad: run folder {self.folder}", flush=True)
+            print(f"fitquad: run folder {run_folder(trainer)}", flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Also called by FitDiagnosis when a fit stops on divergence.
         if not trainer.is_global_zero:
             return
-        folder = self.folder
+        folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         summary = self.summarize(trainer, pl_module)
         (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
@@ -73,7 +79,7 @@ class RunSummary(L.Callback):
             "optimizer_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint is not None else None,
-            "run_folder": str(self.folder),
+            "run_folder": str(run_folder(trainer)),
             **pl_module.summary_extras,  # other callbacks' findings, e.g. FitDiagnosis's reference and diagnosis
         }
 

@@ -134,7 +134,8 @@ def check_config(config: Mapping[str, Any]) -> None:
         if name == "SGD":
             check_sgd_options("optimizer", init_args)
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise InvalidInput(f"trainer.accelerator {trainer['accelerator']} needs a CUDA GPU, and none is visible; use cpu")
+        accelerator = trainer["accelerator"]
+        raise InvalidInput(f"trainer.accelerator {accelerator} needs a CUDA GPU, and none is visible; use cpu")
     if config.get("weights_only") is False:
         raise InvalidInput("weights_only must be true or null: fitquad never unpickles code from a checkpoint")
 
