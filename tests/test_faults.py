@@ -216,3 +216,19 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_without_running_it(tm
             "and plain values, and fitquad never runs code from a checkpoint"
         ]
     assert not marker.exists()
+
+
+def test_resuming_a_finished_run_from_last_ckpt_continues_it_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lesson3 has EarlyStopping, and its last.ckpt is saved at the end of an epoch: Lightning's own
+    # EarlyStopping used to fail on such a resume (no val/loss yet).
+    monkeypatch.chdir(tmp_path)
+    lesson3 = ["fit", "--config", str(CONFIGS / "lesson3.yaml")]
+    main([*lesson3, "--trainer.max_steps", "30"])
+    main([*lesson3, "--trainer.max_steps", "40", "--ckpt_path", "runs/lesson3/version_0/checkpoints/last.ckpt"])
+    main([*lesson3, "--trainer.max_steps", "40"])
+    resumed = read_summary(tmp_path / "runs" / "lesson3" / "version_1")
+    uninterrupted = read_summary(tmp_path / "runs" / "lesson3" / "version_2")
+    assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 40
+    assert resumed["coefficients"] == uninterrupted["coefficients"]

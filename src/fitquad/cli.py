@@ -86,6 +86,19 @@ class FitquadCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._name_run_after_config(config)
         self._move_gradient_clipping_to_model(config)
+        self._check_early_stopping_after_validation(config)
+
+    @staticmethod
+    def _check_early_stopping_after_validation(config) -> None:
+        # EarlyStopping left to choose checks at the end of each training epoch, just after its
+        # validation: the same moment, except right after resuming from a checkpoint saved at an epoch's
+        # end, where Lightning skips the validation already done and EarlyStopping then fails for want of
+        # val/loss. Checking after each validation instead is the same in a plain run and resumes.
+        for callback in config.trainer.get("callbacks") or []:
+            if str(callback.get("class_path", "")).endswith("EarlyStopping"):
+                init_args = callback.get("init_args")
+                if init_args is not None and init_args.get("check_on_train_epoch_end") is None:
+                    init_args["check_on_train_epoch_end"] = False
 
     @staticmethod
     def _name_run_after_config(config) -> None:
