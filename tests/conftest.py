@@ -51,7 +51,11 @@ def read_train_losses(folder: Path) -> list[float]:
 
 
 def fit_in_process(
-    model: QuadraticRegression, datamodule: QuadraticDataModule, tmp_path: Path, **trainer_kwargs
+    model: QuadraticRegression,
+    datamodule: QuadraticDataModule,
+    tmp_path: Path,
+    ckpt_path: str | Path | None = None,
+    **trainer_kwargs,
 ) -> L.Trainer:
     """A quiet Trainer.fit with no logger or checkpoints, for comparing numbers."""
     options = dict(
@@ -65,7 +69,7 @@ def fit_in_process(
     )
     options.update(trainer_kwargs)
     trainer = L.Trainer(**options)
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
 
 

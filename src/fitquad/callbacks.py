@@ -13,11 +13,19 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
 def run_folder(trainer: L.Trainer) -> Path:
-    """The run's own folder: the logger's version folder (runs/<config name>/version_N)."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run's own folder: the logger's version folder (runs/<config name>/version_N).
+
+    Asked of the logger, as trainer.log_dir does, but without its broadcast from rank 0: under DDP only
+    rank 0 writes here, and a broadcast that rank 0 alone joins would wait forever.
+    """
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    return Path(logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir)
 
 
 class RunSummary(L.Callback):

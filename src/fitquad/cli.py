@@ -7,6 +7,9 @@
 
 Runs land in runs/<config file name>/version_N (TensorBoard events, checkpoints/, config.yaml,
 summary.json, train_loss.csv); the folder is printed when a fit starts and when it ends.
+
+Bad input of any kind (a wrong type, an unknown key, an out-of-range value, a broken checkpoint) is
+one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (see validation.py).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ import importlib
 import sys
 from pathlib import Path
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from fitquad.callbacks import PredictionsCSV, RunSummary
+from fitquad.checkpoint_io import load_checkpoint
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
+from fitquad.interrupts import CheckpointOnSignal
 from fitquad.training import QuadraticRegression
+from fitquad.validation import InvalidInput, check_config, one_line
 
 # Where runs land unless trainer.logger says otherwise: runs/<config name>/version_N.
 RUNS_FOLDER = "runs"
@@ -32,7 +39,27 @@ TRAINER_DEFAULTS = {
         # default_hp_metric=False: RunSummary logs the hyperparameters with the real final metrics.
         "init_args": {"save_dir": RUNS_FOLDER, "name": DEFAULT_RUN_NAME, "default_hp_metric": False},
     },
+    # Atomic checkpoint writes and weights-only reads (checkpoint_io.py).
+    "plugins": {"class_path": "fitquad.checkpoint_io.SafeCheckpointIO"},
 }
+
+# Exit status for bad input, as argparse uses.
+BAD_INPUT_STATUS = 2
+
+
+def fail(message: str) -> None:
+    """Report bad input as one line, with no usage text and no traceback, and exit."""
+    print(f"fitquad: error: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(BAD_INPUT_STATUS)
+
+
+class OneLineErrorParser(LightningArgumentParser):
+    """jsonargparse's parser, except that an error is one line instead of the whole usage text."""
+
+    def error(self, message: str, ex: Exception | None = None) -> None:
+        if not self.exit_on_error:  # jsonargparse parsing internally, and catching it
+            super().error(message, ex)
+        fail(message)
 
 
 class FitquadCLI(LightningCLI):
@@ -42,11 +69,36 @@ class FitquadCLI(LightningCLI):
         parser.add_lightning_class_args(FitDiagnosis, "fit_diagnosis")
         parser.add_lightning_class_args(RunSummary, "run_summary")
         parser.add_lightning_class_args(PredictionsCSV, "predictions_csv")
+        parser.add_lightning_class_args(CheckpointOnSignal, "checkpoint_on_signal")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+        super().parse_arguments(parser, args)
+        # Ranges first, before anything is set up or printed. Then --ckpt_path, which LightningCLI
+        # reads next (with a traceback for a broken file).
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        check_config(config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is not None and ckpt_path not in ("last", "best", "hpc", "registry"):
+            load_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._name_run_after_config(config)
         self._move_gradient_clipping_to_model(config)
+        self._check_early_stopping_after_validation(config)
+
+    @staticmethod
+    def _check_early_stopping_after_validation(config) -> None:
+        # EarlyStopping left to choose checks at the end of each training epoch, just after its
+        # validation: the same moment, except right after resuming from a checkpoint saved at an epoch's
+        # end, where Lightning skips the validation already done and EarlyStopping then fails for want of
+        # val/loss. Checking after each validation instead is the same in a plain run and resumes.
+        for callback in config.trainer.get("callbacks") or []:
+            if str(callback.get("class_path", "")).endswith("EarlyStopping"):
+                init_args = callback.get("init_args")
+                if init_args is not None and init_args.get("check_on_train_epoch_end") is None:
+                    init_args["check_on_train_epoch_end"] = False
 
     @staticmethod
     def _name_run_after_config(config) -> None:
@@ -87,17 +139,25 @@ def main(args: list[str] | None = None) -> None:
         getattr(importlib.import_module(module_name), function_name)(command_line[1:])
         return
     try:
-        FitquadCLI(
+        cli = FitquadCLI(
             QuadraticRegression,
             QuadraticDataModule,
             args=args,
             trainer_defaults=TRAINER_DEFAULTS,
             # Fixed seed: a run is reproducible unless the config says otherwise.
             seed_everything_default=0,
+            parser_class=OneLineErrorParser,
         )
     except TrainingDiverged as diverged:  # the divergence guard: one line, no traceback, exit code 1
         print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
         sys.exit(1)
+    # Only errors that mean "your input is wrong": ours, and Lightning's for a Trainer it cannot build
+    # as configured (e.g. an accelerator this machine lacks). Anything else is a bug and keeps its traceback.
+    except (InvalidInput, MisconfigurationException) as error:
+        fail(str(error))
+    interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
+    if interrupted_by is not None:
+        sys.exit(128 + interrupted_by)  # the shell's status for a program stopped by that signal
 
 
 if __name__ == "__main__":

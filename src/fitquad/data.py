@@ -20,6 +20,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from fitquad.validation import InvalidInput, check_data_options
+
 XDistribution = Literal["grid", "normal", "uniform"]
 
 
@@ -75,6 +77,12 @@ class InMemoryBatches:
       per-pass randperm and gather that dominated an epoch (measured: 17 → 73 M samples/s at 10⁷
       points, batches of 65,536); each batch keeps the same members from pass to pass.
     A pass may span epochs: the position in it is kept from one epoch to the next.
+
+    Resumable: `state_dict` holds the generator, the current pass's order and how far into the epoch
+    the batches have been served, and Lightning saves it in every checkpoint (it does so for any
+    dataloader with state_dict/load_state_dict). A fit resumed from a mid-epoch checkpoint then
+    serves exactly the batches the interrupted one would have, so its parameters come out bit for bit
+    the same. The tensors may live on any device; they are never copied back.
     """
 
     def __init__(
@@ -100,6 +108,10 @@ class InMemoryBatches:
             order = torch.randperm(self.n, generator=self.generator)
             self.blocks_x, self.blocks_y = x[order].split(self.batch_size), y[order].split(self.batch_size)
         self.batch_in_pass = self.batches_per_pass  # position in the current pass: at its end, so a new one starts
+        self.epoch_start = self.batch_in_pass  # batch_in_pass where the current epoch started
+        self.items_served = 0  # items of the current epoch already yielded
+        self.order = torch.arange(self.n)  # every_pass: the current pass's permutation of the points
+        self.block_order: list[int] = []  # blocks: the current pass's order of the blocks
 
     def _item_steps(self, batch_in_pass: int) -> Iterator[int]:
         """How many steps each item of the next epoch holds, starting `batch_in_pass` batches into a pass.
@@ -120,19 +132,25 @@ class InMemoryBatches:
             left -= steps
 
     def __len__(self) -> int:
-        """Training steps (Lightning batches) in the next epoch."""
-        return sum(1 for _ in self._item_steps(self.batch_in_pass))
+        """Training steps (Lightning batches) in the current epoch, counting those already served."""
+        return sum(1 for _ in self._item_steps(self.epoch_start))
 
     def __iter__(self) -> Iterator[tuple[Batches, Batches]]:
-        for steps in self._item_steps(self.batch_in_pass):
+        item_steps = list(self._item_steps(self.epoch_start))
+        for index in range(self.items_served, len(item_steps)):
+            steps = item_steps[index]
+            # Move on before yielding: Lightning stops at len(self) without resuming the generator, and
+            # a checkpoint saved while this item trains must resume after it.
+            self.items_served = index + 1
             if self.full_batch:
+                self._end_epoch_after(index, item_steps)
                 yield self.x.expand(steps, self.n), self.y.expand(steps, self.n)
                 continue
             if self.batch_in_pass == self.batches_per_pass:
                 self._new_pass()
             first = self.batch_in_pass
-            # Move on before yielding: Lightning stops at len(self) without resuming the generator.
             self.batch_in_pass += steps
+            self._end_epoch_after(index, item_steps)
             if self.shuffle == "blocks":
                 blocks = self.block_order[first : first + steps]
                 yield tuple(self.blocks_x[j] for j in blocks), tuple(self.blocks_y[j] for j in blocks)
@@ -141,13 +159,40 @@ class InMemoryBatches:
                 width = stop - start if steps == 1 else self.batch_size
                 yield self.pass_x[start:stop].view(steps, width), self.pass_y[start:stop].view(steps, width)
 
+    def _end_epoch_after(self, index: int, item_steps: list[int]) -> None:
+        if index + 1 == len(item_steps):
+            self.items_served, self.epoch_start = 0, self.batch_in_pass
+
     def _new_pass(self) -> None:
         self.batch_in_pass = 0
         if self.shuffle == "blocks":
             self.block_order = torch.randperm(self.batches_per_pass, generator=self.generator).tolist()
         else:
-            order = torch.randperm(self.n, generator=self.generator)
-            self.pass_x, self.pass_y = self.x[order], self.y[order]
+            self.order = torch.randperm(self.n, generator=self.generator)
+            self._gather_pass()
+
+    def _gather_pass(self) -> None:
+        self.pass_x, self.pass_y = self.x[self.order], self.y[self.order]
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {
+            "generator": self.generator.get_state(),
+            "batch_in_pass": self.batch_in_pass,
+            "epoch_start": self.epoch_start,
+            "items_served": self.items_served,
+            "order": self.order,
+            "block_order": torch.tensor(self.block_order, dtype=torch.long),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor | int]) -> None:
+        self.generator.set_state(state_dict["generator"])
+        self.batch_in_pass = state_dict["batch_in_pass"]
+        self.epoch_start = state_dict["epoch_start"]
+        self.items_served = state_dict["items_served"]
+        self.order = state_dict["order"]
+        self.block_order = state_dict["block_order"].tolist()
+        if not self.full_batch and self.shuffle == "every_pass" and self.batch_in_pass < self.batches_per_pass:
+            self._gather_pass()  # the pass in progress, as it was
 
 
 class QuadraticDataModule(L.LightningDataModule):
@@ -193,6 +238,7 @@ class QuadraticDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_data_options(self.hparams)
 
     def _draw_splits(self) -> None:
         hp = self.hparams
@@ -220,23 +266,43 @@ class QuadraticDataModule(L.LightningDataModule):
         if not hasattr(self, "train_x"):
             self._draw_splits()
 
+    def _placement(self) -> tuple[torch.device, int, int]:
+        """(device, rank, number of processes) of this process: the Trainer's, or one CPU process without one."""
+        if self.trainer is None:
+            return torch.device("cpu"), 0, 1
+        return self.trainer.strategy.root_device, self.trainer.global_rank, self.trainer.world_size
+
     def train_dataloader(self) -> InMemoryBatches:
         hp = self.hparams
+        device, rank, world_size = self._placement()
+        x, y = self.train_x, self.train_y
+        if world_size > 1:
+            # Under DDP each process trains on its own shard, every world_size-th point, and DDP
+            # averages the shards' gradients: with equal shards that is the whole data's gradient.
+            if len(x) % world_size:
+                raise InvalidInput(
+                    f"data.n_train must be a multiple of the {world_size} processes under DDP, so that every "
+                    f"process gets an equal shard; got {len(x)}"
+                )
+            x, y = x[rank::world_size].contiguous(), y[rank::world_size].contiguous()
+        # Moved to the device once here, so no batch is ever copied (batch_to_device is then a no-op).
         return InMemoryBatches(
-            self.train_x,
-            self.train_y,
+            x.to(device),
+            y.to(device),
             batch_size=hp.batch_size,
             steps_per_epoch=hp.steps_per_epoch,
             fused_steps=hp.fused_steps,
-            seed=hp.seed,
+            seed=hp.seed + rank,
             shuffle=hp.shuffle,
         )
 
     def _whole_split(self, x: torch.Tensor, y: torch.Tensor) -> InMemoryBatches | list:
-        # Evaluation sees the whole split as one batch; an empty split is no dataloader at all.
+        # Evaluation sees the whole split as one batch, in every process; an empty split is no
+        # dataloader at all.
         if len(x) == 0:
             return []
-        return InMemoryBatches(x, y, batch_size=None, steps_per_epoch=1, fused_steps=1, seed=0)
+        device, _, _ = self._placement()
+        return InMemoryBatches(x.to(device), y.to(device), batch_size=None, steps_per_epoch=1, fused_steps=1, seed=0)
 
     def val_dataloader(self) -> InMemoryBatches | list:
         return self._whole_split(self.val_x, self.val_y)

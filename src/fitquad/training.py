@@ -36,6 +36,7 @@ from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.diagnosis import DIVERGENCE_LOSS_FACTOR, TrainingDiverged
 from fitquad.model import FeatureScaling, PolynomialModel, coefficient_names
 from fitquad.scalars import log_scalars
+from fitquad.validation import check_model_options
 
 # train/mse at each validation is measured on at most this many training points (see full_training_mse).
 TRAIN_MSE_POINTS = 100_000
@@ -90,6 +91,7 @@ class QuadraticRegression(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        check_model_options(self.hparams)
         self.automatic_optimization = False
         self.model = PolynomialModel(degree, feature_scaling)
         self.loss_fn = make_loss(loss, huber_delta, smooth_l1_beta)
@@ -270,10 +272,17 @@ class QuadraticRegression(L.LightningModule):
 
     def _log_training_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float) -> None:
         # The loss is that of the parameters before this step's update (as a plain loop prints it);
-        # the coefficients are those after it.
+        # the coefficients are those after it. Under DDP each process has its shard's loss: the mean
+        # over processes is the loss on all the data (a no-op in one process).
+        loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
         metrics = {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item()}
         metrics.update({f"params/{name}": value for name, value in self.coefficients().items()})
         log_scalars(self.logger, metrics, step)
+
+    def on_train_end(self) -> None:
+        # Under DDP, the recorded losses become the mean over processes, as in _log_training_step.
+        losses = self.train_losses[: self.steps_recorded].to(self.device)  # NCCL reduces device tensors only
+        self.train_losses[: self.steps_recorded] = self.trainer.strategy.reduce(losses, reduce_op="mean").cpu()
 
     def on_train_epoch_end(self) -> None:
         # Manual optimization steps schedulers itself; once per epoch, Lightning's default interval.

@@ -1,0 +1,78 @@
+"""How checkpoints are written and read: atomically, and without ever running code from the file.
+
+Writing: Lightning writes through fsspec, whose local "transaction" stages the file in the system's
+temp folder and then moves it into place; where that folder is on another filesystem (a container's
+/tmp and a mounted runs volume) the move is a copy, and a kill during it leaves a truncated
+last.ckpt. Here the bytes go to a temporary file beside the target, are flushed to disk, and
+os.replace swaps it in: whoever reads the path sees the old checkpoint or the new one, never half.
+
+Reading: always torch.load(weights_only=True), whatever the caller asks for. The unpickler then only
+builds tensors and plain containers, so a checkpoint carrying a pickled payload is refused before
+any of it runs; fitquad's own checkpoints hold nothing else. Every way a file can fail to load (a
+missing, truncated, corrupt or unsafe file) becomes one InvalidInput line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fitquad.validation import InvalidInput
+
+
+def load_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any]:
+    """A Lightning checkpoint's contents, loaded weights-only; InvalidInput if the file is not one."""
+    if not Path(path).is_file():
+        raise InvalidInput(f"ckpt_path must be a checkpoint file, got {str(path)!r} (no such file)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if "Weights only load failed" in str(error):
+            what = f" ({unsafe[1]})" if unsafe else ""
+            raise InvalidInput(
+                f"ckpt_path {path} is refused: it holds pickled objects{what}, not only tensors and plain values, "
+                "and fitquad never runs code from a checkpoint"
+            ) from None
+        raise InvalidInput(f"ckpt_path {path} is corrupt: {_first_line(error)}") from None
+    # The ways torch.load reports a file that is not a complete checkpoint: a truncated zip archive
+    # (RuntimeError), an empty file (EOFError), other bytes (KeyError, ValueError, UnicodeDecodeError).
+    except (RuntimeError, EOFError, KeyError, ValueError) as error:
+        raise InvalidInput(f"ckpt_path {path} is truncated or corrupt: {_first_line(error)}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InvalidInput(f"ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
+    return checkpoint
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of torch's message: its first sentence."""
+    return (str(error).strip().split(". ")[0].splitlines() or [type(error).__name__])[0]
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint plugin, with atomic local writes and weights-only reads (see above)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if "://" in str(path):  # remote storage: fsspec's own transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        # weights_only is True whatever is asked: the CLI refuses --weights_only false (validation.py).
+        return load_checkpoint(path, map_location)

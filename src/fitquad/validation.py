@@ -1,0 +1,173 @@
+"""Bad input: range checks on every option, and one clear line for every mistake.
+
+jsonargparse checks types (an int where an int is due, a loss name from the list, no unknown keys);
+the rules here cover what types cannot say: ranges, and options that only make sense together. A
+failure is an `InvalidInput` whose message names the field and what is allowed. The `fitquad`
+command prints it as one line and exits with status 2 (cli.py), as it does jsonargparse's own
+errors, condensed by `one_line`; the data and training classes raise it from __init__, so a script
+that builds them directly is told the same.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+class InvalidInput(ValueError):
+    """A value the user gave is out of range or inconsistent; the message is one line naming the field."""
+
+
+# (option, test, what is allowed). A test only sees values that are not None: where None is allowed
+# the type says so, and jsonargparse has checked the type already.
+Rule = tuple[str, Callable[[Any], bool], str]
+
+DATA_RULES: list[Rule] = [
+    ("noise_std", lambda v: v >= 0, "≥ 0"),
+    ("x_std", lambda v: v > 0, "> 0"),
+    ("n_train", lambda v: v >= 1, "≥ 1"),
+    ("n_val", lambda v: v >= 0, "≥ 0 (0: no validation)"),
+    ("n_test", lambda v: v >= 0, "≥ 0"),
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32) (numpy's RandomState)"),
+    ("batch_size", lambda v: v >= 1, "≥ 1, or null for full batch"),
+    ("steps_per_epoch", lambda v: v >= 1, "≥ 1, or null for one pass over the data"),
+    ("fused_steps", lambda v: v >= 1, "≥ 1"),
+]
+
+MODEL_RULES: list[Rule] = [
+    ("degree", lambda v: v >= 0, "≥ 0"),
+    ("huber_delta", lambda v: v > 0, "> 0"),
+    ("smooth_l1_beta", lambda v: v >= 0, "≥ 0"),
+    ("lr", lambda v: v > 0, "> 0"),
+    ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("dampening", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("weight_decay", lambda v: v >= 0, "≥ 0"),
+    ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
+]
+
+# Trainer options our own code divides by or counts with.
+TRAINER_RULES: list[Rule] = [
+    ("log_every_n_steps", lambda v: v >= 1, "≥ 1"),
+    ("max_steps", lambda v: v >= -1, "≥ 0, or -1 for no limit"),
+]
+
+
+def _check_rules(section: str, options: Mapping[str, Any], rules: list[Rule]) -> None:
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{section}.{name} must be a finite number, got {value!r}")
+    for name, test, allowed in rules:
+        value = options.get(name)
+        if value is not None and not test(value):
+            raise InvalidInput(f"{section}.{name} must be {allowed}, got {value!r}")
+
+
+def check_data_options(options: Mapping[str, Any]) -> None:
+    """QuadraticDataModule's options, alone and together."""
+    _check_rules("data", options, DATA_RULES)
+    if options.get("x_distribution", "normal") in ("grid", "uniform") and not options["x_max"] > options["x_min"]:
+        raise InvalidInput(
+            f"data.x_max must be > data.x_min for x_distribution {options['x_distribution']}; "
+            f"got x_min {options['x_min']!r}, x_max {options['x_max']!r}"
+        )
+
+
+def check_sgd_options(section: str, options: Mapping[str, Any]) -> None:
+    """torch.optim.SGD's own rule, told before it is hit mid-run: Nesterov needs momentum and no dampening."""
+    if options.get("nesterov") and (not options.get("momentum", 0) > 0 or options.get("dampening", 0) != 0):
+        raise InvalidInput(
+            f"{section}.nesterov needs {section}.momentum > 0 and {section}.dampening = 0; "
+            f"got momentum {options.get('momentum', 0)!r}, dampening {options.get('dampening', 0)!r}"
+        )
+
+
+def check_model_options(options: Mapping[str, Any]) -> None:
+    """QuadraticRegression's options, alone and together."""
+    _check_rules("model", options, MODEL_RULES)
+    check_sgd_options("model", options)
+    coefficients = options.get("init_coefficients")
+    if coefficients is not None:
+        if len(coefficients) != options["degree"] + 1:
+            raise InvalidInput(
+                f"model.init_coefficients must have model.degree + 1 = {options['degree'] + 1} values "
+                f"(constant term first), got {list(coefficients)}"
+            )
+        if not all(math.isfinite(c) for c in coefficients):
+            raise InvalidInput(f"model.init_coefficients must be finite numbers, got {list(coefficients)}")
+
+
+def _init_args(component: Any) -> tuple[str, Mapping[str, Any]]:
+    """(class name, init args) of a `class_path`/`init_args` entry of a parsed config."""
+    class_path = str(component.get("class_path", ""))
+    return class_path.rsplit(".", 1)[-1], component.get("init_args") or {}
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """One subcommand's parsed config (data, model, trainer, optimizer, ...), before anything is built."""
+    data, model, trainer = config["data"], config["model"], config["trainer"]
+    check_data_options(data)
+    check_model_options(model)
+    _check_rules("trainer", {name: trainer.get(name) for name, _, _ in TRAINER_RULES}, TRAINER_RULES)
+    parameters = model["degree"] + 1
+    if data["n_train"] < parameters:
+        raise InvalidInput(
+            f"data.n_train must be ≥ model.degree + 1 = {parameters} (one point per parameter at least), "
+            f"got {data['n_train']}"
+        )
+    for callback in trainer.get("callbacks") or []:
+        name, init_args = _init_args(callback)
+        monitor = init_args.get("monitor")
+        # Everything but train/loss is logged by the validation loop, which needs validation points.
+        if monitor is not None and monitor != "train/loss" and data["n_val"] == 0:
+            raise InvalidInput(
+                f"data.n_val must be ≥ 1 when a callback monitors a validation metric "
+                f"({name} monitors {monitor}), got 0"
+            )
+    optimizer = config.get("optimizer")
+    if optimizer:
+        name, init_args = _init_args(optimizer)
+        _check_rules("optimizer", init_args, [rule for rule in MODEL_RULES if rule[0] in ("lr", "weight_decay")])
+        if name == "SGD":
+            check_sgd_options("optimizer", init_args)
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        accelerator = trainer["accelerator"]
+        raise InvalidInput(f"trainer.accelerator {accelerator} needs a CUDA GPU, and none is visible; use cpu")
+    if config.get("weights_only") is False:
+        raise InvalidInput("weights_only must be true or null: fitquad never unpickles code from a checkpoint")
+
+
+_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DOTALL)
+_TYPE_NAMES = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false"}
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's error message as one line that names the field and what is allowed."""
+    message = message.strip()
+    if message.startswith("Unexpected config:"):
+        return "--config must be a YAML file of `section: {option: value}` mappings, e.g. configs/lesson3.yaml"
+    if message.startswith("Problems parsing config:"):
+        return "--config is not valid YAML: " + " ".join(message.removeprefix("Problems parsing config:").split())
+    if message.startswith("unrecognized arguments") or "does not accept option" in message:
+        return " ".join(message.split()) + " (`fitquad fit --help` lists the options)"
+    match = _PARSER_KEY.match(message)
+    if match is None:
+        return " ".join(message.split())
+    key, rest = match["key"], match["rest"]
+    literal = re.search(r"Literal\[(.*?)\]", rest)
+    given = re.search(r"(?:Got value|Given value): (.*)", rest)
+    got = f", got {given[1].strip()}" if given else ""
+    if literal:
+        return f"{key} must be one of {literal[1].replace(chr(39), '')}{got}"
+    subtypes = re.search(r"Subtypes: \[(.*)\]", rest)
+    if subtypes:
+        names = [_TYPE_NAMES.get(t.strip(), t.strip()) for t in subtypes[1].split(", ")]
+        allowed = " or ".join("null" if name == "<class 'NoneType'>" else name for name in names)
+        return f"{key} must be {allowed}{got}"
+    expected = re.search(r"Expected a (<class '\w+'>)", rest)
+    if expected and expected[1] in _TYPE_NAMES:
+        return f"{key} must be {_TYPE_NAMES[expected[1]]}{got}"
+    return f"{key}: " + " ".join(rest.split())

@@ -1,0 +1,133 @@
+"""Bad input: each of a table of mistakes gets one line naming the field and what is allowed, status 2,
+no traceback. Run in-process through `fitquad.cli.main` (the command's own entry point), and a few
+through the real command in a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, run_fitquad
+from fitquad.cli import main
+
+LESSON3 = str(CONFIGS / "lesson3.yaml")
+
+# (arguments after `fitquad fit --config configs/lesson3.yaml`, the whole expected message).
+# {tmp} is the test's folder, where files() below writes bad config and checkpoint files.
+BAD_INPUTS = [
+    (["--data.noise_std", "-1"], "data.noise_std must be ≥ 0, got -1.0"),
+    (["--data.noise_std", "nan"], "data.noise_std must be a number, got nan"),
+    (["--data.n_train", "2"], "data.n_train must be ≥ model.degree + 1 = 3 (one point per parameter at least), got 2"),
+    (["--data.n_train", "0"], "data.n_train must be ≥ 1, got 0"),
+    (
+        ["--data.n_val", "0"],
+        "data.n_val must be ≥ 1 when a callback monitors a validation metric (EarlyStopping monitors val/loss), got 0",
+    ),
+    (["--data.batch_size", "0"], "data.batch_size must be ≥ 1, or null for full batch, got 0"),
+    (["--data.batch_size", "x"], "data.batch_size must be an integer or null, got x"),
+    (["--data.fused_steps", "0"], "data.fused_steps must be ≥ 1, got 0"),
+    (["--data.steps_per_epoch", "-3"], "data.steps_per_epoch must be ≥ 1, or null for one pass over the data, got -3"),
+    (["--data.x_max", "-1"], "data.x_max must be > data.x_min for x_distribution grid; got x_min 0.0, x_max -1.0"),
+    (["--data.x_std", "0"], "data.x_std must be > 0, got 0.0"),
+    (["--data.seed", "-1"], "data.seed must be in [0, 2**32) (numpy's RandomState), got -1"),
+    (["--model.degree", "-1"], "model.degree must be ≥ 0, got -1"),
+    (["--model.degree", "2.5"], "model.degree must be an integer, got 2.5"),
+    (["--model.lr", "0"], "model.lr must be > 0, got 0.0"),
+    (["--model.lr", "abc"], "model.lr must be a number, got abc"),
+    (["--model.momentum", "1"], "model.momentum must be in [0, 1), got 1.0"),
+    (["--model.momentum", "-0.5"], "model.momentum must be in [0, 1), got -0.5"),
+    (["--model.dampening", "2"], "model.dampening must be in [0, 1], got 2.0"),
+    (["--model.weight_decay", "-0.1"], "model.weight_decay must be ≥ 0, got -0.1"),
+    (
+        ["--model.nesterov", "true", "--model.momentum", "0.9", "--model.dampening", "0.1"],
+        "model.nesterov needs model.momentum > 0 and model.dampening = 0; got momentum 0.9, dampening 0.1",
+    ),
+    (
+        ["--model.nesterov", "true"],
+        "model.nesterov needs model.momentum > 0 and model.dampening = 0; got momentum 0.0, dampening 0.0",
+    ),
+    (
+        ["--optimizer", "SGD", "--optimizer.lr", "0.1", "--optimizer.nesterov", "true"],
+        "optimizer.nesterov needs optimizer.momentum > 0 and optimizer.dampening = 0; got momentum 0.0, dampening 0.0",
+    ),
+    (["--optimizer", "Adam", "--optimizer.lr", "-1"], "optimizer.lr must be > 0, got -1.0"),
+    (["--model.loss", "hinge"], "model.loss must be one of mse, l1, huber, smooth_l1, got hinge"),
+    (["--model.huber_delta", "0"], "model.huber_delta must be > 0, got 0.0"),
+    (
+        ["--model.init_coefficients", "[1, 2]"],
+        "model.init_coefficients must have model.degree + 1 = 3 values (constant term first), got [1.0, 2.0]",
+    ),
+    (["--trainer.gradient_clip_val", "-1"], "model.gradient_clip_val must be ≥ 0, or null for no clipping, got -1.0"),
+    (["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps must be ≥ 1, got 0"),
+    (["--trainer.max_steps", "-5"], "trainer.max_steps must be ≥ 0, or -1 for no limit, got -5"),
+    (["--model.nope", "1"], "unrecognized arguments: --model.nope 1 (`fitquad fit --help` lists the options)"),
+    (
+        ["--config", "{tmp}/unknown_key.yaml"],
+        "Subcommand 'fit' does not accept option 'data.noise' (`fitquad fit --help` lists the options)",
+    ),
+    (["--config", "{tmp}/missing.yaml"], "config: File does not exist: '{tmp}/missing.yaml'"),
+    (
+        ["--config", "{tmp}/not_yaml.yaml"],
+        "--config must be a YAML file of `section: {option: value}` mappings, e.g. configs/lesson3.yaml",
+    ),
+    (["--config", "{tmp}/broken.yaml"], "--config is not valid YAML: while parsing a flow sequence"),
+    (
+        ["--ckpt_path", "{tmp}/missing.ckpt"],
+        "ckpt_path must be a checkpoint file, got '{tmp}/missing.ckpt' (no such file)",
+    ),
+    (
+        ["--ckpt_path", "{tmp}/truncated.ckpt"],
+        "ckpt_path {tmp}/truncated.ckpt is truncated or corrupt: PytorchStreamReader failed reading zip archive: "
+        "failed finding central directory",
+    ),
+    (["--ckpt_path", "{tmp}/empty.ckpt"], "ckpt_path {tmp}/empty.ckpt is truncated or corrupt: EOFError"),
+    (["--ckpt_path", "{tmp}/not_lightning.ckpt"], "ckpt_path {tmp}/not_lightning.ckpt is not a Lightning checkpoint"),
+    (["--weights_only", "false"], "weights_only must be true or null: fitquad never unpickles code from a checkpoint"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append(
+        (["--trainer.accelerator", "gpu"], "trainer.accelerator gpu needs a CUDA GPU, and none is visible; use cpu")
+    )
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> Path:
+    (tmp_path / "unknown_key.yaml").write_text(Path(LESSON3).read_text() + "\n" + "data:\n  noise: 1.0\n")
+    (tmp_path / "not_yaml.yaml").write_text("just a sentence, not a mapping\n")
+    (tmp_path / "broken.yaml").write_text("data: [1, 2\n")
+    torch.save({"state_dict": {}}, tmp_path / "whole.ckpt")
+    whole = (tmp_path / "whole.ckpt").read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    torch.save({"weights": torch.ones(2)}, tmp_path / "not_lightning.ckpt")
+    return tmp_path
+
+
+def _arguments(extra: list[str], tmp: Path) -> list[str]:
+    return ["fit", "--config", LESSON3, *(a.replace("{tmp}", str(tmp)) for a in extra)]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[" ".join(extra) for extra, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_naming_the_field(
+    extra: list[str], message: str, bad_files: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(bad_files)
+    with pytest.raises(SystemExit) as exit_info:
+        main(_arguments(extra, bad_files))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [captured.err.strip()]  # one line
+    assert captured.err.startswith("fitquad: error: " + message.replace("{tmp}", str(bad_files)))
+
+
+# The real command, for a few of them: nothing else on stderr (no usage text, warnings, traceback).
+@pytest.mark.parametrize("case", [0, 24, 33], ids=["range", "type", "non-yaml-config"])
+def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path) -> None:
+    extra, message = BAD_INPUTS[case]
+    result = run_fitquad(*_arguments(extra, bad_files), cwd=bad_files, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [f"fitquad: error: {message}"]
