@@ -27,9 +27,10 @@ from fitquad.validation import InvalidInput
 # batches and a short one per pass), 2 steps per item, 5 steps per epoch.
 MINI_BATCH = dict(n_train=20, batch_size=6, fused_steps=2, steps_per_epoch=5)
 FULL_BATCH = dict(n_train=20, batch_size=None, fused_steps=3, steps_per_epoch=7)
+BLOCKS = dict(MINI_BATCH, shuffle="blocks")
 
 
-@pytest.mark.parametrize("options", [MINI_BATCH, FULL_BATCH], ids=["mini-batch", "full-batch"])
+@pytest.mark.parametrize("options", [MINI_BATCH, FULL_BATCH, BLOCKS], ids=["mini-batch", "full-batch", "blocks"])
 def test_batches_resumed_from_state_dict_continue_the_same_sequence(options: dict) -> None:
     x, y = torch.arange(20.0), -torch.arange(20.0)
     loader_options = dict(
@@ -37,6 +38,7 @@ def test_batches_resumed_from_state_dict_continue_the_same_sequence(options: dic
         steps_per_epoch=options["steps_per_epoch"],
         fused_steps=options["fused_steps"],
         seed=3,
+        shuffle=options.get("shuffle", "every_pass"),
     )
     reference = InMemoryBatches(x, y, **loader_options)
     expected = [batch for _ in range(6) for batch in reference]
@@ -59,7 +61,9 @@ def test_batches_resumed_from_state_dict_continue_the_same_sequence(options: dic
             served.extend(resumed)
         assert len(served) == len(expected)
         for (got_x, got_y), (want_x, want_y) in zip(served, expected, strict=True):
-            assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
+            # An item is a (steps, size) tensor, or a tuple of 1-D tensors under block shuffling.
+            assert torch.equal(torch.cat(list(got_x)), torch.cat(list(want_x)))
+            assert torch.equal(torch.cat(list(got_y)), torch.cat(list(want_y)))
 
 
 class SignalAtItem(L.Callback):

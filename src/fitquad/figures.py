@@ -13,6 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+# Scatter plots draw at most this many training points.
+SCATTER_POINTS = 2_000
+
 
 def polynomial(coefficients: torch.Tensor | list[float], x: torch.Tensor) -> torch.Tensor:
     """c0 + c1·x + c2·x² + … in float64."""
@@ -27,8 +30,14 @@ def fit_figures(
     fitted_coefficients: torch.Tensor,
     reference_coefficients: torch.Tensor,
 ) -> dict[str, Figure]:
-    """{"fit": data and curves, "residuals": y − fitted against x}, coefficients in original units, c0 first."""
+    """{"fit": data and curves, "residuals": y − fitted against x}, coefficients in original units, c0 first.
+
+    At most SCATTER_POINTS points are drawn (the leading ones: i.i.d. draws), so millions stay readable
+    and quick; the title says when the points shown are a sample.
+    """
     grid = torch.linspace(x.min().item(), x.max().item(), 200, dtype=torch.float64)
+    shown = "" if len(x) <= SCATTER_POINTS else f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
+    x, y = x[:SCATTER_POINTS], y[:SCATTER_POINTS]
     fit, axes = plt.subplots(figsize=(7, 4.5))
     axes.scatter(x, y, s=14, color="black", label="training data", zorder=3)
     axes.plot(grid, polynomial(true_coefficients, grid), color="tab:green", label="true curve")
@@ -36,7 +45,7 @@ def fit_figures(
         grid, polynomial(reference_coefficients, grid), color="tab:blue", linestyle="--", label="closed-form optimum"
     )
     axes.plot(grid, polynomial(fitted_coefficients, grid), color="tab:red", label="fitted by SGD")
-    axes.set(xlabel="x", ylabel="y", title="Fit on the training set")
+    axes.set(xlabel="x", ylabel="y", title=f"Fit on the training set{shown}")
     axes.legend()
     fit.tight_layout()
 
@@ -46,7 +55,7 @@ def fit_figures(
     axes.scatter(
         x, y - polynomial(reference_coefficients, x), s=8, color="tab:blue", marker="x", label="closed-form optimum"
     )
-    axes.set(xlabel="x", ylabel="y − prediction", title="Residuals on the training set")
+    axes.set(xlabel="x", ylabel="y − prediction", title=f"Residuals on the training set{shown}")
     axes.legend()
     residuals.tight_layout()
     return {"fit": fit, "residuals": residuals}

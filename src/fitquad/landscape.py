@@ -44,6 +44,10 @@ if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
 # Points × grid points evaluated per chunk of the surface: about 32 MiB of float64, so 101×101 on
 # thousands of points still fits in memory; the article's 50 points take a single pass.
 SURFACE_CHUNK_ELEMENTS = 2**22
+# The surface is evaluated on at most this many training points: a 101×101 grid over 10⁷ points would
+# be 10¹¹ loss terms. The points are i.i.d. draws, so the leading ones give an unbiased picture; the
+# figure says when it is a sample. (The optimum marked on it is always computed on every point.)
+SURFACE_POINTS = 20_000
 
 
 def polynomial_basis(x: torch.Tensor, degree: int) -> torch.Tensor:
@@ -273,7 +277,6 @@ class LossLandscape(L.Callback):
         model = pl_module.model
         path = model.coefficients_of(pl_module.parameter_path[: pl_module.parameters_recorded])
         datamodule = trainer.datamodule
-        basis = polynomial_basis(datamodule.train_x, model.degree)
         y = datamodule.train_y.double()
         optimum = loss_optimum(model, datamodule.train_x, y, pl_module.loss_fn)
         weight_decay = pl_module.hparams.weight_decay
@@ -287,9 +290,22 @@ class LossLandscape(L.Callback):
         else:
             extent = path_extent(path, marked, axes, self.margin)
         names = pl_module.coefficient_names
-        return build_landscape(
-            pl_module.loss_fn, basis, y, path, names, optimum, axes, extent, self.resolution, decay_optimum
+        basis = polynomial_basis(datamodule.train_x[:SURFACE_POINTS], model.degree)
+        landscape = build_landscape(
+            pl_module.loss_fn,
+            basis,
+            y[:SURFACE_POINTS],
+            path,
+            names,
+            optimum,
+            axes,
+            extent,
+            self.resolution,
+            decay_optimum,
         )
+        if len(y) > SURFACE_POINTS:
+            landscape.projection += f"; loss on the first {SURFACE_POINTS:,} of {len(y):,} training points"
+        return landscape
 
     def draw(self, landscape: Landscape, pl_module: L.LightningModule) -> Figure:
         from matplotlib.figure import Figure
