@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -133,10 +134,16 @@ EXTRA_COMMANDS: dict[str, str] = {
 
 
 def main(args: list[str] | None = None) -> None:
+    # The module logs every trainer.log_every_n_steps optimizer steps itself, so Lightning's warning that
+    # an epoch has fewer training_steps than that interval (always true with fused steps) does not apply.
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
     command_line = sys.argv[1:] if args is None else args
     if command_line and command_line[0] in EXTRA_COMMANDS:
         module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")
-        getattr(importlib.import_module(module_name), function_name)(command_line[1:])
+        try:
+            getattr(importlib.import_module(module_name), function_name)(command_line[1:])
+        except InvalidInput as error:  # a range check from the classes the command builds: one line, exit 2
+            fail(str(error))
         return
     try:
         cli = FitquadCLI(

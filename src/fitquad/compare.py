@@ -48,6 +48,7 @@ from fitquad.landscape import (
 )
 from fitquad.model import PolynomialModel
 from fitquad.training import LossName, QuadraticRegression
+from fitquad.validation import InvalidInput
 
 if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
     from matplotlib.figure import Figure
@@ -230,8 +231,8 @@ def main(argv: list[str]) -> None:
         if config.resolution < 2 or config.max_steps < 1 or config.model.degree < 1:
             raise ArgumentError(None, "resolution must be at least 2, max_steps and model.degree at least 1")
         compare(config, parser)
-    # ValueError: a value only the model or the data can check, e.g. init_coefficients. One line each.
-    except (ArgumentError, ValueError) as error:
+    # InvalidInput: a range the data or the model checks (fitquad.validation). One line each.
+    except (ArgumentError, InvalidInput) as error:
         print(f"fitquad compare: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
 
@@ -241,11 +242,11 @@ def compare(config, parser: ArgumentParser) -> None:
     config_files = config.get("config") or []
     name = Path(str(config_files[-1])).stem if config_files else "compare"
     # TensorBoardLogger numbers versions as `fitquad fit` does: the comparison's folder is the next version_N.
+    datamodule = QuadraticDataModule(**config.data)  # checks the data options before any folder is made
+    datamodule.setup("fit")
     folder = Path(TensorBoardLogger(save_dir=RUNS_FOLDER, name=name).log_dir)
     folder.mkdir(parents=True)
     print(f"fitquad: compare folder {folder}", flush=True)
-    datamodule = QuadraticDataModule(**config.data)
-    datamodule.setup("fit")
     basis = polynomial_basis(datamodule.train_x, config.model.degree)
     y = datamodule.train_y.double()
     names = QuadraticRegression(degree=config.model.degree).coefficient_names

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,7 @@ from lightning.pytorch.tuner import Tuner
 from torch import nn
 
 from fitquad.callbacks import run_folder
-from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI
+from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI, OneLineErrorParser
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
@@ -62,14 +63,19 @@ class LrFindCLI(FitquadCLI):
 
 
 def main(argv: list[str]) -> None:
-    cli = LrFindCLI(
-        QuadraticRegression,
-        QuadraticDataModule,
-        args=[*argv, *ONE_STEP_PER_EPOCH],
-        run=False,
-        trainer_defaults=TRAINER_DEFAULTS,
-        seed_everything_default=0,
-    )
+    with warnings.catch_warnings():
+        # We pass args on purpose (the user's, plus ONE_STEP_PER_EPOCH); LightningCLI warns whenever
+        # args differ from sys.argv.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = LrFindCLI(
+            QuadraticRegression,
+            QuadraticDataModule,
+            args=[*argv, *ONE_STEP_PER_EPOCH],
+            run=False,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            parser_class=OneLineErrorParser,
+        )
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     options = cli.config.lr_find
     finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)

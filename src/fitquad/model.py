@@ -16,6 +16,7 @@ of x: c0 + c1·x + c2·x² + … (for degree 2 that is c, b, a).
 
 from __future__ import annotations
 
+import warnings
 from math import comb
 from typing import Literal
 
@@ -39,7 +40,9 @@ class PolynomialModel(nn.Module):
         super().__init__()
         self.degree = degree
         self.feature_scaling = feature_scaling
-        self.linear = nn.Linear(degree, 1)
+        with warnings.catch_warnings():  # degree 0 has no weights: torch warns that initialising them is a no-op
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            self.linear = nn.Linear(degree, 1)
         # Buffers, so that a checkpoint carries the scaling the parameters were trained under. Kept in
         # float64 and cast where used: the scaling is fitted before Lightning converts the model for
         # 64-true precision, and a float32 copy would leave a float64 run badly whitened.

@@ -51,6 +51,7 @@ from fitquad.callbacks import RunSummary
 from fitquad.cli import RUNS_FOLDER, FitquadCLI
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
+from fitquad.validation import check_config
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
 
@@ -230,6 +231,8 @@ def sweep(args: list[str]) -> list[SweepPoint]:
         parser.error("sweep.values must list at least one value")
     # Each value goes through the parser like a command-line override: type-checked before any training.
     run_configs = [parser.parse_args([*args, f"--{parameter}", str(value)]) for value in values]
+    for run_config in run_configs:  # and range-checked, before the sweep's folder is made
+        check_config(run_config)
 
     config_files = config.get("config") or []
     name = Path(str(config_files[-1])).stem if config_files else "sweep"
