@@ -187,11 +187,12 @@ def report(title: str, results: dict[str, list[float]]) -> None:
     plain = results["plain"]
     versions = f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads"
     print(f"\n{title}, {len(plain)} repeats, {versions}")
-    print("| variant | median | ratio to plain (median of per-repeat ratios) |")
-    print("|---|---|---|")
+    print("| variant | median | ratio to plain (median of per-repeat ratios) | lowest–highest ratio |")
+    print("|---|---|---|---|")
     for name, values in results.items():
-        ratio = statistics.median(v / p for v, p in zip(values, plain, strict=True))
-        print(f"| {name} | {statistics.median(values):,.2f} | {ratio:.3f} |")
+        ratios = [v / p for v, p in zip(values, plain, strict=True)]
+        spread = f"{min(ratios):.3f}–{max(ratios):.3f}"
+        print(f"| {name} | {statistics.median(values):,.2f} | {statistics.median(ratios):.3f} | {spread} |")
     sys.stdout.flush()
 
 

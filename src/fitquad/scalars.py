@@ -10,12 +10,15 @@ Other loggers get their own log_metrics.
 from __future__ import annotations
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from tensorboard.compat.proto.summary_pb2 import Summary
-from torch.utils.tensorboard import SummaryWriter
 
 
 def log_scalars(logger: Logger, metrics: dict[str, float], step: int) -> None:
     """Log `metrics` at `step`: one TensorBoard event, or the logger's own log_metrics."""
+    # Imported here, as Lightning does: torch.utils.tensorboard takes 0.2 s to import, which every
+    # `fitquad` command (even --help) would otherwise pay. (Already imported once a writer exists.)
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
     writer = logger.experiment if isinstance(logger, TensorBoardLogger) else None
     if not isinstance(writer, SummaryWriter):  # another logger, or a rank other than 0 (no writer there)
         logger.log_metrics(metrics, step=step)
