@@ -45,6 +45,18 @@ LESSON3 = dict(noise_std=3.0, n_train=20, n_val=20, n_parameters=3, lr=0.35, lar
         (dict(train_loss=1.0, optimum_loss=1.0, train_mse=1.0, val_mse=30.0, steps_to_go=0), "overfitting"),
         (dict(train_loss=math.nan, train_mse=math.nan, val_mse=math.nan, steps_to_go=None), "diverged"),
         (dict(train_loss=6.0, train_mse=6.0, val_mse=10.0, steps_to_go=math.inf), "diverged"),
+        (
+            dict(
+                train_loss=600.0,
+                train_mse=600.0,
+                val_mse=600.0,
+                steps_to_go=1e6,
+                condition_number=2e5,
+                stopped_early=True,
+            ),
+            "stopped_early",
+        ),
+        (dict(train_loss=4.9, train_mse=4.9, val_mse=9.0, steps_to_go=0, stopped_early=True), "converged"),
     ],
 )
 def test_rules(numbers: dict, verdict: str) -> None:
@@ -189,3 +201,13 @@ def test_matplotlib_is_imported_only_when_a_figure_is_drawn() -> None:
         imported = {alias.name for node in top_level for alias in node.names}
         imported |= {node.module for node in top_level if isinstance(node, ast.ImportFrom)}
         assert not any("figures" in module or "matplotlib" in module for module in imported), name
+
+
+def test_a_fit_ended_by_early_stopping_is_diagnosed_as_such(tmp_path, monkeypatch) -> None:
+    # configs/overfit_early_stop.yaml: EarlyStopping ends it at the validation minimum, far from the
+    # training optimum on purpose; without early stopping the same run would read as a slow stall.
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / "overfit_early_stop.yaml"), "--fit_diagnosis.figures", "false"])
+    summary = read_summary(only_run_folder(tmp_path, "overfit_early_stop"))
+    assert summary["diagnosis"]["verdict"] == "stopped_early", summary["diagnosis"]["message"]
+    assert summary["optimizer_steps"] < 20000

@@ -137,6 +137,8 @@ def main(args: list[str] | None = None) -> None:
     # The module logs every trainer.log_every_n_steps optimizer steps itself, so Lightning's warning that
     # an epoch has fewer training_steps than that interval (always true with fused steps) does not apply.
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
+    # Lightning 2.6 with torch 2.13 warns about its own use of a deprecated torch API, on every run.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     command_line = sys.argv[1:] if args is None else args
     if command_line and command_line[0] in EXTRA_COMMANDS:
         module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 from fitquad.callbacks import RunSummary, run_folder
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
@@ -84,8 +85,8 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Diagnosis:
-    verdict: str  # converged, still_converging, stalled_ill_conditioned, stalled_float32, underfitting,
-    #               overfitting, diverged
+    verdict: str  # converged, stopped_early, still_converging, stalled_ill_conditioned, stalled_float32,
+    #               underfitting, overfitting, diverged
     message: str  # one line, with the numbers that led to it
     numbers: dict = field(default_factory=dict)
 
@@ -111,6 +112,7 @@ def diagnose(
     n_val: int,
     n_parameters: int,
     mini_batch: bool = False,
+    stopped_early: bool = False,
 ) -> Diagnosis:
     """The rules, in order; the first that holds is the diagnosis."""
     gap = relative_gap(train_loss, optimum_loss)
@@ -133,6 +135,17 @@ def diagnose(
         return Diagnosis(
             "diverged",
             f"diverged: {where}; lr {lr:.3g} is above the largest stable lr {largest_stable_lr:.3g}",
+            numbers,
+        )
+    if gap > CONVERGED_GAP and stopped_early:
+        # Not a failure to converge: EarlyStopping ended the fit where validation stopped improving, on purpose
+        # short of the training optimum (which, for a model that can fit the noise, overfits).
+        val = "n/a" if val_mse is None else f"{val_mse:.4g}"
+        return Diagnosis(
+            "stopped_early",
+            f"stopped early by EarlyStopping after {steps_taken} steps: {where}; the validation loss had stopped "
+            f"improving (final val MSE {val}, noise floor σ² = {noise_std**2:.4g}); the best checkpoint holds the "
+            "validation minimum",
             numbers,
         )
     if gap > CONVERGED_GAP:
@@ -359,6 +372,7 @@ class FitDiagnosis(L.Callback):
             n_val=len(datamodule.val_x),
             n_parameters=len(self.reference.parameters),
             mini_batch=hp.batch_size is not None and hp.batch_size < len(train_x),
+            stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
         )
         self._report(trainer, pl_module, diagnosis)
         if self.figures and trainer.is_global_zero:
