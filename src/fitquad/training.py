@@ -150,7 +150,7 @@ class QuadraticRegression(L.LightningModule):
         # a float64 (precision 64-true) run's losses.
         self.train_losses = torch.empty(1024, dtype=self.dtype, device=self.device)
         self.steps_recorded = 0
-        # The inner loop's two per-step calls, chosen once. Both do exactly what Lightning's and torch's
+        # The inner loop's per-step calls, chosen once. Each does exactly what Lightning's and torch's
         # wrappers do, minus per-step dispatch that measured ~0.3 ms of a ~0.4 ms step (benchmarks/):
         # - backward: Lightning's manual_backward only adds hook calls when there is one process and no
         #   gradient scaler; otherwise (DDP, mixed precision) it is needed and used.
