@@ -85,6 +85,10 @@ BAD_INPUTS = [
     (["--ckpt_path", "{tmp}/empty.ckpt"], "ckpt_path {tmp}/empty.ckpt is truncated or corrupt: EOFError"),
     (["--ckpt_path", "{tmp}/not_lightning.ckpt"], "ckpt_path {tmp}/not_lightning.ckpt is not a Lightning checkpoint"),
     (["--weights_only", "false"], "weights_only must be true or null: fitquad never unpickles code from a checkpoint"),
+    (
+        ["--optimizer", "LBFGS"],
+        "optimizer LBFGS is not supported: it needs a closure; use SGD, Adam or another torch optimizer",
+    ),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append(

@@ -133,6 +133,10 @@ def check_config(config: Mapping[str, Any]) -> None:
         _check_rules("optimizer", init_args, [rule for rule in MODEL_RULES if rule[0] in ("lr", "weight_decay")])
         if name == "SGD":
             check_sgd_options("optimizer", init_args)
+        if name == "LBFGS":  # its step re-evaluates the loss through a closure, which the fused loop has not
+            raise InvalidInput(
+                "optimizer LBFGS is not supported: it needs a closure; use SGD, Adam or another torch optimizer"
+            )
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         accelerator = trainer["accelerator"]
         raise InvalidInput(f"trainer.accelerator {accelerator} needs a CUDA GPU, and none is visible; use cpu")
