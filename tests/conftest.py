@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 from fitquad.data import QuadraticDataModule
+from fitquad.model import PolynomialModel
 from fitquad.training import QuadraticRegression
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +92,60 @@ def plain_sgd_path(
         optimizer.step()
         rows.append(parameters())
     return torch.stack(rows)
+
+
+def article_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The SGD article's 50 points, computed here with the article's own numpy code."""
+    np.random.seed(20240215)
+    x = np.random.randn(50).astype(np.float32)
+    y = (0.75 * x**2 + 1.0 * x + 2.0 + 0.3 * np.random.randn(50)).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def plain_loop(batches, loss_fn, steps, clip=None, **sgd) -> tuple[list[float], torch.nn.Linear]:
+    """The article's loop: torch.nn.Linear(1, 1) from (w, b) = (6, -3), torch.optim.SGD, no Lightning."""
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(6.0)
+        model.bias.fill_(-3.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, **sgd)
+    losses = []
+    for step in range(steps):
+        x, y = batches(step)
+        optimizer.zero_grad()
+        loss = loss_fn(model(x.unsqueeze(1)), y.unsqueeze(1))
+        loss.backward()
+        if clip == "norm":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        elif clip == "value":
+            torch.nn.utils.clip_grad_value_(model.parameters(), 0.5)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, model
+
+
+def lesson3_data() -> QuadraticDataModule:
+    """configs/lesson3.yaml's data: t = 0..19, 0.75·(t − 9.5)² + 1 + 3·N(0, 1), seed 42."""
+    datamodule = QuadraticDataModule(
+        true_a=0.75,
+        true_b=-14.25,
+        true_c=68.6875,
+        noise_std=3.0,
+        x_distribution="grid",
+        x_min=0.0,
+        x_max=19.0,
+        n_train=20,
+        n_val=20,
+        seed=42,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def scaled_model(degree: int, scaling: str, x: torch.Tensor) -> PolynomialModel:
+    model = PolynomialModel(degree, scaling)
+    model.fit_feature_scaling(x)
+    return model
 
 
 @pytest.fixture(autouse=True)

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_training import article_data, plain_loop
 
-from conftest import CONFIGS, newest_run_folder, only_run_folder, read_summary, read_train_losses, run_fitquad
+from conftest import (
+    CONFIGS,
+    article_data,
+    newest_run_folder,
+    only_run_folder,
+    plain_loop,
+    read_summary,
+    read_train_losses,
+    run_fitquad,
+)
 
 
 @pytest.fixture(scope="module")

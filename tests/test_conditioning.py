@@ -6,10 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_reference import lesson3_data, scaled_model
 from torch import nn
 
-from conftest import fit_in_process
+from conftest import fit_in_process, lesson3_data, scaled_model
 from fitquad.conditioning import OptimizerSettings, conditioning, contraction_factors, predicted_steps_to_gap
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import TrainingDiverged

@@ -11,10 +11,17 @@ import lightning as L
 import matplotlib.image
 import pytest
 import torch
-from test_reference import lesson3_data
 
 import fitquad
-from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, read_train_losses, run_fitquad
+from conftest import (
+    CONFIGS,
+    fit_in_process,
+    lesson3_data,
+    only_run_folder,
+    read_summary,
+    read_train_losses,
+    run_fitquad,
+)
 from fitquad.cli import main
 from fitquad.diagnosis import FitDiagnosis, diagnose
 from fitquad.training import QuadraticRegression

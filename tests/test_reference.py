@@ -9,24 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from fitquad.data import QuadraticDataModule
-from fitquad.model import PolynomialModel
+from conftest import lesson3_data, scaled_model
 from fitquad.reference import design_matrix, optimum, training_noise_floor
-
-
-def lesson3_data() -> QuadraticDataModule:
-    datamodule = QuadraticDataModule(
-        true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid", x_min=0.0, x_max=19.0
-    )
-    datamodule.hparams.update(n_train=20, n_val=20, seed=42)
-    datamodule.setup("fit")
-    return datamodule
-
-
-def scaled_model(degree: int, scaling: str, x: torch.Tensor) -> PolynomialModel:
-    model = PolynomialModel(degree, scaling)
-    model.fit_feature_scaling(x)
-    return model
 
 
 @pytest.mark.parametrize("scaling", ["none", "standardize", "whiten"])

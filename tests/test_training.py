@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fit_in_process
+from conftest import article_data, fit_in_process, plain_loop
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
 
@@ -21,36 +21,6 @@ SGD_SETTINGS = {
     "weight_decay": {"weight_decay": 0.1},
     "dampening": {"momentum": 0.9, "dampening": 0.8},
 }
-
-
-def article_data() -> tuple[torch.Tensor, torch.Tensor]:
-    """The SGD article's 50 points, computed here with the article's own numpy code."""
-    np.random.seed(20240215)
-    x = np.random.randn(50).astype(np.float32)
-    y = (0.75 * x**2 + 1.0 * x + 2.0 + 0.3 * np.random.randn(50)).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def plain_loop(batches, loss_fn, steps, clip=None, **sgd) -> tuple[list[float], torch.nn.Linear]:
-    """The article's loop: torch.nn.Linear(1, 1) from (w, b) = (6, -3), torch.optim.SGD, no Lightning."""
-    model = torch.nn.Linear(1, 1)
-    with torch.no_grad():
-        model.weight.fill_(6.0)
-        model.bias.fill_(-3.0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, **sgd)
-    losses = []
-    for step in range(steps):
-        x, y = batches(step)
-        optimizer.zero_grad()
-        loss = loss_fn(model(x.unsqueeze(1)), y.unsqueeze(1))
-        loss.backward()
-        if clip == "norm":
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        elif clip == "value":
-            torch.nn.utils.clip_grad_value_(model.parameters(), 0.5)
-        optimizer.step()
-        losses.append(loss.item())
-    return losses, model
 
 
 def fitquad_run(tmp_path, loss="mse", steps=100, clip=None, data_options=None, **sgd):
