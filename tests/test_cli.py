@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import (
     CONFIGS,
@@ -128,3 +129,15 @@ def test_any_torch_optimizer_from_the_command_line(tmp_path):
     assert yaml.safe_load((folder / "config.yaml").read_text())["optimizer"]["class_path"] == "torch.optim.Adam"
     losses = read_train_losses(folder)
     assert len(losses) == 40 and losses[-1] < losses[0] / 10
+
+
+def test_an_lr_scheduler_from_the_command_line_steps_the_models_sgd(tmp_path):
+    # LightningCLI drops an --lr_scheduler given without --optimizer; fitquad gives it the model's SGD.
+    args = ["--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "5", "--lr_scheduler.gamma", "0.5"]
+    args += ["--trainer.max_steps", "120", "--trainer.callbacks", "[]"]
+    run_fitquad("fit", "--config", str(CONFIGS / "lesson3.yaml"), *args, cwd=tmp_path)
+    events = EventAccumulator(str(only_run_folder(tmp_path, "lesson3")))
+    events.Reload()
+    lr = {event.step: event.value for event in events.Scalars("train/lr")}
+    # 10 steps an epoch, halved every 5 epochs; SGD's own momentum and lr from lesson3.yaml (0.35).
+    assert lr[50] == pytest.approx(0.35) and lr[51] == pytest.approx(0.175) and lr[120] == pytest.approx(0.0875)

@@ -19,6 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -88,6 +89,18 @@ class FitquadCLI(LightningCLI):
         self._name_run_after_config(config)
         self._move_gradient_clipping_to_model(config)
         self._check_early_stopping_after_validation(config)
+        self._give_lr_scheduler_the_models_sgd(config)
+
+    @staticmethod
+    def _give_lr_scheduler_the_models_sgd(config) -> None:
+        # LightningCLI builds an --lr_scheduler only together with an optimizer it builds itself
+        # (--optimizer); without one it drops the scheduler silently. So hand it the model's own SGD.
+        if config.get("lr_scheduler") is None or config.get("optimizer") is not None:
+            return
+        sgd_options = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+        config.optimizer = Namespace(
+            class_path="torch.optim.SGD", init_args=Namespace({name: config.model[name] for name in sgd_options})
+        )
 
     @staticmethod
     def _check_early_stopping_after_validation(config) -> None:

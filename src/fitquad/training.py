@@ -290,7 +290,8 @@ class QuadraticRegression(L.LightningModule):
         if scheduler is None:
             return
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(self.trainer.callback_metrics["val/loss"])
+            monitor = self.trainer.lr_scheduler_configs[0].monitor or "val/loss"
+            scheduler.step(self.trainer.callback_metrics[monitor])
         else:
             scheduler.step()
 
