@@ -18,9 +18,8 @@ from fitquad.landscape import (
     choose_axes,
     loss_at,
     loss_optimum,
-    polynomial_basis,
 )
-from fitquad.model import PolynomialModel
+from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.training import QuadraticRegression, make_loss
 
 ARTICLE_DATA = dict(n_train=50, n_val=0, n_test=0, seed=20240215)

@@ -44,9 +44,8 @@ from fitquad.landscape import (
     loss_at,
     loss_optimum,
     path_extent,
-    polynomial_basis,
 )
-from fitquad.model import PolynomialModel
+from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.training import LossName, QuadraticRegression
 from fitquad.validation import InvalidInput
 

@@ -13,14 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from fitquad.model import evaluate_polynomial  # noqa: E402
+
 # Scatter plots draw at most this many training points.
 SCATTER_POINTS = 2_000
-
-
-def polynomial(coefficients: torch.Tensor | list[float], x: torch.Tensor) -> torch.Tensor:
-    """c0 + c1·x + c2·x² + … in float64."""
-    x = x.double()
-    return sum(float(c) * x**k for k, c in enumerate(coefficients))
 
 
 def fit_figures(
@@ -40,20 +36,29 @@ def fit_figures(
     x, y = x[:SCATTER_POINTS], y[:SCATTER_POINTS]
     fit, axes = plt.subplots(figsize=(7, 4.5))
     axes.scatter(x, y, s=14, color="black", label="training data", zorder=3)
-    axes.plot(grid, polynomial(true_coefficients, grid), color="tab:green", label="true curve")
+    axes.plot(grid, evaluate_polynomial(true_coefficients, grid), color="tab:green", label="true curve")
     axes.plot(
-        grid, polynomial(reference_coefficients, grid), color="tab:blue", linestyle="--", label="closed-form optimum"
+        grid,
+        evaluate_polynomial(reference_coefficients, grid),
+        color="tab:blue",
+        linestyle="--",
+        label="closed-form optimum",
     )
-    axes.plot(grid, polynomial(fitted_coefficients, grid), color="tab:red", label="fitted by SGD")
+    axes.plot(grid, evaluate_polynomial(fitted_coefficients, grid), color="tab:red", label="fitted by SGD")
     axes.set(xlabel="x", ylabel="y", title=f"Fit on the training set{shown}")
     axes.legend()
     fit.tight_layout()
 
     residuals, axes = plt.subplots(figsize=(7, 3))
     axes.axhline(0.0, color="gray", linewidth=1)
-    axes.scatter(x, y - polynomial(fitted_coefficients, x), s=14, color="tab:red", label="fitted by SGD")
+    axes.scatter(x, y - evaluate_polynomial(fitted_coefficients, x), s=14, color="tab:red", label="fitted by SGD")
     axes.scatter(
-        x, y - polynomial(reference_coefficients, x), s=8, color="tab:blue", marker="x", label="closed-form optimum"
+        x,
+        y - evaluate_polynomial(reference_coefficients, x),
+        s=8,
+        color="tab:blue",
+        marker="x",
+        label="closed-form optimum",
     )
     axes.set(xlabel="x", ylabel="y − prediction", title=f"Residuals on the training set{shown}")
     axes.legend()

@@ -34,7 +34,7 @@ from torch import nn
 
 from fitquad import reference
 from fitquad.callbacks import run_folder
-from fitquad.model import PolynomialModel
+from fitquad.model import PolynomialModel, polynomial_basis
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.axes import Axes
@@ -48,11 +48,6 @@ SURFACE_CHUNK_ELEMENTS = 2**22
 # be 10¹¹ loss terms. The points are i.i.d. draws, so the leading ones give an unbiased picture; the
 # figure says when it is a sample. (The optimum marked on it is always computed on every point.)
 SURFACE_POINTS = 20_000
-
-
-def polynomial_basis(x: torch.Tensor, degree: int) -> torch.Tensor:
-    """The (n, degree + 1) matrix [1, x, x², …] in original units, float64: predictions = basis @ coefficients."""
-    return torch.stack([x.double() ** k for k in range(degree + 1)], dim=-1)
 
 
 def per_point_loss(loss_fn: nn.Module) -> nn.Module:

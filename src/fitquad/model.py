@@ -35,6 +35,17 @@ def coefficient_names(degree: int) -> list[str]:
     return [f"c{k}" for k in range(degree + 1)]
 
 
+def polynomial_basis(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """The (n, degree + 1) matrix [1, x, x², …] in original units, float64: predictions = basis @ coefficients."""
+    return torch.stack([x.double() ** k for k in range(degree + 1)], dim=-1)
+
+
+def evaluate_polynomial(coefficients: torch.Tensor | list[float], x: torch.Tensor) -> torch.Tensor:
+    """c0 + c1·x + c2·x² + … at x, float64, from original-unit coefficients (c0 first)."""
+    coefficients = torch.as_tensor(coefficients, dtype=torch.float64)
+    return polynomial_basis(x, len(coefficients) - 1) @ coefficients
+
+
 class PolynomialModel(nn.Module):
     def __init__(self, degree: int = 2, feature_scaling: FeatureScaling = "none") -> None:
         super().__init__()
