@@ -83,7 +83,7 @@ def test_print_config_round_trips(tmp_path):
     assert read_summary(only_run_folder(tmp_path, "printed"))["optimizer_steps"] == 3
 
 
-def test_trainer_gradient_clipping_reaches_the_module(tmp_path):
+def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path):
     args = [
         "--trainer.max_epochs",
         "5",
@@ -94,8 +94,9 @@ def test_trainer_gradient_clipping_reaches_the_module(tmp_path):
     ]
     run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path)
     folder = only_run_folder(tmp_path, "sgd_article")
-    hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
-    assert hparams["gradient_clip_val"] == 0.5 and hparams["gradient_clip_algorithm"] == "value"
+    callbacks = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["callbacks"]
+    clipping = {"gradient_clip_val": 0.5, "gradient_clip_algorithm": "value"}
+    assert {"class_path": "fitquad.clipping.GradientClipping", "init_args": clipping} in callbacks
     x, y = article_data()
     expected_losses, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 5, clip="value")
     assert read_train_losses(folder) == expected_losses

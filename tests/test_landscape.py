@@ -20,6 +20,7 @@ from fitquad.landscape import (
     loss_optimum,
 )
 from fitquad.model import PolynomialModel, polynomial_basis
+from fitquad.parameter_path import ParameterPath
 from fitquad.training import QuadraticRegression, make_loss
 
 ARTICLE_DATA = dict(n_train=50, n_val=0, n_test=0, seed=20240215)
@@ -47,8 +48,8 @@ def article_xy() -> tuple[torch.Tensor, torch.Tensor]:
 def test_recorded_path_equals_plain_loop_step_for_step(tmp_path, steps, fused_steps, sgd) -> None:
     datamodule = QuadraticDataModule(**ARTICLE_DATA, steps_per_epoch=steps, fused_steps=fused_steps)
     module = QuadraticRegression(**{**ARTICLE_MODEL, **sgd})
-    module.record_parameter_path = True
-    fit_in_process(module, datamodule, tmp_path, max_steps=steps, limit_val_batches=0)
+    recorder = ParameterPath()
+    fit_in_process(module, datamodule, tmp_path, max_steps=steps, limit_val_batches=0, callbacks=[recorder])
 
     article_neuron = PolynomialModel(degree=1)  # torch.nn.Linear(1, 1) underneath
     with torch.no_grad():
@@ -56,8 +57,7 @@ def test_recorded_path_equals_plain_loop_step_for_step(tmp_path, steps, fused_st
         article_neuron.linear.bias.fill_(-3.0)
     expected = plain_sgd_path(article_neuron, datamodule.train_x, datamodule.train_y, steps, torch.nn.MSELoss(), **sgd)
 
-    assert module.parameters_recorded == steps + 1
-    assert torch.equal(module.parameter_path[: steps + 1], expected)
+    assert torch.equal(recorder.path(), expected)  # steps + 1 rows: the start and after every step
 
 
 def test_recorded_path_under_feature_scaling_maps_to_coefficients(tmp_path) -> None:
@@ -65,23 +65,27 @@ def test_recorded_path_under_feature_scaling_maps_to_coefficients(tmp_path) -> N
     # module's own coefficients() says, and each row equals the plain loop's on the same scaled model.
     datamodule = QuadraticDataModule(**LESSON3_DATA, steps_per_epoch=40, fused_steps=40)
     module = QuadraticRegression(degree=2, feature_scaling="standardize", lr=0.35, init_seed=0)
-    module.record_parameter_path = True
-    fit_in_process(module, datamodule, tmp_path, max_steps=40, limit_val_batches=0)
+    recorder = ParameterPath()
+    fit_in_process(module, datamodule, tmp_path, max_steps=40, limit_val_batches=0, callbacks=[recorder])
 
     reference = PolynomialModel(degree=2, feature_scaling="standardize")
     reference.fit_feature_scaling(datamodule.train_x)
-    start = module.model.coefficients_of(module.parameter_path[0])
+    start = module.model.coefficients_of(recorder.path()[0])
     reference.set_coefficients(start)
     expected = plain_sgd_path(reference, datamodule.train_x, datamodule.train_y, 40, torch.nn.MSELoss(), lr=0.35)
-    assert torch.equal(module.parameter_path[:41], expected)
-    path = module.model.coefficients_of(module.parameter_path[:41])
-    torch.testing.assert_close(path[-1], module.model.coefficients(), rtol=0, atol=0)
+    assert torch.equal(recorder.path(), expected)
+    path = module.model.coefficients_of(recorder.path())
+    torch.testing.assert_close(path[-1], module.model.coefficients(), rtol=1e-14, atol=0)  # float64 rounding
 
 
-def test_recording_is_off_without_the_callback(tmp_path) -> None:
-    module = QuadraticRegression(**ARTICLE_MODEL)
-    fit_in_process(module, QuadraticDataModule(**ARTICLE_DATA), tmp_path, max_steps=5, limit_val_batches=0)
-    assert module.parameters_recorded == 0 and len(module.parameter_path) == 0
+def test_recording_stops_when_the_fit_ends(tmp_path) -> None:
+    # The optimizer hook is removed at train end: steps taken afterwards (another fit) are not recorded.
+    module, recorder = QuadraticRegression(**ARTICLE_MODEL), ParameterPath()
+    fit_in_process(module, QuadraticDataModule(**ARTICLE_DATA), tmp_path, max_steps=5, callbacks=[recorder])
+    assert len(recorder.path()) == 6
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    optimizer.step()
+    assert len(recorder.path()) == 6
 
 
 def test_mse_optimum_and_grid_argmin_match_least_squares() -> None:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import article_data, fit_in_process, plain_loop
+from fitquad.clipping import GradientClipping
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
 
@@ -26,16 +27,9 @@ SGD_SETTINGS = {
 def fitquad_run(tmp_path, loss="mse", steps=100, clip=None, data_options=None, **sgd):
     data_options = {"seed": 20240215, "n_train": 50, "n_val": 10, **(data_options or {})}
     datamodule = QuadraticDataModule(**data_options)
-    model = QuadraticRegression(
-        degree=1,
-        init_coefficients=[-3.0, 6.0],
-        loss=loss,
-        lr=0.1,
-        gradient_clip_val=None if clip is None else 0.5,
-        gradient_clip_algorithm=clip or "norm",
-        **sgd,
-    )
-    trainer = fit_in_process(model, datamodule, tmp_path, max_steps=steps)
+    model = QuadraticRegression(degree=1, init_coefficients=[-3.0, 6.0], loss=loss, lr=0.1, **sgd)
+    callbacks = [] if clip is None else [GradientClipping(0.5, clip)]
+    trainer = fit_in_process(model, datamodule, tmp_path, max_steps=steps, callbacks=callbacks)
     return model, trainer
 
 

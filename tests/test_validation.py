@@ -59,7 +59,7 @@ BAD_INPUTS = [
         ["--model.init_coefficients", "[1, 2]"],
         "model.init_coefficients must have model.degree + 1 = 3 values (constant term first), got [1.0, 2.0]",
     ),
-    (["--trainer.gradient_clip_val", "-1"], "model.gradient_clip_val must be ≥ 0, or null for no clipping, got -1.0"),
+    (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be ≥ 0, or null for no clipping, got -1.0"),
     (["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps must be ≥ 1, got 0"),
     (["--trainer.max_steps", "-5"], "trainer.max_steps must be ≥ 0, or -1 for no limit, got -5"),
     (["--model.nope", "1"], "unrecognized arguments: --model.nope 1 (`fitquad fit --help` lists the options)"),

@@ -15,6 +15,7 @@ one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (se
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.checkpoint_io import load_checkpoint
@@ -64,6 +66,13 @@ class OneLineErrorParser(LightningArgumentParser):
         fail(message)
 
 
+def names_a_file(ckpt_path: str) -> bool:
+    """A file path, as opposed to one of Lightning's own ckpt_path values ("last", "best", "registry:…"),
+    which Lightning resolves itself: an existing file, or anything shaped like a path."""
+    path = Path(ckpt_path)
+    return path.exists() or len(path.parts) > 1 or path.suffix in (".ckpt", ".pt", ".pth")
+
+
 class FitquadCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis first:
@@ -81,13 +90,14 @@ class FitquadCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         check_config(config)
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path is not None and ckpt_path not in ("last", "best", "hpc", "registry"):
+        if ckpt_path is not None and names_a_file(str(ckpt_path)):
             load_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._name_run_after_config(config)
-        self._move_gradient_clipping_to_model(config)
+        self._keep_files_in_a_run_folder(config)
+        gradient_clipping_as_callback(config)
         self._check_early_stopping_after_validation(config)
         self._give_lr_scheduler_the_models_sgd(config)
 
@@ -115,6 +125,17 @@ class FitquadCLI(LightningCLI):
                     init_args["check_on_train_epoch_end"] = False
 
     @staticmethod
+    def _keep_files_in_a_run_folder(config) -> None:
+        # Without a logger, Lightning writes into trainer.default_root_dir, by default the current folder:
+        # give such a run a fresh folder of its own, numbered as TensorBoardLogger numbers its versions.
+        trainer = config.trainer
+        if trainer.get("logger") not in (None, False) or trainer.get("default_root_dir") is not None:
+            return
+        config_files = config.get("config") or []
+        name = Path(str(config_files[-1])).stem if config_files else DEFAULT_RUN_NAME
+        trainer.default_root_dir = str(next_version_folder(Path(RUNS_FOLDER) / name))
+
+    @staticmethod
     def _name_run_after_config(config) -> None:
         logger = config.trainer.logger
         config_files = config.get("config") or []
@@ -124,17 +145,26 @@ class FitquadCLI(LightningCLI):
         if init_args.get("name") == DEFAULT_RUN_NAME:
             init_args["name"] = Path(str(config_files[-1])).stem
 
-    @staticmethod
-    def _move_gradient_clipping_to_model(config) -> None:
-        # The training module uses manual optimization (to fuse steps), under which Lightning refuses
-        # Trainer(gradient_clip_val=...); the module clips with the same options instead.
-        trainer, model = config.trainer, config.model
-        if trainer.get("gradient_clip_val") is None:
-            return
-        model.gradient_clip_val = trainer.gradient_clip_val
-        model.gradient_clip_algorithm = trainer.get("gradient_clip_algorithm") or "norm"
-        trainer.gradient_clip_val = None
-        trainer.gradient_clip_algorithm = None
+
+def next_version_folder(parent: Path) -> Path:
+    """parent/version_N with N one more than the largest there (0 if none), as TensorBoardLogger counts."""
+    numbers = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
+    return parent / f"version_{max(numbers, default=-1) + 1}"
+
+
+def gradient_clipping_as_callback(config: Namespace) -> None:
+    """`--trainer.gradient_clip_val` (which Lightning refuses under manual optimization) as the
+    GradientClipping callback, with the same value and algorithm."""
+    trainer = config.trainer
+    value, algorithm = trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm") or "norm"
+    trainer.gradient_clip_val = trainer.gradient_clip_algorithm = None
+    if not value:  # None or 0: no clipping, as Lightning reads it
+        return
+    clipping = Namespace(
+        class_path="fitquad.clipping.GradientClipping",
+        init_args=Namespace(gradient_clip_val=value, gradient_clip_algorithm=algorithm),
+    )
+    trainer.callbacks = [*(trainer.get("callbacks") or []), clipping]
 
 
 # Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only
@@ -170,6 +200,8 @@ def main(args: list[str] | None = None) -> None:
             seed_everything_default=0,
             parser_class=OneLineErrorParser,
         )
+    except SIGTERMException:  # Lightning's answer to SIGTERM, after CheckpointOnSignal saved
+        sys.exit(128 + signal.SIGTERM)
     except TrainingDiverged as diverged:  # the divergence guard: one line, no traceback, exit code 1
         print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
         sys.exit(1)

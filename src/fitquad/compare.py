@@ -46,6 +46,7 @@ from fitquad.landscape import (
     path_extent,
 )
 from fitquad.model import PolynomialModel, polynomial_basis
+from fitquad.parameter_path import ParameterPath
 from fitquad.training import LossName, QuadraticRegression
 from fitquad.validation import InvalidInput
 
@@ -120,9 +121,10 @@ def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: Optimiz
         model_args["lr"] = setting.lr
     sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
     model = QuadraticRegression(**model_args, loss=loss, weight_decay=setting.weight_decay, **sgd)
-    model.record_parameter_path = True
+    recorder = ParameterPath()
     trainer = L.Trainer(
         accelerator="cpu",
+        callbacks=[recorder],
         max_steps=config.max_steps,
         logger=False,
         enable_checkpointing=False,
@@ -132,7 +134,7 @@ def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: Optimiz
         limit_val_batches=0,  # the path is all we need
     )
     trainer.fit(model, datamodule=datamodule)
-    return model.model.coefficients_of(model.parameter_path[: model.parameters_recorded])
+    return model.model.coefficients_of(recorder.path())
 
 
 def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:

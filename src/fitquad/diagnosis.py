@@ -25,7 +25,6 @@ from lightning.pytorch.callbacks import EarlyStopping
 from fitquad.callbacks import RunSummary, run_folder
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.reference import float64_copy, optimum, relative_gap, training_noise_floor, validation_noise_floor
-from fitquad.scalars import log_scalars
 
 # ---- thresholds ----------------------------------------------------------------------------------
 # Converged: the training loss within 1% of the closed-form optimum. Tighter than any difference a
@@ -326,7 +325,8 @@ class FitDiagnosis(L.Callback):
         # One host sync per training_step (not per optimizer step), and only when something is logged.
         losses = pl_module.train_losses[start:end][logged.to(pl_module.train_losses.device)].tolist()
         for step, loss in zip(steps[logged].tolist(), losses, strict=True):
-            log_scalars(trainer.logger, {"reference/relative_gap": relative_gap(loss, self.reference.train_loss)}, step)
+            gap = relative_gap(loss, self.reference.train_loss)
+            trainer.logger.log_metrics({"reference/relative_gap": gap}, step=step)
 
     # ---- fit end: the diagnosis -----------------------------------------------------------------
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

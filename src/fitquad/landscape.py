@@ -15,9 +15,8 @@ the optimum of the loss are marked. The optimum is the loss's own minimum on the
 fitquad.reference (closed form in float64). With weight_decay > 0 SGD minimises loss + weight_decay/2·|θ|²
 instead, so its path ends beside the loss's optimum: the optimum of loss + decay is marked too.
 
-The parameters are recorded by the training module itself (`QuadraticRegression.record_parameter_path`,
-switched on by this callback), one tensor copy per optimizer step, because Lightning callbacks see
-training_step calls, not the optimizer steps fused inside them.
+The parameters are recorded after every optimizer step by fitquad.parameter_path.ParameterPath, which
+this callback extends.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ from torch import nn
 from fitquad import reference
 from fitquad.callbacks import run_folder
 from fitquad.model import PolynomialModel, polynomial_basis
+from fitquad.parameter_path import ParameterPath
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.axes import Axes
@@ -215,7 +215,7 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-class LossLandscape(L.Callback):
+class LossLandscape(ParameterPath):
     """At the end of a fit, draws the training loss surface with the optimizer's path on it.
 
     Writes loss_landscape.png to the run folder and logs the same picture to TensorBoard as
@@ -240,6 +240,7 @@ class LossLandscape(L.Callback):
             raise ValueError(f"landscape resolution must be at least 2; got {resolution}")
         if extent is not None and len(extent) != 4:
             raise ValueError(f"landscape extent must be [x low, x high, y low, y high]; got {extent}")
+        super().__init__()
         self.resolution, self.margin, self.parameters = resolution, margin, parameters
         self.extent, self.levels = extent, levels
 
@@ -250,11 +251,11 @@ class LossLandscape(L.Callback):
             raise ValueError("the loss landscape needs at least two coefficients: model.degree must be 1 or more")
         if self.parameters is not None:
             choose_axes(torch.zeros(1, len(names)), names, self.parameters)
-        pl_module.record_parameter_path = True  # the module allocates its buffer in on_train_start
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_train_end, before on_fit_end, where RunSummary finalises the logger.
-        if not trainer.is_global_zero or pl_module.parameters_recorded == 0:
+        super().on_train_end(trainer, pl_module)
+        if not trainer.is_global_zero or len(self.rows) == 0:
             return
         landscape = self.landscape(trainer, pl_module)
         figure = self.draw(landscape, pl_module)
@@ -270,7 +271,7 @@ class LossLandscape(L.Callback):
     @torch.no_grad()
     def landscape(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Landscape:
         model = pl_module.model
-        path = model.coefficients_of(pl_module.parameter_path[: pl_module.parameters_recorded])
+        path = model.coefficients_of(self.path())
         datamodule = trainer.datamodule
         y = datamodule.train_y.double()
         optimum = loss_optimum(model, datamodule.train_x, y, pl_module.loss_fn)

@@ -48,7 +48,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from fitquad import reference
 from fitquad.callbacks import RunSummary
-from fitquad.cli import RUNS_FOLDER, FitquadCLI
+from fitquad.cli import RUNS_FOLDER, gradient_clipping_as_callback
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
 from fitquad.validation import check_config
@@ -97,7 +97,7 @@ def train_one(
 ) -> SweepPoint:
     """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum."""
     L.seed_everything(config.seed_everything, verbose=False)
-    FitquadCLI._move_gradient_clipping_to_model(config)
+    gradient_clipping_as_callback(config)
     init = parser.instantiate_classes(config)
     trainer_options = dict(init.trainer.items())
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.

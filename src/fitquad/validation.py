@@ -46,13 +46,13 @@ MODEL_RULES: list[Rule] = [
     ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("dampening", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("weight_decay", lambda v: v >= 0, "≥ 0"),
-    ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
 ]
 
 # Trainer options our own code divides by or counts with.
 TRAINER_RULES: list[Rule] = [
     ("log_every_n_steps", lambda v: v >= 1, "≥ 1"),
     ("max_steps", lambda v: v >= -1, "≥ 0, or -1 for no limit"),
+    ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
 ]
 
 
@@ -100,6 +100,22 @@ def check_model_options(options: Mapping[str, Any]) -> None:
             raise InvalidInput(f"model.init_coefficients must be finite numbers, got {list(coefficients)}")
 
 
+def check_fused_step_callback(name: str, init_args: Mapping[str, Any], fused_steps: int) -> None:
+    """Callbacks that count Lightning batches, which are fused_steps optimizer steps each (training.py)."""
+    every = init_args.get("every_n_train_steps")
+    if name == "ModelCheckpoint" and every and every % fused_steps:
+        raise InvalidInput(
+            f"ModelCheckpoint.every_n_train_steps must be a multiple of data.fused_steps = {fused_steps} "
+            f"(it can only act between training_steps, every {fused_steps} optimizer steps), got {every}"
+        )
+    if name == "LearningRateMonitor" and fused_steps > 1 and init_args.get("logging_interval") != "epoch":
+        raise InvalidInput(
+            f"LearningRateMonitor counts training_steps, which are {fused_steps} optimizer steps each here: "
+            "use data.fused_steps 1, LearningRateMonitor.logging_interval epoch, or train/lr, which fitquad "
+            "logs at every logged optimizer step"
+        )
+
+
 def _init_args(component: Any) -> tuple[str, Mapping[str, Any]]:
     """(class name, init args) of a `class_path`/`init_args` entry of a parsed config."""
     class_path = str(component.get("class_path", ""))
@@ -120,6 +136,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         )
     for callback in trainer.get("callbacks") or []:
         name, init_args = _init_args(callback)
+        check_fused_step_callback(name, init_args, data["fused_steps"])
         monitor = init_args.get("monitor")
         # Everything but train/loss is logged by the validation loop, which needs validation points.
         if monitor is not None and monitor != "train/loss" and data["n_val"] == 0:
