@@ -1,8 +1,10 @@
 # fitquad on a GPU host (see README.md, "Docker"):
 #   docker build -t fitquad .
 #   docker run --gpus all -v fitquad-runs:/home/fitquad/app/runs fitquad fit --config configs/lesson3.yaml --trainer.accelerator gpu
-# The base is PyTorch's own runtime image, pinned by version: the CUDA build of torch with its CUDA and
-# cuDNN libraries. pyproject.toml asks for torch>=2.4, so pip keeps that torch and adds the rest.
+# The base is PyTorch's own runtime image, pinned by version: CUDA and cuDNN libraries and Python.
+# pyproject.toml asks for torch>=2.13 (the oldest the tests ran on), so pip replaces the image's torch
+# with PyPI's CUDA build of the newest allowed torch. (A base image with torch 2.13 would save that
+# download; its tag could not be checked from the machine this was written on.)
 FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
 
 # Output straight to `docker logs`; no pip cache or version check in the image.

@@ -1,44 +1,56 @@
-"""fitquad's training speed against plain PyTorch loops, measured in the same run.
+"""fitquad's training speed against hand-written PyTorch loops, measured in the same run.
 
-    python benchmarks/speed.py                 # both problems, 5 interleaved repeats
-    python benchmarks/speed.py --small-only --repeats 3
+    python benchmarks/speed.py                    # all three problems, 5 interleaved repeats
+    python benchmarks/speed.py --only demo --repeats 3 --profile
 
-Small problem: lesson 3's 20 points, quadratic on standardised t, MSE, full-batch SGD (momentum 0.9).
-  plain: the hand-written loop (features built once, nn.Linear, MSELoss, zero_grad/backward/step).
+small: lesson 3's 20 points, quadratic on standardised t, MSE, full-batch SGD (momentum 0.9), 20,000 steps,
+  validation every 1,000 steps (data.fused_steps 1000).
+  plain: the textbook loop (features built once, nn.Linear, MSELoss, zero_grad/backward/step).
   fitquad: QuadraticRegression + QuadraticDataModule in a Lightning Trainer with every feature on:
-  TensorBoard logging, validation metrics, ModelCheckpoint (best and last), EarlyStopping, progress
-  bar, per-step loss and parameter-path recording (LossLandscape), FitDiagnosis and RunSummary.
-  Timed from on_train_start to on_train_end; "incl. set-up" times the whole Trainer.fit call (set-up,
-  sanity check, conditioning and reference, end-of-fit figures and summary).
-Large problem: 10 million points, batch 65,536, one epoch, same model.
-  plain: the fastest plain loop measured here: data shuffled once, then each epoch only the order of
-  the 65,536-point blocks is permuted; features per block; zero_grad/backward/step.
-  fitquad: the same with data.shuffle=blocks.
+  TensorBoard logging every 50 steps, validation metrics, ModelCheckpoint (best and last), EarlyStopping,
+  LossLandscape's per-step parameter path, FitDiagnosis and RunSummary.
+large: 10 million points, batches of 65,536, one epoch, same model, data.shuffle blocks.
+  plain: data shuffled once, then each epoch only the order of the 65,536-point blocks is permuted.
+demo: configs/lesson3.yaml's cadence, 2,000 steps: TensorBoard every step (loss, lr, grad norm, a, b, c,
+  relative gap), and every 10 steps validation (loss, MSE, MAE, R², train MSE), EarlyStopping, and an
+  atomic best and last checkpoint (model and optimizer state, fsync'd, renamed into place).
+  plain: a hand-written loop doing that same work with the same libraries (SummaryWriter.add_scalar,
+  torchmetrics, torch.save + os.replace). Progress bars are off in both.
 
-Each repeat runs the variants round-robin; the table gives medians and the median of per-repeat
-ratios. Both paths are checked to end with identical parameters.
+fitquad is timed from on_train_start to on_train_end (the training loop; Trainer set-up, the sanity check,
+the closed-form reference and the end-of-fit figures are excluded). Each repeat runs the variants
+round-robin; the tables give medians and the median of per-repeat ratios, and every pair is checked to
+end on identical parameters. --profile adds the top of a cProfile of one fitquad demo run.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import os
+import pstats
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from fitquad.callbacks import RunSummary
+from fitquad.checkpoint_io import SafeCheckpointIO
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis
 from fitquad.landscape import LossLandscape
 from fitquad.training import QuadraticRegression
 
 LESSON3 = dict(true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid", x_min=0.0, x_max=19.0)
+SGD = dict(lr=0.1, momentum=0.9)
 
 
 class TrainTimer(L.Callback):
@@ -51,136 +63,187 @@ class TrainTimer(L.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def standardized_features(x: torch.Tensor, shift: float, scale: float) -> torch.Tensor:
-    z = (x - shift) / scale
-    return torch.stack([z**1, z**2], dim=-1)
+def features(x: torch.Tensor, model: QuadraticRegression) -> torch.Tensor:
+    z = (x - model.model.shift.item()) / model.model.scale.item()
+    return torch.stack([z, z**2], dim=-1)
 
 
-def initial_linear(model: QuadraticRegression) -> torch.nn.Linear:
+def starting_linear(model: QuadraticRegression) -> torch.nn.Linear:
     """A plain nn.Linear with the Lightning model's starting parameters."""
     linear = torch.nn.Linear(2, 1)
     linear.load_state_dict(model.model.linear.state_dict())
     return linear
 
 
-def fitquad_run(
-    datamodule: QuadraticDataModule, steps: int, folder: str, **model_options
-) -> tuple[float, float, QuadraticRegression]:
-    model = QuadraticRegression(degree=2, feature_scaling="standardize", **model_options)
+def starting_model(datamodule: QuadraticDataModule) -> QuadraticRegression:
+    datamodule.setup("fit")
+    model = QuadraticRegression(degree=2, feature_scaling="standardize", **SGD)
+    model.initialize_parameters(datamodule.train_x)  # what the fit will start from
+    return model
+
+
+def fitquad_fit(datamodule, steps: int, folder: str, log_every: int, landscape: bool) -> tuple[float, torch.Tensor]:
+    model = QuadraticRegression(degree=2, feature_scaling="standardize", **SGD)
     timer = TrainTimer()
-    started = time.perf_counter()
+    callbacks = [
+        timer,  # first: its on_train_end runs before the end-of-fit figures
+        ModelCheckpoint(monitor="val/loss", filename="best-step{step}", auto_insert_metric_name=False),
+        ModelCheckpoint(filename="last", save_on_train_epoch_end=True),
+        EarlyStopping(monitor="val/loss", patience=10**9, check_on_train_epoch_end=False),
+        *([LossLandscape()] if landscape else []),
+        FitDiagnosis(),  # the CLI always adds these two
+        RunSummary(),
+    ]
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=steps,
-        logger=TensorBoardLogger(folder, name="speed"),
-        log_every_n_steps=50,
-        callbacks=[
-            timer,  # first: its on_train_end runs before the end-of-fit figures (counted in "incl. set-up")
-            ModelCheckpoint(monitor="val/loss", save_last=True),
-            EarlyStopping(monitor="val/loss", patience=10**9),
-            TQDMProgressBar(refresh_rate=100),
-            LossLandscape(),  # records the parameters at every step
-            FitDiagnosis(),  # the CLI always adds these two
-            RunSummary(),
-        ],
+        logger=TensorBoardLogger(folder, name="speed", default_hp_metric=False),
+        log_every_n_steps=log_every,
+        callbacks=callbacks,
+        plugins=[SafeCheckpointIO()],
+        enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == steps
-    return timer.seconds, time.perf_counter() - started, model
+    return timer.seconds, model.model.linear.weight.detach().clone()
 
 
-def plain_full_batch(
-    model: QuadraticRegression, x: torch.Tensor, y: torch.Tensor, steps: int, **sgd
-) -> tuple[float, torch.nn.Linear]:
-    linear = initial_linear(model)
-    features = standardized_features(x, model.model.shift.item(), model.model.scale.item())
-    optimizer = torch.optim.SGD(linear.parameters(), **sgd)
+def plain_steps(linear: torch.nn.Linear, batches, steps: int) -> float:
+    """The textbook loop over `steps` (features, targets) pairs; seconds."""
+    optimizer = torch.optim.SGD(linear.parameters(), **SGD)
     loss_fn = torch.nn.MSELoss()
     started = time.perf_counter()
-    for _ in range(steps):
+    for _, (x, y) in zip(range(steps), batches, strict=False):
         optimizer.zero_grad()
-        loss = loss_fn(linear(features).squeeze(-1), y)
+        loss = loss_fn(linear(x).squeeze(-1), y)
         loss.backward()
         optimizer.step()
-    return time.perf_counter() - started, linear
+    return time.perf_counter() - started
 
 
-def small_problem(repeats: int, steps: int) -> dict[str, list[float]]:
-    sgd = dict(lr=0.1, momentum=0.9)
-    results: dict[str, list[float]] = {"plain": [], "fitquad": [], "fitquad incl. set-up": []}
+def small_problem(repeats: int, steps: int = 20_000) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"plain": [], "fitquad": []}
     for _ in range(repeats):
-        datamodule = QuadraticDataModule(
-            **LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=1000, fused_steps=1000
-        )
-        datamodule.setup("fit")
-        start = QuadraticRegression(degree=2, feature_scaling="standardize", **sgd)
-        start.initialize_parameters(datamodule.train_x)  # what the fit will start from
-        plain_seconds, linear = plain_full_batch(start, datamodule.train_x, datamodule.train_y, steps, **sgd)
+        datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=1000, fused_steps=1000)
+        start = starting_model(datamodule)
+        linear = starting_linear(start)
+        full_batch = (features(datamodule.train_x, start), datamodule.train_y)
+        plain_seconds = plain_steps(linear, iter(lambda: full_batch, None), steps)
         with tempfile.TemporaryDirectory() as folder:
-            train_seconds, total_seconds, model = fitquad_run(datamodule, steps, folder, **sgd)
-        assert torch.equal(linear.weight, model.model.linear.weight), "fitquad and the plain loop disagree"
+            seconds, weight = fitquad_fit(datamodule, steps, folder, log_every=50, landscape=True)
+        assert torch.equal(linear.weight, weight), "fitquad and the plain loop disagree"
         results["plain"].append(steps / plain_seconds)
-        results["fitquad"].append(steps / train_seconds)
-        results["fitquad incl. set-up"].append(steps / total_seconds)
+        results["fitquad"].append(steps / seconds)
     return results
 
 
-def plain_block_shuffle(model, x, y, batch_size, generator, **sgd) -> tuple[float, torch.nn.Linear]:
-    """One epoch of the fastest plain loop: data shuffled once beforehand; the epoch permutes the blocks."""
-    linear = initial_linear(model)
-    optimizer = torch.optim.SGD(linear.parameters(), **sgd)
-    loss_fn = torch.nn.MSELoss()
-    shift, scale = model.model.shift.item(), model.model.scale.item()
-    started = time.perf_counter()
-    blocks_x, blocks_y = x.split(batch_size), y.split(batch_size)
-    order = torch.randperm(len(blocks_x), generator=generator).tolist()
-    for j in order:
-        optimizer.zero_grad()
-        loss = loss_fn(linear(standardized_features(blocks_x[j], shift, scale)).squeeze(-1), blocks_y[j])
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started, linear
-
-
-def large_problem(repeats: int, n: int, batch_size: int) -> dict[str, list[float]]:
-    sgd = dict(lr=0.1, momentum=0.9)
+def large_problem(repeats: int, n: int = 10_000_000, batch_size: int = 65_536) -> dict[str, list[float]]:
     datamodule = QuadraticDataModule(
         **LESSON3, n_train=n, n_val=10_000, seed=7, batch_size=batch_size, fused_steps=1000, shuffle="blocks"
     )
-    datamodule.setup("fit")
     results: dict[str, list[float]] = {"plain": [], "fitquad": []}
     for _ in range(repeats):
-        start = QuadraticRegression(degree=2, feature_scaling="standardize", **sgd)
-        start.initialize_parameters(datamodule.train_x)
-        # The plain loop gets the data shuffled once, exactly as fitquad's "blocks" mode shuffles it,
-        # and the same block order, so both must end on the same parameters.
+        start = starting_model(datamodule)
+        # The plain loop gets the data shuffled once exactly as fitquad's "blocks" mode does, and the same
+        # block order, so both must end on the same parameters.
         loader = datamodule.train_dataloader()
-        shuffled_x, shuffled_y = torch.cat(loader.blocks_x), torch.cat(loader.blocks_y)
-        plain_seconds, linear = plain_block_shuffle(start, shuffled_x, shuffled_y, batch_size, loader.generator, **sgd)
+        linear = starting_linear(start)
+        order = torch.randperm(len(loader.blocks_x), generator=loader.generator).tolist()
+        batches = ((features(loader.blocks_x[j], start), loader.blocks_y[j]) for j in order)
+        plain_seconds = plain_steps(linear, batches, len(order))
         with tempfile.TemporaryDirectory() as folder:
-            steps = len(loader.blocks_x)
-            train_seconds, _, model = fitquad_run(datamodule, steps, folder, **sgd)
-        assert torch.equal(linear.weight, model.model.linear.weight), "fitquad and the plain loop disagree"
+            seconds, weight = fitquad_fit(datamodule, len(order), folder, log_every=50, landscape=False)
+        assert torch.equal(linear.weight, weight), "fitquad and the plain loop disagree"
         results["plain"].append(n / plain_seconds / 1e6)
-        results["fitquad"].append(n / train_seconds / 1e6)
+        results["fitquad"].append(n / seconds / 1e6)
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--small-steps", type=int, default=20_000)
-    parser.add_argument("--large-points", type=int, default=10_000_000)
-    parser.add_argument("--large-batch", type=int, default=65_536)
-    parser.add_argument("--only", choices=["small", "large"])
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    if args.only != "large":
-        report("small: 20 points, full batch (steps/s)", small_problem(args.repeats, args.small_steps))
-    if args.only != "small":
-        title = f"large: {args.large_points:,} points, batch {args.large_batch:,}, one epoch (M samples/s)"
-        report(title, large_problem(args.repeats, args.large_points, args.large_batch))
+def atomic_save(state: dict, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def plain_demo(start: QuadraticRegression, datamodule, steps: int, folder: str) -> tuple[float, torch.Tensor]:
+    """A hand-written loop doing the lesson3 demo's work: the same scalars, metrics and checkpoints."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    linear = starting_linear(start)
+    optimizer = torch.optim.SGD(linear.parameters(), **SGD)
+    loss_fn = torch.nn.MSELoss()
+    x, y = features(datamodule.train_x, start), datamodule.train_y
+    val_x, val_y = features(datamodule.val_x, start), datamodule.val_y
+    metrics = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}
+    writer = SummaryWriter(folder)
+    optimum = 4.887  # the reference loss, for the relative gap (fitquad computes it before training)
+    best = float("inf")
+    Path(folder, "checkpoints").mkdir()
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        loss = loss_fn(linear(x).squeeze(-1), y)
+        loss.backward()
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in linear.parameters()])
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scalars = {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item()}
+        scalars.update({f"params/{k}": v for k, v in zip("cba", [linear.bias.item(), *linear.weight[0].tolist()])})
+        scalars["reference/relative_gap"] = (scalars["train/loss"] - optimum) / optimum
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
+        if step % 10:
+            continue
+        with torch.no_grad():
+            prediction = linear(val_x).squeeze(-1)
+            val_loss = loss_fn(prediction, val_y)
+            train_mse = loss_fn(linear(x).squeeze(-1), y)
+        values = {"val/loss": val_loss.item(), "train/mse": train_mse.item()}
+        for name, metric in metrics.items():
+            values[f"val/{name}"] = metric(prediction, val_y).item()
+            metric.reset()
+        for tag, value in values.items():
+            writer.add_scalar(tag, value, step)
+        state = {"state_dict": linear.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+        if values["val/loss"] < best:  # EarlyStopping's and the best checkpoint's comparison
+            best = values["val/loss"]
+            atomic_save(state, Path(folder, "checkpoints", "best.ckpt"))
+        atomic_save(state, Path(folder, "checkpoints", "last.ckpt"))
+    seconds = time.perf_counter() - started
+    writer.close()
+    return seconds, linear.weight.detach().clone()
+
+
+def demo_problem(repeats: int, steps: int = 2000) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"plain": [], "fitquad": []}
+    for _ in range(repeats):
+        datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=10, fused_steps=10)
+        start = starting_model(datamodule)
+        with tempfile.TemporaryDirectory() as folder:
+            plain_seconds, plain_weight = plain_demo(start, datamodule, steps, folder)
+        with tempfile.TemporaryDirectory() as folder:
+            seconds, weight = fitquad_fit(datamodule, steps, folder, log_every=1, landscape=False)
+        assert torch.equal(plain_weight, weight), "fitquad and the plain loop disagree"
+        results["plain"].append(steps / plain_seconds)
+        results["fitquad"].append(steps / seconds)
+    return results
+
+
+def profile_demo(steps: int = 2000, lines: int = 25) -> None:
+    datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=10, fused_steps=10)
+    profiler = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as folder:
+        profiler.enable()
+        fitquad_fit(datamodule, steps, folder, log_every=1, landscape=False)
+        profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(lines)
+    print(f"\ndemo profile (cProfile, {steps} steps, whole Trainer.fit, sorted by cumulative time):")
+    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:6000])
 
 
 def report(title: str, results: dict[str, list[float]]) -> None:
@@ -194,6 +257,23 @@ def report(title: str, results: dict[str, list[float]]) -> None:
         spread = f"{min(ratios):.3f}–{max(ratios):.3f}"
         print(f"| {name} | {statistics.median(values):,.2f} | {statistics.median(ratios):.3f} | {spread} |")
     sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=["small", "large", "demo"])
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of one fitquad demo run")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.only in (None, "small"):
+        report("small: 20 points, full batch, validation every 1,000 steps (steps/s)", small_problem(args.repeats))
+    if args.only in (None, "large"):
+        report("large: 10,000,000 points, batch 65,536, one epoch (M samples/s)", large_problem(args.repeats))
+    if args.only in (None, "demo"):
+        report("demo: lesson3's cadence, 2,000 steps (steps/s)", demo_problem(args.repeats))
+    if args.profile:
+        profile_demo()
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def test_compare_on_a_reduced_grid(tmp_path) -> None:
 
     pixels = imread(folder / "compare.png")
     assert pixels[..., :3].std() > 0.1  # four panels of contours and paths, not a blank canvas
-    rows = list(csv.DictReader((folder / "compare.csv").open()))
+    rows = list(csv.DictReader((folder / "compare.csv").read_text().splitlines()))
     assert [(r["loss"], r["setting"]) for r in rows] == [
         ("mse", "plain"), ("mse", "momentum"), ("l1", "plain"), ("l1", "momentum")
     ]  # fmt: skip

@@ -182,6 +182,9 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
     # Lightning 2.6 with torch 2.13 warns about its own use of a deprecated torch API, on every run.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # A step checkpoint under manual optimization holds the state after that step's update, as it does under
+    # automatic optimization: what a checkpoint at global_step k should hold, not a problem to warn about.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
     command_line = sys.argv[1:] if args is None else args
     if command_line and command_line[0] in EXTRA_COMMANDS:
         module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")

@@ -178,6 +178,7 @@ class QuadraticRegression(L.LightningModule):
         self.record_losses(losses)
         self.stop_if_diverged(first_recorded)
         self.log("train/loss", losses[-1], prog_bar=True, logger=False)
+        self.log_optimizer_step()
         return losses[-1]
 
     def _per_step(self, xs: Any, ys: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -187,6 +188,13 @@ class QuadraticRegression(L.LightningModule):
             return itertools.repeat((self.model.features(xs[0]), ys[0]), len(xs))
         # Mini-batches: each batch's features just before its step, while its data is in cache.
         return ((self.model.features(x), y) for x, y in zip(xs, ys, strict=True))
+
+    def log_optimizer_step(self) -> None:
+        # Lightning's step for self.log'd metrics, and the {step} in checkpoint names, is the count of
+        # training_steps, which is global_step only without fusion. With fused steps, a metric named
+        # "step" is what Lightning then uses instead (for the logger's x-axis and checkpoint names).
+        if self.trainer.datamodule.hparams.get("fused_steps", 1) > 1:
+            self.log("step", float(self.global_step), logger=self.trainer.validating and self.logger is not None)
 
     def logging_step(self, step: int) -> bool:
         return self.logger is not None and step % self.trainer.log_every_n_steps == 0
@@ -275,9 +283,7 @@ class QuadraticRegression(L.LightningModule):
         # MSE on the whole training set beside the validation MSE: the two curves that tell
         # under- from overfitting, measured on the same parameters at the same moment.
         self.log("train/mse", self.full_training_mse())
-        # A metric named "step" is Lightning's x-axis for the others: the optimizer step, as for train/loss.
-        # (Otherwise Lightning would use its count of training_step calls, which fused steps make smaller.)
-        self.log("step", float(self.global_step))
+        self.log_optimizer_step()
 
     @torch.no_grad()
     def full_training_mse(self) -> torch.Tensor:
