@@ -81,7 +81,8 @@ def test_recorded_path_under_feature_scaling_maps_to_coefficients(tmp_path) -> N
 def test_recording_stops_when_the_fit_ends(tmp_path) -> None:
     # The optimizer hook is removed at train end: steps taken afterwards (another fit) are not recorded.
     module, recorder = QuadraticRegression(**ARTICLE_MODEL), ParameterPath()
-    fit_in_process(module, QuadraticDataModule(**ARTICLE_DATA), tmp_path, max_steps=5, callbacks=[recorder])
+    options = dict(max_steps=5, callbacks=[recorder], limit_val_batches=0)
+    fit_in_process(module, QuadraticDataModule(**ARTICLE_DATA), tmp_path, **options)
     assert len(recorder.path()) == 6
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
     optimizer.step()
@@ -149,7 +150,7 @@ def test_callback_writes_a_figure_and_a_tensorboard_image(tmp_path) -> None:
     module = QuadraticRegression(**ARTICLE_MODEL, momentum=0.9)
     logger = TensorBoardLogger(tmp_path, name="landscape", default_hp_metric=False)
     callback = LossLandscape(resolution=41)
-    fit_in_process(module, datamodule, tmp_path, max_steps=30, logger=logger, callbacks=[callback])
+    fit_in_process(module, datamodule, tmp_path, max_steps=30, logger=logger, callbacks=[callback], limit_val_batches=0)
 
     folder = tmp_path / "landscape" / "version_0"
     pixels = imread(folder / "loss_landscape.png")

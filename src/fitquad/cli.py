@@ -185,6 +185,8 @@ def main(args: list[str] | None = None) -> None:
     # A step checkpoint under manual optimization holds the state after that step's update, as it does under
     # automatic optimization: what a checkpoint at global_step k should hold, not a problem to warn about.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
+    # A resumed fit is a new run, in its own folder, by design: its ModelCheckpoint starts a fresh best-k list.
+    warnings.filterwarnings("ignore", message="The dirpath has changed from")
     command_line = sys.argv[1:] if args is None else args
     if command_line and command_line[0] in EXTRA_COMMANDS:
         module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")

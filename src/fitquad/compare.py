@@ -262,6 +262,6 @@ def compare(config, parser: ArgumentParser) -> None:
     figure = draw_grid(config, results, names, basis, y)
     figure.savefig(folder / "compare.png", dpi=110)
     markdown = write_tables(results, names, folder)
-    parser.save(config, folder / "config.yaml", skip_none=False, overwrite=True)
+    parser.save(config, folder / "config.yaml", skip_unset=False, overwrite=True)
     print(markdown, end="")
     print(f"fitquad: compare finished in {folder}: compare.png, compare.csv, compare.md", flush=True)

@@ -13,10 +13,11 @@ largest eigenvalue of the MSE Hessian 2/n·ΦᵀΦ over the model's own paramete
 the features under the model's feature scaling; fitquad.conditioning), and the same bound for the config's
 own loss and SGD settings (momentum raises it). Plain GD with a larger lr diverges.
 
-Manual optimization and lr_find: Lightning steps no scheduler under manual optimization, and
-QuadraticRegression steps its schedulers once per epoch. So this command runs one optimizer step per
-epoch (data.steps_per_epoch 1, data.fused_steps 1): lr_find's schedule then advances once per step, and
-every loss it records is that of the step taken at the learning rate it records beside it. The model and
+Manual optimization and lr_find: lr_find records one loss per training_step and its schedule (a
+step-interval scheduler, which QuadraticRegression steps after every optimizer step) advances once per
+optimizer step. So this command runs one optimizer step per training_step and per epoch
+(data.fused_steps 1, data.steps_per_epoch 1): every loss it records is that of the step taken at the
+learning rate it records beside it. The model and
 the trainer are otherwise exactly the config's; the fit itself is not run.
 """
 

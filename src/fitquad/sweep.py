@@ -98,7 +98,7 @@ def train_one(
     """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum."""
     L.seed_everything(config.seed_everything, verbose=False)
     gradient_clipping_as_callback(config)
-    init = parser.instantiate_classes(config)
+    init = parser.instantiate(config)
     trainer_options = dict(init.trainer.items())
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
     trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)

@@ -178,7 +178,7 @@ class QuadraticRegression(L.LightningModule):
         self.record_losses(losses)
         self.stop_if_diverged(first_recorded)
         self.log("train/loss", losses[-1], prog_bar=True, logger=False)
-        self.log_optimizer_step()
+        self.log_optimizer_step(logger=False)
         return losses[-1]
 
     def _per_step(self, xs: Any, ys: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -189,12 +189,12 @@ class QuadraticRegression(L.LightningModule):
         # Mini-batches: each batch's features just before its step, while its data is in cache.
         return ((self.model.features(x), y) for x, y in zip(xs, ys, strict=True))
 
-    def log_optimizer_step(self) -> None:
+    def log_optimizer_step(self, logger: bool) -> None:
         # Lightning's step for self.log'd metrics, and the {step} in checkpoint names, is the count of
         # training_steps, which is global_step only without fusion. With fused steps, a metric named
         # "step" is what Lightning then uses instead (for the logger's x-axis and checkpoint names).
         if self.trainer.datamodule.hparams.get("fused_steps", 1) > 1:
-            self.log("step", float(self.global_step), logger=self.trainer.validating and self.logger is not None)
+            self.log("step", float(self.global_step), logger=logger)
 
     def logging_step(self, step: int) -> bool:
         return self.logger is not None and step % self.trainer.log_every_n_steps == 0
@@ -283,7 +283,7 @@ class QuadraticRegression(L.LightningModule):
         # MSE on the whole training set beside the validation MSE: the two curves that tell
         # under- from overfitting, measured on the same parameters at the same moment.
         self.log("train/mse", self.full_training_mse())
-        self.log_optimizer_step()
+        self.log_optimizer_step(logger=self.logger is not None)
 
     @torch.no_grad()
     def full_training_mse(self) -> torch.Tensor:
