@@ -98,7 +98,7 @@ class FitquadCLI(LightningCLI):
         self._name_run_after_config(config)
         self._keep_files_in_a_run_folder(config)
         gradient_clipping_as_callback(config)
-        self._check_early_stopping_after_validation(config)
+        self._check_monitors_after_validation(config)
         self._give_lr_scheduler_the_models_sgd(config)
 
     @staticmethod
@@ -113,16 +113,19 @@ class FitquadCLI(LightningCLI):
         )
 
     @staticmethod
-    def _check_early_stopping_after_validation(config) -> None:
-        # EarlyStopping left to choose checks at the end of each training epoch, just after its
-        # validation: the same moment, except right after resuming from a checkpoint saved at an epoch's
-        # end, where Lightning skips the validation already done and EarlyStopping then fails for want of
-        # val/loss. Checking after each validation instead is the same in a plain run and resumes.
+    def _check_monitors_after_validation(config) -> None:
+        # EarlyStopping and a ModelCheckpoint that monitors a metric, left to choose, act at the end of each
+        # training epoch, just after its validation: the same moment, except right after resuming from a
+        # checkpoint saved at an epoch's end, where Lightning ends the restored epoch before any validation
+        # (no val/loss yet: EarlyStopping fails, ModelCheckpoint warns). Acting after each validation
+        # instead is the same in a plain run, and right on resume.
+        options = {"EarlyStopping": "check_on_train_epoch_end", "ModelCheckpoint": "save_on_train_epoch_end"}
         for callback in config.trainer.get("callbacks") or []:
-            if str(callback.get("class_path", "")).endswith("EarlyStopping"):
-                init_args = callback.get("init_args")
-                if init_args is not None and init_args.get("check_on_train_epoch_end") is None:
-                    init_args["check_on_train_epoch_end"] = False
+            name = str(callback.get("class_path", "")).rsplit(".", 1)[-1]
+            init_args = callback.get("init_args")
+            if name in options and init_args is not None and init_args.get("monitor") is not None:
+                if init_args.get(options[name]) is None:
+                    init_args[options[name]] = False
 
     @staticmethod
     def _keep_files_in_a_run_folder(config) -> None:

@@ -111,6 +111,7 @@ class QuadraticRegression(L.LightningModule):
         self.train_losses = torch.empty(0)  # the loss of every optimizer step of this fit, in order
         self.steps_recorded = 0
         self.summary_extras: dict = {}  # what callbacks found (reference, conditioning, diagnosis), for summary.json
+        self.logging_now = False  # whether the optimizer step in progress is logged
         self.grad_norm: torch.Tensor | None = None  # of the step being logged, read in on_before_optimizer_step
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -163,17 +164,24 @@ class QuadraticRegression(L.LightningModule):
         steps = len(xs)
         if self.trainer.max_steps > 0:  # never overshoot max_steps inside a fused batch
             steps = min(steps, self.trainer.max_steps - self.global_step)
+        # Looked up once per training_step, not per optimizer step: Lightning's properties cost microseconds.
+        log_every = self.trainer.log_every_n_steps if self.logger is not None else 0
+        step_schedulers = any(config.interval == "step" for config in self.trainer.lr_scheduler_configs)
         losses = []
-        for features, target in itertools.islice(self._per_step(xs, ys), steps):
+        for step, (features, target) in enumerate(
+            itertools.islice(self._per_step(xs, ys), steps), self.global_step + 1
+        ):
+            self.logging_now = log_every > 0 and step % log_every == 0
             optimizer.zero_grad()
             loss = self.loss_fn(self.model.forward_features(features), target)
             self.manual_backward(loss)
             lr = optimizer.param_groups[0]["lr"]  # the lr this step uses, before a scheduler changes it
             optimizer.step()
-            self.step_lr_schedulers("step")
+            if step_schedulers:
+                self.step_lr_schedulers("step")
             losses.append(loss.detach())
-            if self.logging_step(self.global_step):
-                self.log_training_step(loss, lr)
+            if self.logging_now:
+                self.log_training_step(loss, lr, step)
         first_recorded = self.steps_recorded
         self.record_losses(losses)
         self.stop_if_diverged(first_recorded)
@@ -196,16 +204,13 @@ class QuadraticRegression(L.LightningModule):
         if self.trainer.datamodule.hparams.get("fused_steps", 1) > 1:
             self.log("step", float(self.global_step), logger=logger)
 
-    def logging_step(self, step: int) -> bool:
-        return self.logger is not None and step % self.trainer.log_every_n_steps == 0
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning's hook for inspecting gradients: after a gradient scaler has unscaled them and after
         # any clipping callback, so this is the gradient the update uses.
-        if self.logging_step(self.global_step + 1):
+        if self.logging_now:
             self.grad_norm = nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
 
-    def log_training_step(self, loss: torch.Tensor, lr: float) -> None:
+    def log_training_step(self, loss: torch.Tensor, lr: float, step: int) -> None:
         # The loss is that of the parameters before this step's update (as a plain loop prints it); the
         # coefficients are those after it. Under DDP each process has its shard's loss: the mean over
         # processes is the loss on all the data (a no-op in one process).
@@ -215,7 +220,7 @@ class QuadraticRegression(L.LightningModule):
             metrics["train/grad_norm"] = self.grad_norm.item()
         self.grad_norm = None
         metrics.update({f"params/{name}": value for name, value in self.coefficients().items()})
-        self.logger.log_metrics(metrics, step=self.global_step)
+        self.logger.log_metrics(metrics, step=step)
 
     def step_lr_schedulers(self, interval: Literal["step", "epoch"]) -> None:
         """Step the configured schedulers as Lightning does under automatic optimization (it leaves
