@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import os
 import pstats
 import statistics
@@ -125,11 +126,13 @@ def plain_steps(linear: torch.nn.Linear, batches, steps: int) -> float:
 def small_problem(repeats: int, steps: int = 20_000) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {"plain": [], "fitquad": []}
     for _ in range(repeats):
-        datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=1000, fused_steps=1000)
+        datamodule = QuadraticDataModule(
+            **LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=1000, fused_steps=1000
+        )
         start = starting_model(datamodule)
         linear = starting_linear(start)
         full_batch = (features(datamodule.train_x, start), datamodule.train_y)
-        plain_seconds = plain_steps(linear, iter(lambda: full_batch, None), steps)
+        plain_seconds = plain_steps(linear, itertools.repeat(full_batch), steps)
         with tempfile.TemporaryDirectory() as folder:
             seconds, weight = fitquad_fit(datamodule, steps, folder, log_every=50, landscape=True)
         assert torch.equal(linear.weight, weight), "fitquad and the plain loop disagree"
@@ -192,7 +195,8 @@ def plain_demo(start: QuadraticRegression, datamodule, steps: int, folder: str) 
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scalars = {"train/loss": loss.item(), "train/lr": lr, "train/grad_norm": grad_norm.item()}
-        scalars.update({f"params/{k}": v for k, v in zip("cba", [linear.bias.item(), *linear.weight[0].tolist()])})
+        coefficients = [linear.bias.item(), *linear.weight[0].tolist()]
+        scalars.update({f"params/{k}": v for k, v in zip("cba", coefficients, strict=True)})
         scalars["reference/relative_gap"] = (scalars["train/loss"] - optimum) / optimum
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)

@@ -142,3 +142,38 @@ def test_an_lr_scheduler_from_the_command_line_steps_the_models_sgd(tmp_path):
     lr = {event.step: event.value for event in events.Scalars("train/lr")}
     # 10 steps an epoch, halved every 5 epochs; SGD's own momentum and lr from lesson3.yaml (0.35).
     assert lr[50] == pytest.approx(0.35) and lr[51] == pytest.approx(0.175) and lr[120] == pytest.approx(0.0875)
+
+
+def test_a_default_fit_prints_only_fitquads_lines(lesson3_run):
+    # No Lightning banners, adverts, model summary or progress bar (not a terminal): fitquad's own lines.
+    _, folder, result = lesson3_run
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith("fitquad: ") for line in lines), lines
+    for banner in ("GPU available", "Seed set", "Tip", "Total params", "Epoch"):
+        assert banner not in result.stdout + result.stderr
+    assert lines[-1].startswith(f"fitquad: run finished in {folder.name}") or "run finished" in lines[-1]
+
+
+def test_lightning_info_brings_lightnings_lines_back(tmp_path):
+    args = ["--trainer.max_steps", "10", "--lightning_info", "true"]
+    result = run_fitquad("fit", "--config", str(CONFIGS / "lesson3.yaml"), *args, cwd=tmp_path)
+    assert "GPU available" in result.stdout + result.stderr
+
+
+def test_help_lists_every_command_and_describes_every_option(tmp_path):
+    overview = run_fitquad("--help", cwd=tmp_path).stdout
+    for command in ("fit", "validate", "test", "predict", "sweep", "compare", "lr-find"):
+        assert f"\n  {command} " in overview
+    assert run_fitquad("--version", cwd=tmp_path).stdout.startswith("fitquad 0.")
+    fit_help = " ".join(run_fitquad("fit", "--help", cwd=tmp_path).stdout.split())
+    for described in (
+        "--model.momentum MOMENTUM SGD momentum",
+        "--data.noise_std NOISE_STD Standard deviation",
+        "--data.fused_steps FUSED_STEPS Optimizer steps taken inside one training_step",
+        "--fit_diagnosis.figures {true,false} Draw the fit",
+        "--checkpoint_on_signal.filename FILENAME The checkpoint's file name",
+    ):
+        assert described in fit_help
+    assert run_fitquad("lr-find", "--help", cwd=tmp_path).stdout.startswith("usage: fitquad lr-find")
+    no_command = run_fitquad(cwd=tmp_path, check=False)
+    assert no_command.returncode == 2 and "commands:" in no_command.stderr

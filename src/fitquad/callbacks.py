@@ -16,6 +16,18 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
+def say(trainer: L.Trainer, message: str) -> None:
+    """Print one of fitquad's lines (rank 0 only), through the progress bar when there is one, so that the
+    line never lands in the middle of the bar's own (Lightning's ProgressBar.print)."""
+    if not trainer.is_global_zero:
+        return
+    bar = trainer.progress_bar_callback
+    if bar is not None and bar.is_enabled:
+        bar.print(message)
+    else:
+        print(message, flush=True)
+
+
 def run_folder(trainer: L.Trainer) -> Path:
     """The run's own folder: the logger's version folder (runs/<config name>/version_N).
 
@@ -38,8 +50,7 @@ class RunSummary(L.Callback):
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            print(f"fitquad: run folder {run_folder(trainer)}", flush=True)
+        say(trainer, f"fitquad: run folder {run_folder(trainer)}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Also called by FitDiagnosis when a fit stops on divergence.
@@ -58,7 +69,7 @@ class RunSummary(L.Callback):
             metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
             trainer.logger.log_hyperparams(hparams, metrics)
             trainer.logger.finalize("success")
-        print(f"fitquad: run finished in {folder}: {_one_line(summary)}", flush=True)
+        say(trainer, f"fitquad: run finished in {folder}: {_one_line(summary)}")
 
     @torch.no_grad()
     def summarize(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
@@ -116,4 +127,4 @@ class PredictionsCSV(BasePredictionWriter):
             for x, p in zip(batch["x"].tolist(), batch["prediction"].tolist(), strict=True)
         ]
         (folder / "predictions.csv").write_text("\n".join(["x,prediction", *rows]) + "\n")
-        print(f"fitquad: predictions written to {folder / 'predictions.csv'}", flush=True)
+        say(trainer, f"fitquad: predictions written to {folder / 'predictions.csv'}")

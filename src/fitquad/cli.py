@@ -15,6 +15,8 @@ one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (se
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import logging
 import signal
 import sys
 import warnings
@@ -45,7 +47,14 @@ TRAINER_DEFAULTS = {
     },
     # Atomic checkpoint writes and weights-only reads (checkpoint_io.py).
     "plugins": {"class_path": "fitquad.checkpoint_io.SafeCheckpointIO"},
+    # A 13-line table of an 11-module model with 0 FLOPs tells a beginner nothing: on with
+    # --trainer.enable_model_summary true.
+    "enable_model_summary": False,
 }
+
+# Lightning's own info lines (devices, "Seed set", tips and adverts, why a fit stopped) are logged by these
+# loggers at INFO; fitquad shows WARNING and above unless --lightning_info true.
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 # Exit status for bad input, as argparse uses.
 BAD_INPUT_STATUS = 2
@@ -81,6 +90,12 @@ class FitquadCLI(LightningCLI):
         parser.add_lightning_class_args(RunSummary, "run_summary")
         parser.add_lightning_class_args(PredictionsCSV, "predictions_csv")
         parser.add_lightning_class_args(CheckpointOnSignal, "checkpoint_on_signal")
+        parser.add_argument(
+            "--lightning_info",
+            type=bool,
+            default=False,
+            help="Show Lightning's own info lines (devices, seed, tips, why a fit stopped) beside fitquad's.",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
         super().parse_arguments(parser, args)
@@ -89,6 +104,9 @@ class FitquadCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_config(config)
+        level = logging.INFO if config.get("lightning_info") else logging.WARNING
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(level)
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is not None and names_a_file(str(ckpt_path)):
             load_checkpoint(ckpt_path)
@@ -97,6 +115,7 @@ class FitquadCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         self._name_run_after_config(config)
         self._keep_files_in_a_run_folder(config)
+        self._progress_bar_only_on_a_terminal(config)
         gradient_clipping_as_callback(config)
         self._check_monitors_after_validation(config)
         self._give_lr_scheduler_the_models_sgd(config)
@@ -126,6 +145,18 @@ class FitquadCLI(LightningCLI):
             if name in options and init_args is not None and init_args.get("monitor") is not None:
                 if init_args.get(options[name]) is None:
                     init_args[options[name]] = False
+
+    @staticmethod
+    def _progress_bar_only_on_a_terminal(config) -> None:
+        # A progress bar redrawn into a file or a pipe is megabytes of carriage returns: on a terminal only,
+        # unless trainer.enable_progress_bar says otherwise. Off, the configs' progress-bar callbacks go too
+        # (Lightning refuses one with enable_progress_bar false).
+        trainer = config.trainer
+        if trainer.get("enable_progress_bar") is None:
+            trainer.enable_progress_bar = sys.stderr.isatty()
+        if not trainer.enable_progress_bar:
+            callbacks = trainer.get("callbacks") or []
+            trainer.callbacks = [c for c in callbacks if not str(c.get("class_path", "")).endswith("ProgressBar")]
 
     @staticmethod
     def _keep_files_in_a_run_folder(config) -> None:
@@ -179,6 +210,43 @@ EXTRA_COMMANDS: dict[str, str] = {
 }
 
 
+# Every command, with what it is for: `fitquad --help` (LightningCLI's own help knows only its four).
+COMMANDS: dict[str, str] = {
+    "fit": "train on a config and diagnose the fit (fitquad fit --config configs/lesson3.yaml)",
+    "validate": "validation loss, MSE, MAE and R² of a checkpoint (--ckpt_path)",
+    "test": "the same on the test split",
+    "predict": "predictions of a checkpoint on the test split, into predictions.csv",
+    "sweep": "one setting over a list of values (degree, n_train, weight decay): table and figure",
+    "compare": "losses × SGD settings on one data set: loss landscapes side by side and a table",
+    "lr-find": "Lightning's learning-rate range test, beside the largest stable learning rate",
+}
+
+
+def overview() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {purpose}" for name, purpose in COMMANDS.items()]
+    return "\n".join(
+        [
+            "usage: fitquad <command> [options]   (fitquad <command> --help lists the command's options)",
+            "",
+            "Fit a noisy quadratic by gradient descent with PyTorch Lightning, and see what happens.",
+            "",
+            "commands:",
+            *lines,
+            "",
+            "  --version  fitquad's version, and Lightning's and torch's",
+        ]
+    )
+
+
+def version() -> str:
+    import lightning
+    import torch
+
+    fitquad = importlib.metadata.version("fitquad")
+    return f"fitquad {fitquad} (lightning {lightning.__version__}, torch {torch.__version__})"
+
+
 def main(args: list[str] | None = None) -> None:
     # The module logs every trainer.log_every_n_steps optimizer steps itself, so Lightning's warning that
     # an epoch has fewer training_steps than that interval (always true with fused steps) does not apply.
@@ -191,6 +259,12 @@ def main(args: list[str] | None = None) -> None:
     # A resumed fit is a new run, in its own folder, by design: its ModelCheckpoint starts a fresh best-k list.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     command_line = sys.argv[1:] if args is None else args
+    if command_line[:1] in ([], ["-h"], ["--help"]):
+        print(overview(), file=sys.stdout if command_line else sys.stderr)
+        sys.exit(0 if command_line else BAD_INPUT_STATUS)
+    if command_line[:1] == ["--version"]:
+        print(version())
+        return
     if command_line and command_line[0] in EXTRA_COMMANDS:
         module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")
         try:

@@ -202,40 +202,50 @@ class QuadraticDataModule(L.LightningDataModule):
 
     After `setup("fit")` the splits are available as float32 tensors in original units:
     `train_x`, `train_y`, `val_x`, `val_y` (and `test_x`, `test_y` after `setup("test")`).
+
+    Args:
+        true_a: The true curve's x² coefficient (the defaults are the SGD article's y = 0.75x² + 1.0x + 2.0).
+        true_b: The true curve's x coefficient.
+        true_c: The true curve's constant term.
+        noise_std: Standard deviation σ of the Gaussian noise added to y; σ² is the noise floor.
+        x_distribution: Where x comes from: "grid" (evenly spaced over [x_min, x_max]), "uniform" over
+            [x_min, x_max], or "normal" with mean x_mean and standard deviation x_std.
+        x_min: Lower end of x for grid and uniform.
+        x_max: Upper end of x for grid and uniform.
+        x_mean: Mean of x for normal.
+        x_std: Standard deviation of x for normal.
+        n_train: Training points.
+        n_val: Validation points, a fresh draw (not held-out training points); 0: no validation.
+        n_test: Test points, a fresh draw.
+        seed: numpy's legacy RandomState seed for the data (the article's is 20240215); training points
+            are drawn first, so they do not depend on n_val or n_test.
+        batch_size: null: full batch (plain gradient descent); an integer: mini-batches of that size.
+        steps_per_epoch: Optimizer steps per Lightning epoch: validation, checkpointing and early stopping
+            run once per epoch. null: one pass over the training data (one step when full batch).
+        fused_steps: Optimizer steps taken inside one training_step: 1 is the textbook loop; larger values
+            amortise Lightning's cost per training_step and give the same numbers (README, "Speed").
+        shuffle: Mini-batches only. "every_pass": reshuffle all points at every pass (textbook SGD);
+            "blocks": shuffle once, then permute batch-sized blocks each pass (far cheaper for millions of points).
     """
 
     def __init__(
         self,
-        # The curve. The defaults are the SGD article's: y = 0.75x² + 1.0x + 2.0 + 0.3·N(0, 1).
         true_a: float = 0.75,
         true_b: float = 1.0,
         true_c: float = 2.0,
         noise_std: float = 0.3,
-        # Where x comes from: "grid" (evenly spaced over [x_min, x_max]), "uniform" over
-        # [x_min, x_max], or "normal" with mean x_mean and standard deviation x_std.
         x_distribution: XDistribution = "normal",
         x_min: float = -2.0,
         x_max: float = 2.0,
         x_mean: float = 0.0,
         x_std: float = 1.0,
-        # How many points in each split; validation and test are fresh draws, not held-out training points.
         n_train: int = 50,
         n_val: int = 50,
         n_test: int = 50,
-        # numpy's legacy RandomState seed for the data (the article's is 20240215).
         seed: int = 20240215,
-        # None: full batch (plain gradient descent). An integer: mini-batches of that size,
-        # reshuffled at every pass over the training data.
         batch_size: int | None = None,
-        # Optimizer steps per Lightning epoch; validation, checkpointing and early stopping run once
-        # per epoch. None: one pass over the training data (one step when full batch).
         steps_per_epoch: int | None = None,
-        # Optimizer steps fused into one training_step: 1 is the textbook loop; larger values
-        # amortise Lightning's fixed per-call cost and give the same numbers (see benchmarks/).
         fused_steps: int = 1,
-        # Mini-batches only. "every_pass": reshuffle all points at every pass (textbook SGD).
-        # "blocks": shuffle once, then permute the order of batch-sized blocks each pass: far
-        # cheaper for millions of points.
         shuffle: Shuffle = "every_pass",
     ) -> None:
         super().__init__()

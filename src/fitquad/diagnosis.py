@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from fitquad.callbacks import RunSummary, run_folder
+from fitquad.callbacks import RunSummary, run_folder, say
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.reference import float64_copy, optimum, relative_gap, training_noise_floor, validation_noise_floor
 
@@ -236,11 +236,13 @@ class FitDiagnosis(L.Callback):
     """Always on (the CLI adds it): the reference and conditioning at fit start, the relative gap during
     training, the diagnosis and figures at the end. Its findings go into summary.json through
     `pl_module.summary_extras`, which RunSummary writes.
+
+    Args:
+        figures: Draw the fit and its residuals (PNG in the run folder and TensorBoard's IMAGES tab);
+            false skips matplotlib altogether.
     """
 
     def __init__(self, figures: bool = True) -> None:
-        # figures: draw the fit and its residuals (PNG in the run folder and TensorBoard's IMAGES tab);
-        # false skips matplotlib altogether.
         self.figures = figures
 
     # ---- fit start: reference and conditioning ------------------------------------------------
@@ -275,9 +277,8 @@ class FitDiagnosis(L.Callback):
             **floors,
         }
         pl_module.summary_extras["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
-        if trainer.is_global_zero:
-            for line in self._start_lines(pl_module, steps, floors):
-                print(f"fitquad: {line}", flush=True)
+        for line in self._start_lines(pl_module, steps, floors):
+            say(trainer, f"fitquad: {line}")
         if trainer.logger is not None:
             trainer.logger.log_metrics(
                 {"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step
@@ -400,10 +401,7 @@ class FitDiagnosis(L.Callback):
             "message": diagnosis.message,
             **diagnosis.numbers,
         }
-        if trainer.is_global_zero:
-            # A fit stopped mid-epoch leaves the progress bar's line open: start a fresh one.
-            fresh_line = "\n" if diagnosis.verdict == "diverged" and trainer.progress_bar_callback else ""
-            print(f"{fresh_line}fitquad: diagnosis: {diagnosis.message}", flush=True)
+        say(trainer, f"fitquad: diagnosis: {diagnosis.message}")
         if trainer.logger is not None:
             _log_text(trainer, "diagnosis", diagnosis.message)
 

@@ -22,12 +22,17 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from fitquad.callbacks import run_folder
+from fitquad.callbacks import run_folder, say
 
 
 class CheckpointOnSignal(L.Callback):
+    """Always on (the CLI adds it): Ctrl-C or SIGTERM during a fit saves a checkpoint and stops cleanly.
+
+    Args:
+        filename: The checkpoint's file name, beside ModelCheckpoint's files (run folder/checkpoints/ without one).
+    """
+
     def __init__(self, filename: str = "interrupted.ckpt") -> None:
-        # Saved beside ModelCheckpoint's files (run folder/checkpoints/ without one).
         self.filename = filename
         self.received: signal.Signals | None = None  # the signal that stopped the fit, if one did
         self.checkpoint_path: Path | None = None
@@ -38,8 +43,7 @@ class CheckpointOnSignal(L.Callback):
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         self._previous_sigint_handler = signal.signal(signal.SIGINT, self._note_signal)
-        if trainer.is_global_zero:
-            print("fitquad: training (Ctrl-C or SIGTERM saves a checkpoint and stops)", flush=True)
+        say(trainer, "fitquad: training (Ctrl-C or SIGTERM saves a checkpoint and stops)")
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         self.received = signal.Signals(signum)
@@ -61,12 +65,11 @@ class CheckpointOnSignal(L.Callback):
         directory = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else None
         self.checkpoint_path = (directory or run_folder(trainer) / "checkpoints") / self.filename
         trainer.save_checkpoint(self.checkpoint_path)
-        if trainer.is_global_zero:
-            print(
-                f"fitquad: {self.received.name} at step {trainer.global_step}: checkpoint saved to "
-                f"{self.checkpoint_path}; resume with --ckpt_path {self.checkpoint_path}",
-                flush=True,
-            )
+        say(
+            trainer,
+            f"fitquad: {self.received.name} at step {trainer.global_step}: checkpoint saved to "
+            f"{self.checkpoint_path}; resume with --ckpt_path {self.checkpoint_path}",
+        )
 
     def _restore_handlers(self) -> None:
         if self._previous_sigint_handler is not None:

@@ -32,7 +32,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from fitquad import reference
-from fitquad.callbacks import run_folder
+from fitquad.callbacks import run_folder, say
 from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.parameter_path import ParameterPath
 
@@ -220,20 +220,23 @@ class LossLandscape(ParameterPath):
 
     Writes loss_landscape.png to the run folder and logs the same picture to TensorBoard as
     `landscape/loss_surface` (IMAGES tab).
+
+    Args:
+        resolution: Grid points along each axis (101 × 101 = 10,201 loss evaluations, one batched pass).
+        margin: The grid covers the path and the optimum, widened by this fraction of their span on each side.
+        parameters: Two coefficient names to draw, horizontal first (e.g. [a, b]); null: for a line (w, b),
+            for more coefficients the two that ranged furthest along the path.
+        extent: Fixed axis limits [horizontal low, high, vertical low, high] in original units; null: from
+            the path.
+        levels: Log-spaced contour levels between the lowest and the highest loss on the grid.
     """
 
     def __init__(
         self,
-        # Grid points along each axis (101 × 101 = 10,201 loss evaluations, one batched pass).
         resolution: int = 101,
-        # The grid covers the path and the optimum, widened by this fraction of their span on each side.
         margin: float = 0.1,
-        # Two coefficient names to draw, horizontal first (e.g. [a, b]); None: for a line (w, b), for
-        # more coefficients the two that ranged furthest along the path.
         parameters: list[str] | None = None,
-        # Fixed axis limits [horizontal low, high, vertical low, high] in original units; None: from the path.
         extent: list[float] | None = None,
-        # Log-spaced contour levels between the lowest and the highest loss on the grid.
         levels: int = 20,
     ) -> None:
         if resolution < 2:
@@ -266,7 +269,7 @@ class LossLandscape(ParameterPath):
             trainer.logger.experiment.add_image(
                 "landscape/loss_surface", figure_pixels(figure), trainer.global_step, dataformats="HWC"
             )
-        print(f"fitquad: loss landscape in {folder / 'loss_landscape.png'} ({landscape.projection})", flush=True)
+        say(trainer, f"fitquad: loss landscape in {folder / 'loss_landscape.png'} ({landscape.projection})")
 
     @torch.no_grad()
     def landscape(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Landscape:

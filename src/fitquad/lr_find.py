@@ -76,6 +76,7 @@ def main(argv: list[str]) -> None:
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
             parser_class=OneLineErrorParser,
+            parser_kwargs={"prog": "fitquad lr-find", "description": __doc__.split("\n")[0]},
         )
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     options = cli.config.lr_find
