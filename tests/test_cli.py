@@ -16,6 +16,7 @@ from conftest import (
     read_train_losses,
     run_fitquad,
 )
+from fitquad.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +103,16 @@ def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path):
     assert read_train_losses(folder) == expected_losses
 
 
-def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_path):
+def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_path, capsys, monkeypatch):
     _, folder, _ = lesson3_run
     last = str(folder / "checkpoints" / "last.ckpt")
     config = str(CONFIGS / "lesson3.yaml")
-    validated = run_fitquad("validate", "--config", config, "--ckpt_path", last, cwd=tmp_path)
-    assert "val/mse" in validated.stdout
-    tested = run_fitquad("test", "--config", config, "--ckpt_path", last, cwd=tmp_path)
-    assert "test/mse" in tested.stdout
-    run_fitquad("predict", "--config", config, "--ckpt_path", last, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # validate, test and predict in this process (each subprocess costs ~4 s)
+    main(["validate", "--config", config, "--ckpt_path", last])
+    assert "val/mse" in capsys.readouterr().out
+    main(["test", "--config", config, "--ckpt_path", last])
+    assert "test/mse" in capsys.readouterr().out
+    main(["predict", "--config", config, "--ckpt_path", last])
     predictions = np.loadtxt(newest_run_folder(tmp_path, "lesson3") / "predictions.csv", delimiter=",", skiprows=1)
     coefficients = read_summary(folder)["coefficients"]
     x = predictions[:, 0]
@@ -119,7 +121,7 @@ def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_pat
     # Resume: the step counter carries on from the checkpoint to the new max_steps.
     steps_before = read_summary(folder)["optimizer_steps"]
     args = ["--ckpt_path", last, "--trainer.max_steps", str(steps_before + 30), "--trainer.callbacks", "[]"]
-    run_fitquad("fit", "--config", config, *args, cwd=tmp_path)
+    run_fitquad("fit", "--config", config, *args, cwd=tmp_path)  # the real command, as a user resumes
     assert read_summary(newest_run_folder(tmp_path, "lesson3"))["optimizer_steps"] == steps_before + 30
 
 
@@ -160,11 +162,22 @@ def test_lightning_info_brings_lightnings_lines_back(tmp_path):
     assert "GPU available" in result.stdout + result.stderr
 
 
-def test_help_lists_every_command_and_describes_every_option(tmp_path):
-    overview = run_fitquad("--help", cwd=tmp_path).stdout
+def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--help"])
+    overview = capsys.readouterr().out
+    assert exit_status.value.code == 0
     for command in ("fit", "validate", "test", "predict", "sweep", "compare", "lr-find"):
         assert f"\n  {command} " in overview
-    assert run_fitquad("--version", cwd=tmp_path).stdout.startswith("fitquad 0.")
+    main(["--version"])
+    assert capsys.readouterr().out.startswith("fitquad 0.")
+    with pytest.raises(SystemExit) as exit_status:
+        main([])
+    assert exit_status.value.code == 2 and "commands:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["lr-find", "--help"])
+    assert capsys.readouterr().out.startswith("usage: fitquad lr-find")
+    # The real command, as a user asks it: every option with its description.
     fit_help = " ".join(run_fitquad("fit", "--help", cwd=tmp_path).stdout.split())
     for described in (
         "--model.momentum MOMENTUM SGD momentum",
@@ -174,6 +187,3 @@ def test_help_lists_every_command_and_describes_every_option(tmp_path):
         "--checkpoint_on_signal.filename FILENAME The checkpoint's file name",
     ):
         assert described in fit_help
-    assert run_fitquad("lr-find", "--help", cwd=tmp_path).stdout.startswith("usage: fitquad lr-find")
-    no_command = run_fitquad(cwd=tmp_path, check=False)
-    assert no_command.returncode == 2 and "commands:" in no_command.stderr

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 
@@ -112,19 +111,25 @@ def _one_line(summary: dict) -> str:
     return f"{coefficients}; train MSE {summary['train_mse']:.6g}, val MSE {val}, {summary['optimizer_steps']} steps"
 
 
-class PredictionsCSV(BasePredictionWriter):
-    """`fitquad predict` writes predictions.csv (x, prediction) into its run folder."""
+class PredictionsCSV(L.Callback):
+    """`fitquad predict` writes predictions.csv (x, prediction) into its run folder.
 
-    def __init__(self) -> None:
-        super().__init__(write_interval="epoch")
+    A plain callback over `on_predict_batch_end`'s outputs, rather than Lightning's BasePredictionWriter,
+    which also wants batch indices that only a torch DataLoader's sampler can give (fitquad's batches
+    are slices of in-memory tensors, see fitquad.data).
+    """
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices) -> None:
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rows: list[str] = []
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, *args) -> None:
+        pairs = zip(outputs["x"].tolist(), outputs["prediction"].tolist(), strict=True)
+        self.rows.extend(f"{x!r},{p!r}" for x, p in pairs)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [
-            f"{x!r},{p!r}"
-            for batch in predictions
-            for x, p in zip(batch["x"].tolist(), batch["prediction"].tolist(), strict=True)
-        ]
-        (folder / "predictions.csv").write_text("\n".join(["x,prediction", *rows]) + "\n")
+        (folder / "predictions.csv").write_text("\n".join(["x,prediction", *self.rows]) + "\n")
         say(trainer, f"fitquad: predictions written to {folder / 'predictions.csv'}")
