@@ -1,5 +1,7 @@
 """The real `fitquad` command in a subprocess, as a user runs it, on every shipped config."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,7 +115,13 @@ def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_pat
     main(["test", "--config", config, "--ckpt_path", last])
     assert "test/mse" in capsys.readouterr().out
     main(["predict", "--config", config, "--ckpt_path", last])
-    predictions = np.loadtxt(newest_run_folder(tmp_path, "lesson3") / "predictions.csv", delimiter=",", skiprows=1)
+    assert f"fitquad: predictions written to {folder / 'predictions.csv'}" in capsys.readouterr().out
+    # Results beside the run they evaluate, and no new run folder or TensorBoard run.
+    assert not (tmp_path / "runs").exists()
+    validated = json.loads((folder / "validate_metrics.json").read_text())
+    assert validated["ckpt_path"] == last and validated["val/mse"] == pytest.approx(read_summary(folder)["val_mse"])
+    assert "test/mse" in json.loads((folder / "test_metrics.json").read_text())
+    predictions = np.loadtxt(folder / "predictions.csv", delimiter=",", skiprows=1)
     coefficients = read_summary(folder)["coefficients"]
     x = predictions[:, 0]
     expected = coefficients["a"] * x**2 + coefficients["b"] * x + coefficients["c"]

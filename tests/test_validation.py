@@ -135,3 +135,46 @@ def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f"fitquad: error: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--trainer.callbacks+=LearningRateMonitor"],
+            "LearningRateMonitor counts training_steps, which are 10 optimizer steps each here: use data.fused_steps "
+            "1, LearningRateMonitor.logging_interval epoch, or train/lr, which fitquad logs at every logged optimizer "
+            "step",
+        ),
+        (
+            ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "25"],
+            "ModelCheckpoint.every_n_train_steps must be a multiple of data.fused_steps = 10 (it can only act "
+            "between training_steps, every 10 optimizer steps), got 25",
+        ),
+        (
+            ["--trainer.callbacks+=fitquad.clipping.GradientClipping", "--trainer.callbacks.gradient_clip_val", "0"],
+            "GradientClipping.gradient_clip_val must be > 0, got 0.0",
+        ),
+    ],
+    ids=["lr-monitor-under-fusion", "checkpoint-steps-under-fusion", "clipping-zero"],
+)
+def test_callbacks_that_fused_steps_or_their_own_ranges_rule_out_are_one_line(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(_arguments(extra, tmp_path))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"fitquad: error: {message}"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", LESSON3])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fitquad: error: {command} needs --ckpt_path, the checkpoint to {command} (e.g. "
+        "runs/lesson3/version_0/checkpoints/last.ckpt); without one it would use an untrained model"
+    )

@@ -40,7 +40,8 @@ def run_folder(trainer: L.Trainer) -> Path:
 
 
 class RunSummary(L.Callback):
-    """Prints the run folder at the start and end of a fit, and leaves in it:
+    """Prints the run folder at the start and end of a fit, and leaves in it (`fitquad validate` and
+    `fitquad test` leave validate_metrics.json and test_metrics.json beside the run they evaluate):
 
     - summary.json: the final coefficients (original units), training and validation MSE of the final
       model, optimizer steps, epochs, and the best checkpoint's path;
@@ -60,15 +61,32 @@ class RunSummary(L.Callback):
         summary = self.summarize(trainer, pl_module)
         (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         losses = pl_module.train_losses[: pl_module.steps_recorded].tolist()
-        lines = ["step,loss"] + [f"{step},{loss!r}" for step, loss in enumerate(losses, start=1)]
+        # Numbered as TensorBoard numbers them: a resumed fit carries on from its checkpoint's step.
+        first = pl_module.first_step + 1
+        lines = ["step,loss"] + [f"{step},{loss!r}" for step, loss in enumerate(losses, start=first)]
         (folder / "train_loss.csv").write_text("\n".join(lines) + "\n")
         if trainer.logger is not None:
-            hparams = {**pl_module.hparams, **trainer.datamodule.hparams}
-            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
             metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
-            trainer.logger.log_hyperparams(hparams, metrics)
+            trainer.logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
             trainer.logger.finalize("success")
         say(trainer, f"fitquad: run finished in {folder}: {_one_line(summary)}")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":  # `fitquad validate`, not the validation inside a fit
+            self._write_metrics(trainer, "validate")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write_metrics(trainer, "test")
+
+    def _write_metrics(self, trainer: L.Trainer, command: str) -> None:
+        # `fitquad validate` and `fitquad test`: the metrics beside the run they evaluate (cli.py).
+        if not trainer.is_global_zero:
+            return
+        metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name != "step"}
+        path = run_folder(trainer) / f"{command}_metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"ckpt_path": trainer.ckpt_path, **_finite(metrics)}, indent=2) + "\n")
+        say(trainer, f"fitquad: {command} metrics written to {path}")
 
     @torch.no_grad()
     def summarize(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
@@ -92,6 +110,26 @@ class RunSummary(L.Callback):
             "run_folder": str(run_folder(trainer)),
             **pl_module.summary_extras,  # other callbacks' findings, e.g. FitDiagnosis's reference and diagnosis
         }
+
+
+SGD_OPTIONS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+# torch optimizers' options that choose an implementation, not the mathematics: left out of HPARAMS.
+IMPLEMENTATION_FLAGS = ("foreach", "fused", "differentiable", "capturable")
+
+
+def hparams_used(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | float | str | bool]:
+    """The hyperparameters for TensorBoard's HPARAMS tab, as the run used them: the model's and the data's,
+    with the optimizer's actual class and settings in place of the model's SGD options (`--optimizer`
+    replaces that SGD), the schedulers and the precision."""
+    hparams = {k: v for k, v in {**pl_module.hparams, **trainer.datamodule.hparams}.items() if k not in SGD_OPTIONS}
+    optimizer = trainer.optimizers[0]
+    hparams["optimizer"] = type(optimizer).__name__
+    settings = {k: v for k, v in optimizer.defaults.items() if v is not None and k not in IMPLEMENTATION_FLAGS}
+    hparams.update({f"optimizer.{k}": v for k, v in settings.items()})
+    schedulers = [type(config.scheduler).__name__ for config in trainer.lr_scheduler_configs]
+    hparams["lr_scheduler"] = ", ".join(schedulers) or "none"
+    hparams["precision"] = str(trainer.precision)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
 
 
 def _finite(value):

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks import PredictionsCSV, RunSummary
@@ -56,6 +57,9 @@ TRAINER_DEFAULTS = {
 # loggers at INFO; fitquad shows WARNING and above unless --lightning_info true.
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
+# The commands that evaluate a checkpoint.
+EVALUATIONS = ("validate", "test", "predict")
+
 # Exit status for bad input, as argparse uses.
 BAD_INPUT_STATUS = 2
 
@@ -80,6 +84,15 @@ def names_a_file(ckpt_path: str) -> bool:
     which Lightning resolves itself: an existing file, or anything shaped like a path."""
     path = Path(ckpt_path)
     return path.exists() or len(path.parts) > 1 or path.suffix in (".ckpt", ".pt", ".pth")
+
+
+class SaveFitConfig(SaveConfigCallback):
+    """LightningCLI's config.yaml, for fits only: validate, test and predict write into the run they
+    evaluate, whose config.yaml is its fit's and stays as it is."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
 
 class FitquadCLI(LightningCLI):
@@ -108,11 +121,18 @@ class FitquadCLI(LightningCLI):
         for name in LIGHTNING_LOGGERS:
             logging.getLogger(name).setLevel(level)
         ckpt_path = config.get("ckpt_path")
+        if subcommand in EVALUATIONS and ckpt_path is None:
+            raise InvalidInput(
+                f"{subcommand} needs --ckpt_path, the checkpoint to {subcommand} "
+                "(e.g. runs/lesson3/version_0/checkpoints/last.ckpt); without one it would use an untrained model"
+            )
         if ckpt_path is not None and names_a_file(str(ckpt_path)):
             load_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand in EVALUATIONS:
+            self._evaluate_into_the_checkpoints_run_folder(config)
         self._name_run_after_config(config)
         self._keep_files_in_a_run_folder(config)
         self._progress_bar_only_on_a_terminal(config)
@@ -145,6 +165,18 @@ class FitquadCLI(LightningCLI):
             if name in options and init_args is not None and init_args.get("monitor") is not None:
                 if init_args.get(options[name]) is None:
                     init_args[options[name]] = False
+
+    @staticmethod
+    def _evaluate_into_the_checkpoints_run_folder(config) -> None:
+        # validate, test and predict are about a checkpoint's run: their results (metrics JSON,
+        # predictions.csv) go into that run's folder, and they make no TensorBoard run of their own.
+        ckpt_path = str(config.ckpt_path)
+        if not names_a_file(ckpt_path):  # one of Lightning's own values ("last", "best", ...)
+            return
+        checkpoint = Path(ckpt_path)
+        folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+        config.trainer.logger = False
+        config.trainer.default_root_dir = str(folder)
 
     @staticmethod
     def _progress_bar_only_on_a_terminal(config) -> None:
@@ -247,6 +279,18 @@ def version() -> str:
     return f"fitquad {fitquad} (lightning {lightning.__version__}, torch {torch.__version__})"
 
 
+def input_error_behind(error: BaseException) -> InvalidInput | None:
+    """The InvalidInput that caused `error`, if one did (a class refusing its arguments while jsonargparse
+    built it from the config)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InvalidInput):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     # The module logs every trainer.log_every_n_steps optimizer steps itself, so Lightning's warning that
     # an epoch has fewer training_steps than that interval (always true with fused steps) does not apply.
@@ -281,6 +325,7 @@ def main(args: list[str] | None = None) -> None:
             # Fixed seed: a run is reproducible unless the config says otherwise.
             seed_everything_default=0,
             parser_class=OneLineErrorParser,
+            save_config_callback=SaveFitConfig,
         )
     except SIGTERMException:  # Lightning's answer to SIGTERM, after CheckpointOnSignal saved
         sys.exit(128 + signal.SIGTERM)
@@ -291,6 +336,11 @@ def main(args: list[str] | None = None) -> None:
     # as configured (e.g. an accelerator this machine lacks). Anything else is a bug and keeps its traceback.
     except (InvalidInput, MisconfigurationException) as error:
         fail(str(error))
+    except ValueError as error:  # jsonargparse wraps what a class raised while it was built from the config
+        cause = input_error_behind(error)
+        if cause is None:
+            raise
+        fail(str(cause))
     interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
     if interrupted_by is not None:
         sys.exit(128 + interrupted_by)  # the shell's status for a program stopped by that signal

@@ -27,7 +27,7 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
@@ -39,9 +39,6 @@ from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI, OneLineErrorParser
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
-
-if TYPE_CHECKING:
-    from lightning.pytorch.tuner.lr_finder import _LRFinder  # what Tuner.lr_find returns
 
 # lr_find's options other than these are Tuner.lr_find's own, with Lightning's defaults.
 NOT_OPTIONS = {"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule", "method"}
@@ -102,8 +99,9 @@ def main(argv: list[str]) -> None:
     print(f"fitquad: plot in {folder / 'lr_find.png'}", flush=True)
 
 
-def save_plot(finder: _LRFinder, stable_lr: float, path: Path) -> None:
-    """Lightning's own lr_find plot, with the largest stable learning rate marked."""
+def save_plot(finder: Any, stable_lr: float, path: Path) -> None:
+    """Lightning's own lr_find plot (`finder`: what Tuner.lr_find returns), with the largest stable
+    learning rate marked."""
     import matplotlib
 
     matplotlib.use("Agg")  # Lightning's plot imports pyplot: never open a window

@@ -110,6 +110,7 @@ class QuadraticRegression(L.LightningModule):
         self.coefficient_names = coefficient_names(degree)
         self.train_losses = torch.empty(0)  # the loss of every optimizer step of this fit, in order
         self.steps_recorded = 0
+        self.first_step = 0
         self.summary_extras: dict = {}  # what callbacks found (reference, conditioning, diagnosis), for summary.json
         self.logging_now = False  # whether the optimizer step in progress is logged
         self.grad_norm: torch.Tensor | None = None  # of the step being logged, read in on_before_optimizer_step
@@ -157,6 +158,7 @@ class QuadraticRegression(L.LightningModule):
         # of a float64 (precision 64-true) run's losses.
         self.train_losses = torch.empty(1024, dtype=self.dtype, device=self.device)
         self.steps_recorded = 0
+        self.first_step = self.global_step  # a resumed fit starts at its checkpoint's step
 
     def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
         xs, ys = batch  # `fused_steps` batches, one optimizer step each (see fitquad.data.InMemoryBatches)
