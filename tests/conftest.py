@@ -31,6 +31,15 @@ def run_fitquad(*args: str, cwd: Path, check: bool = True) -> subprocess.Complet
     return result
 
 
+def fitquad_in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `fitquad` command's own entry point, in this process, from `cwd` (a subprocess costs ~4 s of
+    imports; the tests that must see the real command use run_fitquad)."""
+    from fitquad.cli import main
+
+    monkeypatch.chdir(cwd)
+    main(list(args))
+
+
 def only_run_folder(cwd: Path, name: str) -> Path:
     """The single version folder a test's fit left under runs/<name>/."""
     versions = sorted((cwd / "runs" / name).glob("version_*"))

@@ -7,10 +7,12 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import (
     CONFIGS,
     article_data,
+    fitquad_in_process,
     newest_run_folder,
     only_run_folder,
     plain_loop,
@@ -75,18 +77,18 @@ def test_lesson3_raw_stalls_far_above_the_optimum(tmp_path):
     assert summary["train_mse"] > 10 * 4.9  # this data's least-squares MSE is about 4.9
 
 
-def test_print_config_round_trips(tmp_path):
-    printed = run_fitquad(
-        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--model.lr", "0.05", "--print_config", cwd=tmp_path
-    )
-    config = yaml.safe_load(printed.stdout)
+def test_print_config_round_trips(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--model.lr", "0.05", "--print_config"])
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
     assert config["model"]["lr"] == 0.05 and config["data"]["seed"] == 20240215
-    (tmp_path / "printed.yaml").write_text(printed.stdout)
+    (tmp_path / "printed.yaml").write_text(printed)
     run_fitquad("fit", "--config", "printed.yaml", "--trainer.max_epochs", "3", cwd=tmp_path)
     assert read_summary(only_run_folder(tmp_path, "printed"))["optimizer_steps"] == 3
 
 
-def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path):
+def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path, monkeypatch):
     args = [
         "--trainer.max_epochs",
         "5",
@@ -95,7 +97,9 @@ def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path):
         "--trainer.gradient_clip_algorithm",
         "value",
     ]
-    run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path)
+    fitquad_in_process(
+        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path, monkeypatch=monkeypatch
+    )
     folder = only_run_folder(tmp_path, "sgd_article")
     callbacks = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["callbacks"]
     clipping = {"gradient_clip_val": 0.5, "gradient_clip_algorithm": "value"}
@@ -130,23 +134,37 @@ def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_pat
     steps_before = read_summary(folder)["optimizer_steps"]
     args = ["--ckpt_path", last, "--trainer.max_steps", str(steps_before + 30), "--trainer.callbacks", "[]"]
     run_fitquad("fit", "--config", config, *args, cwd=tmp_path)  # the real command, as a user resumes
-    assert read_summary(newest_run_folder(tmp_path, "lesson3"))["optimizer_steps"] == steps_before + 30
+    resumed = newest_run_folder(tmp_path, "lesson3")
+    assert read_summary(resumed)["optimizer_steps"] == steps_before + 30
+    steps = [int(line.split(",")[0]) for line in (resumed / "train_loss.csv").read_text().split()[1:]]
+    assert steps == list(range(steps_before + 1, steps_before + 31))  # numbered on, as in TensorBoard
 
 
-def test_any_torch_optimizer_from_the_command_line(tmp_path):
+def test_any_torch_optimizer_from_the_command_line(tmp_path, monkeypatch):
     args = ["--optimizer", "Adam", "--optimizer.lr", "0.5", "--trainer.max_epochs", "40"]
-    run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path)
+    fitquad_in_process(
+        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path, monkeypatch=monkeypatch
+    )
     folder = only_run_folder(tmp_path, "sgd_article")
     assert yaml.safe_load((folder / "config.yaml").read_text())["optimizer"]["class_path"] == "torch.optim.Adam"
     losses = read_train_losses(folder)
     assert len(losses) == 40 and losses[-1] < losses[0] / 10
+    # TensorBoard's HPARAMS names the optimizer used, not the model's unused SGD settings.
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    )
+    hparams = {k: v.string_value or v.number_value for k, v in start.session_start_info.hparams.items()}
+    assert hparams["optimizer"] == "Adam" and hparams["optimizer.lr"] == 0.5 and "momentum" not in hparams
+    assert hparams["lr_scheduler"] == "none" and hparams["precision"] == "32-true" and "_instantiator" not in hparams
 
 
-def test_an_lr_scheduler_from_the_command_line_steps_the_models_sgd(tmp_path):
+def test_an_lr_scheduler_from_the_command_line_steps_the_models_sgd(tmp_path, monkeypatch):
     # LightningCLI drops an --lr_scheduler given without --optimizer; fitquad gives it the model's SGD.
     args = ["--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "5", "--lr_scheduler.gamma", "0.5"]
     args += ["--trainer.max_steps", "120", "--trainer.callbacks", "[]"]
-    run_fitquad("fit", "--config", str(CONFIGS / "lesson3.yaml"), *args, cwd=tmp_path)
+    fitquad_in_process("fit", "--config", str(CONFIGS / "lesson3.yaml"), *args, cwd=tmp_path, monkeypatch=monkeypatch)
     events = EventAccumulator(str(only_run_folder(tmp_path, "lesson3")))
     events.Reload()
     lr = {event.step: event.value for event in events.Scalars("train/lr")}

@@ -207,7 +207,9 @@ class PicklePayload:
         return open, (self.path, "w")
 
 
-def test_a_checkpoint_carrying_a_pickle_payload_is_refused_without_running_it(tmp_path: Path) -> None:
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused_without_running_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     marker = tmp_path / "payload_ran"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"degree": 2}, "payload": PicklePayload(marker)}, evil)
@@ -215,15 +217,16 @@ def test_a_checkpoint_carrying_a_pickle_payload_is_refused_without_running_it(tm
 
     with pytest.raises(InvalidInput, match="refused: it holds pickled objects"):
         SafeCheckpointIO().load_checkpoint(evil, weights_only=False)  # refused even when asked otherwise
-    for command in ("fit", "validate"):
-        result = run_fitquad(
-            command, "--config", str(CONFIGS / "lesson3.yaml"), "--ckpt_path", str(evil), cwd=tmp_path, check=False
-        )
-        assert result.returncode == 2
-        assert result.stderr.strip().splitlines() == [
-            f"fitquad: error: ckpt_path {evil} is refused: it holds pickled objects (io.open), not only tensors "
-            "and plain values, and fitquad never runs code from a checkpoint"
-        ]
+    refusal = (
+        f"fitquad: error: ckpt_path {evil} is refused: it holds pickled objects (io.open), not only tensors "
+        "and plain values, and fitquad never runs code from a checkpoint"
+    )
+    arguments = ["--config", str(CONFIGS / "lesson3.yaml"), "--ckpt_path", str(evil)]
+    result = run_fitquad("fit", *arguments, cwd=tmp_path, check=False)  # the real command
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [refusal]
+    with pytest.raises(SystemExit) as exit_info:  # and validate, through the same entry point in this process
+        main(["validate", *arguments])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == refusal
     assert not marker.exists()
 
 

@@ -121,7 +121,9 @@ def hparams_used(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
     """The hyperparameters for TensorBoard's HPARAMS tab, as the run used them: the model's and the data's,
     with the optimizer's actual class and settings in place of the model's SGD options (`--optimizer`
     replaces that SGD), the schedulers and the precision."""
-    hparams = {k: v for k, v in {**pl_module.hparams, **trainer.datamodule.hparams}.items() if k not in SGD_OPTIONS}
+    given = {**pl_module.hparams, **trainer.datamodule.hparams}
+    # Without LightningCLI's own bookkeeping (_instantiator).
+    hparams = {k: v for k, v in given.items() if k not in SGD_OPTIONS and not k.startswith("_")}
     optimizer = trainer.optimizers[0]
     hparams["optimizer"] = type(optimizer).__name__
     settings = {k: v for k, v in optimizer.defaults.items() if v is not None and k not in IMPLEMENTATION_FLAGS}

@@ -302,6 +302,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
     # A resumed fit is a new run, in its own folder, by design: its ModelCheckpoint starts a fresh best-k list.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
+    # `--optimizer X` replaces the model's SGD: what the option is for (README), not a surprise to warn about.
+    warnings.filterwarnings("ignore", message="`QuadraticRegression.configure_optimizers` will be overridden by")
     command_line = sys.argv[1:] if args is None else args
     if command_line[:1] in ([], ["-h"], ["--help"]):
         print(overview(), file=sys.stdout if command_line else sys.stderr)
