@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -244,3 +246,77 @@ def test_resuming_a_finished_run_from_last_ckpt_continues_it_exactly(
     uninterrupted = read_summary(tmp_path / "runs" / "lesson3" / "version_2")
     assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 40
     assert resumed["coefficients"] == uninterrupted["coefficients"]
+
+
+@pytest.fixture(scope="module")
+def article_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A full and a weights-only checkpoint of a 5-step sgd_article fit, as `fitquad fit` trains it."""
+    folder = tmp_path_factory.mktemp("article_checkpoints")
+    model = QuadraticRegression(degree=1, feature_scaling="none", init_coefficients=[-3.0, 6.0], lr=0.1)
+    trainer = fit_in_process(model, QuadraticDataModule(), folder, max_steps=5, plugins=[SafeCheckpointIO()])
+    paths = {"full": folder / "full.ckpt", "weights": folder / "weights.ckpt"}
+    trainer.save_checkpoint(paths["full"])
+    trainer.save_checkpoint(paths["weights"], weights_only=True)
+    return paths
+
+
+def test_a_checkpoint_cut_anywhere_or_with_a_flipped_bit_is_one_line(article_checkpoints, tmp_path) -> None:
+    whole = article_checkpoints["full"].read_bytes()
+    damaged = tmp_path / "damaged.ckpt"
+    for cut in range(0, len(whole), max(1, len(whole) // 40)):  # 40 cut points from the first byte to the end
+        damaged.write_bytes(whole[:cut])
+        with pytest.raises(InvalidInput, match=r"^ckpt_path \S+ is truncated or corrupt: [^\n]*$"):
+            load_checkpoint(damaged)
+    # One bit flipped inside a weight: torch.load would read a wrong weight; the record's CRC catches it.
+    with zipfile.ZipFile(article_checkpoints["full"]) as archive:
+        record = next(info for info in archive.infolist() if "/data/" in info.filename)
+    name_length, extra_length = struct.unpack("<HH", whole[record.header_offset + 26 : record.header_offset + 30])
+    flipped = bytearray(whole)
+    flipped[record.header_offset + 30 + name_length + extra_length] ^= 1
+    damaged.write_bytes(bytes(flipped))
+    with pytest.raises(InvalidInput, match=f"record {record.filename} fails its CRC check"):
+        load_checkpoint(damaged)
+    torch.save({"state_dict": {}}, damaged)
+    with pytest.raises(InvalidInput, match="its state_dict holds no model weights"):
+        load_checkpoint(damaged)
+
+
+@pytest.mark.parametrize(
+    ("command", "checkpoint", "extra", "message"),
+    [
+        (
+            "fit",
+            "full",
+            ["--model.lr", "0.01"],
+            "was trained with model.lr 0.1, but this run asks for 0.01: a checkpoint keeps the model it was "
+            "trained as (set model.lr to 0.1, or start a new fit)",
+        ),
+        (
+            "validate",
+            "full",
+            ["--model.degree", "2", "--model.init_coefficients", "null"],
+            "was trained with model.degree 1, but this run asks for 2",
+        ),
+        ("fit", "weights", [], "holds the weights only (no optimizer or loop state): a fit cannot resume from it"),
+    ],
+    ids=["explicit-option-dropped", "other-experiment", "weights-only-resume"],
+)
+def test_a_checkpoint_that_contradicts_the_run_is_refused_in_one_line(
+    article_checkpoints, command, checkpoint, extra, message, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = article_checkpoints[checkpoint]
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(CONFIGS / "sgd_article.yaml"), "--ckpt_path", str(path), *extra])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"fitquad: error: ckpt_path {path} {message}") and error.count("\n") == 1
+    assert not (tmp_path / "runs").exists()  # refused before any run folder is made
+
+
+def test_a_weights_only_checkpoint_still_validates(article_checkpoints, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(
+        ["validate", "--config", str(CONFIGS / "sgd_article.yaml"), "--ckpt_path", str(article_checkpoints["weights"])]
+    )
+    assert "val/mse" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ def load_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any
     """A Lightning checkpoint's contents, loaded weights-only; InvalidInput if the file is not one."""
     if not Path(path).is_file():
         raise InvalidInput(f"ckpt_path must be a checkpoint file, got {str(path)!r} (no such file)")
+    check_archive(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -41,13 +43,49 @@ def load_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any
                 "and fitquad never runs code from a checkpoint"
             ) from None
         raise InvalidInput(f"ckpt_path {path} is corrupt: {_first_line(error)}") from None
-    # The ways torch.load reports a file that is not a complete checkpoint: a truncated zip archive
-    # (RuntimeError), an empty file (EOFError), other bytes (KeyError, ValueError, UnicodeDecodeError).
-    except (RuntimeError, EOFError, KeyError, ValueError) as error:
+    # However else torch.load fails, the file is not a complete checkpoint: a truncated archive (RuntimeError,
+    # OSError), an empty file (EOFError), damaged records (KeyError, ValueError, IndexError, TypeError, ...).
+    except Exception as error:
         raise InvalidInput(f"ckpt_path {path} is truncated or corrupt: {_first_line(error)}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InvalidInput(f"ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidInput(f"ckpt_path {path} is not a usable checkpoint: its state_dict holds no model weights")
     return checkpoint
+
+
+def check_archive(path: str | Path) -> None:
+    """torch.save writes a zip archive with a CRC per record, which torch.load does not check: a flipped
+    bit inside a weight would load silently as a wrong weight. Check every record's CRC first."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise InvalidInput(f"ckpt_path {path} is truncated or corrupt: {_first_line(error)}") from None
+    if damaged is not None:
+        raise InvalidInput(f"ckpt_path {path} is corrupt: record {damaged} fails its CRC check")
+
+
+def check_checkpoint_fits(checkpoint: dict[str, Any], path: str | Path, command: str, model: dict[str, Any]) -> None:
+    """A checkpoint used where this config and command line ask for something else is refused, not used
+    silently: LightningCLI would replace the model's options with the checkpoint's, dropping the user's."""
+    trained_with = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    for name, value in trained_with.items():
+        if name not in model:
+            raise InvalidInput(
+                f"ckpt_path {path} was written by another version of fitquad: its model option {name} is unknown here"
+            )
+        if model[name] != value and not (isinstance(value, (list, tuple)) and list(model[name] or []) == list(value)):
+            raise InvalidInput(
+                f"ckpt_path {path} was trained with model.{name} {value!r}, but this run asks for {model[name]!r}: "
+                f"a checkpoint keeps the model it was trained as (set model.{name} to {value!r}, or start a new fit)"
+            )
+    if command == "fit" and not {"optimizer_states", "loops"} <= checkpoint.keys():
+        raise InvalidInput(
+            f"ckpt_path {path} holds the weights only (no optimizer or loop state): a fit cannot resume from it; "
+            "validate, test and predict can use it"
+        )
 
 
 def _first_line(error: BaseException) -> str:

@@ -29,7 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks import PredictionsCSV, RunSummary
-from fitquad.checkpoint_io import load_checkpoint
+from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal
@@ -127,7 +127,7 @@ class FitquadCLI(LightningCLI):
                 "(e.g. runs/lesson3/version_0/checkpoints/last.ckpt); without one it would use an untrained model"
             )
         if ckpt_path is not None and names_a_file(str(ckpt_path)):
-            load_checkpoint(ckpt_path)
+            check_checkpoint_fits(load_checkpoint(ckpt_path), ckpt_path, subcommand, config.model.as_dict())
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
