@@ -89,6 +89,29 @@ BAD_INPUTS = [
         "optimizer LBFGS is not supported: it needs a closure; use SGD, Adam or another torch optimizer",
     ),
 ]
+BAD_INPUTS += [
+    (
+        ["--config", "{tmp}/duplicate.yaml"],
+        "--config is not valid YAML: key 'lr' appears twice in one mapping (line 4)",
+    ),
+    (
+        ["--config", "{tmp}/bomb.yaml"],
+        "--config is not valid YAML: it expands to more than 100,000 values (nested aliases?)",
+    ),
+    (
+        ["--trainer.val_check_interval", "0"],
+        "trainer.val_check_interval must be > 0 (a fraction of an epoch, or a number of training_steps), got 0",
+    ),
+    (
+        ["--seed_everything", "99999999999"],
+        "seed_everything must be in [0, 2**32) (numpy's seeds), or true for a random one, got 99999999999",
+    ),
+    (
+        ["--trainer.devices", "-1"],
+        "the config cannot be built as given: `devices` selected with `CPUAccelerator` should be an int > 0.",
+    ),
+    (["--trainer.accelerator", "tpu"], "the config cannot be built as given: Requirement 'torch_xla>=1.13' not met."),
+]
 if not torch.cuda.is_available():
     BAD_INPUTS.append(
         (["--trainer.accelerator", "gpu"], "trainer.accelerator gpu needs a CUDA GPU, and none is visible; use cpu")
@@ -97,9 +120,14 @@ if not torch.cuda.is_available():
 
 @pytest.fixture
 def bad_files(tmp_path: Path) -> Path:
-    (tmp_path / "unknown_key.yaml").write_text(Path(LESSON3).read_text() + "\n" + "data:\n  noise: 1.0\n")
+    (tmp_path / "unknown_key.yaml").write_text("data:\n  noise: 1.0\n")  # given after lesson3.yaml
     (tmp_path / "not_yaml.yaml").write_text("just a sentence, not a mapping\n")
     (tmp_path / "broken.yaml").write_text("data: [1, 2\n")
+    (tmp_path / "duplicate.yaml").write_text("model:\n  lr: 0.1\n  momentum: 0.5\n  lr: 0.2\n")
+    # Six lines of nested aliases that would expand to a million values.
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcde", "bcdef", strict=True)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(levels) + "\n")
     torch.save({"state_dict": {}}, tmp_path / "whole.ckpt")
     whole = (tmp_path / "whole.ckpt").read_bytes()
     (tmp_path / "truncated.ckpt").write_bytes(whole[: len(whole) // 2])

@@ -22,7 +22,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from jsonargparse import Namespace
+import yaml
+from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -34,7 +35,7 @@ from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal
 from fitquad.training import QuadraticRegression
-from fitquad.validation import InvalidInput, check_config, one_line
+from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
 
 # Where runs land unless trainer.logger says otherwise: runs/<config name>/version_N.
 RUNS_FOLDER = "runs"
@@ -128,6 +129,21 @@ class FitquadCLI(LightningCLI):
             )
         if ckpt_path is not None and names_a_file(str(ckpt_path)):
             check_checkpoint_fits(load_checkpoint(ckpt_path), ckpt_path, subcommand, config.model.as_dict())
+
+    def instantiate_classes(self) -> None:
+        # Building the model, data, callbacks and Trainer from a config that passed every check can still
+        # fail on a value only the class itself knows to be wrong (devices -1 on a CPU, an accelerator whose
+        # package is missing): that is the config's fault, so one line, not a traceback.
+        try:
+            super().instantiate_classes()
+        except InvalidInput:
+            raise
+        except (TypeError, ValueError, LookupError, ImportError, MisconfigurationException) as error:
+            cause = input_error_behind(error)
+            if cause is not None:
+                raise cause from None
+            message = " ".join(str(error).split()) or type(error).__name__
+            raise InvalidInput(f"the config cannot be built as given: {message}") from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -304,6 +320,11 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # `--optimizer X` replaces the model's SGD: what the option is for (README), not a surprise to warn about.
     warnings.filterwarnings("ignore", message="`QuadraticRegression.configure_optimizers` will be overridden by")
+    # Every config file fitquad reads (fit, sweep, compare, lr-find) goes through jsonargparse's YAML loader.
+    if not getattr(get_loader("yaml"), "strict", False):
+        strict = strict_yaml(get_loader("yaml"))
+        strict.strict = True
+        set_loader("yaml", strict, exceptions=(yaml.YAMLError,))
     command_line = sys.argv[1:] if args is None else args
     if command_line[:1] in ([], ["-h"], ["--help"]):
         print(overview(), file=sys.stdout if command_line else sys.stderr)

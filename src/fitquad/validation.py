@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import yaml
 
 
 class InvalidInput(ValueError):
@@ -53,6 +54,8 @@ TRAINER_RULES: list[Rule] = [
     ("log_every_n_steps", lambda v: v >= 1, "≥ 1"),
     ("max_steps", lambda v: v >= -1, "≥ 0, or -1 for no limit"),
     ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
+    ("val_check_interval", lambda v: v > 0, "> 0 (a fraction of an epoch, or a number of training_steps)"),
+    ("check_val_every_n_epoch", lambda v: v >= 1, "≥ 1, or null"),
 ]
 
 
@@ -128,6 +131,11 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_data_options(data)
     check_model_options(model)
     _check_rules("trainer", {name: trainer.get(name) for name, _, _ in TRAINER_RULES}, TRAINER_RULES)
+    seed = config.get("seed_everything")
+    if not isinstance(seed, bool) and seed is not None and not 0 <= seed < 2**32:
+        raise InvalidInput(
+            f"seed_everything must be in [0, 2**32) (numpy's seeds), or true for a random one, got {seed}"
+        )
     parameters = model["degree"] + 1
     if data["n_train"] < parameters:
         raise InvalidInput(
@@ -192,3 +200,53 @@ def one_line(message: str) -> str:
     if expected and expected[1] in _TYPE_NAMES:
         return f"{key} must be {_TYPE_NAMES[expected[1]]}{got}"
     return f"{key}: " + " ".join(rest.split())
+
+
+# A config expands to at most this many YAML nodes (aliases counted as often as they are used): configs are
+# tens of lines, and a few lines of nested aliases (a "billion laughs") would otherwise expand to gigabytes.
+MAX_CONFIG_NODES = 100_000
+
+
+class ConfigYAMLError(yaml.YAMLError):
+    """A YAML config that parses but cannot mean what its author wrote."""
+
+
+def strict_yaml(load: Callable[[str], Any]) -> Callable[[str], Any]:
+    """jsonargparse's YAML loader, after two checks PyYAML does not make: no key twice in one mapping
+    (PyYAML keeps the last one silently), and no alias expansion beyond MAX_CONFIG_NODES."""
+
+    def checked_load(text: str) -> Any:
+        root = yaml.compose(text, Loader=yaml.SafeLoader) if isinstance(text, str) else None
+        if root is not None:
+            _check_nodes(root)
+        return load(text)
+
+    return checked_load
+
+
+def _check_nodes(root: yaml.Node) -> None:
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        # Expanded size, memoised by identity: an alias is the same node object as its anchor.
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # a cycle counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        line = key.start_mark.line + 1
+                        raise ConfigYAMLError(f"key {key.value!r} appears twice in one mapping (line {line})")
+                    seen.add(key.value)
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        if total > MAX_CONFIG_NODES:
+            raise ConfigYAMLError(f"it expands to more than {MAX_CONFIG_NODES:,} values (nested aliases?)")
+        sizes[id(node)] = total
+        return total
+
+    size(root)
