@@ -113,6 +113,7 @@ class QuadraticRegression(L.LightningModule):
         self.first_step = 0
         self.summary_extras: dict = {}  # what callbacks found (reference, conditioning, diagnosis), for summary.json
         self.logging_now = False  # whether the optimizer step in progress is logged
+        self.fusing = False  # whether training_steps take several optimizer steps (fitquad.data's fused_steps)
         self.grad_norm: torch.Tensor | None = None  # of the step being logged, read in on_before_optimizer_step
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class QuadraticRegression(L.LightningModule):
         xs, ys = batch  # `fused_steps` batches, one optimizer step each (see fitquad.data.InMemoryBatches)
         optimizer = self.optimizers()
         steps = len(xs)
+        self.fusing = self.fusing or steps > 1
         if self.trainer.max_steps > 0:  # never overshoot max_steps inside a fused batch
             steps = min(steps, self.trainer.max_steps - self.global_step)
         # Looked up once per training_step, not per optimizer step: Lightning's properties cost microseconds.
@@ -203,7 +205,7 @@ class QuadraticRegression(L.LightningModule):
         # Lightning's step for self.log'd metrics, and the {step} in checkpoint names, is the count of
         # training_steps, which is global_step only without fusion. With fused steps, a metric named
         # "step" is what Lightning then uses instead (for the logger's x-axis and checkpoint names).
-        if self.trainer.datamodule.hparams.get("fused_steps", 1) > 1:
+        if self.fusing:
             self.log("step", float(self.global_step), logger=logger)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
