@@ -73,6 +73,39 @@ def test_rules(numbers: dict, verdict: str) -> None:
     assert diagnosis.verdict == verdict, diagnosis.message
 
 
+def test_the_floors_are_quoted_with_their_spread() -> None:
+    # lesson3: the training floor σ²(n − p)/n = 7.65 has sd σ²·√(2(n − p))/n = 2.62; the validation floor
+    # σ² = 9 has sd σ²·√(2/n) = 2.85 on 20 points.
+    facts = dict(LESSON3, steps_taken=100, optimum_loss=4.9, condition_number=7.7, float32_update_error=None)
+    message = diagnose(**facts, train_loss=4.9, train_mse=4.9, val_mse=9.0, steps_to_go=0).message
+    assert "train MSE 4.9 (floor 7.65 ± 2.6), val MSE 9 (floor σ² = 9 ± 2.8)" in message
+
+
+def test_advice_for_another_optimizer_leaves_out_sgds_predictions() -> None:
+    facts = dict(LESSON3, steps_taken=40, optimum_loss=4.9, condition_number=7.7, float32_update_error=None)
+    still = diagnose(**facts, train_loss=9.0, train_mse=9.0, val_mse=12.0, steps_to_go=3, optimizer="Adam")
+    assert (
+        still.verdict == "still_converging"
+        and "raise lr" not in still.message
+        and "largest stable" not in still.message
+    )
+    assert still.message.endswith("this run used Adam)")
+    diverged = diagnose(
+        **facts, train_loss=math.nan, train_mse=math.nan, val_mse=None, steps_to_go=None, optimizer="Adam"
+    )
+    assert diverged.verdict == "diverged" and "largest stable" not in diverged.message
+    # Under- and overfitting do not depend on the optimizer.
+    under = diagnose(
+        **{**facts, "optimum_loss": 60.0},
+        train_loss=60.0,
+        train_mse=60.0,
+        val_mse=70.0,
+        steps_to_go=0,
+        optimizer="Adam",
+    )
+    assert under.verdict == "underfitting"
+
+
 def test_validation_mse_within_sampling_noise_of_the_floor_is_not_overfitting() -> None:
     # 20 validation points: their MSE has a standard deviation of σ²·√(2/20) ≈ 0.32·σ² around σ².
     facts = dict(LESSON3, steps_taken=100, optimum_loss=4.9, condition_number=7.7, float32_update_error=None)

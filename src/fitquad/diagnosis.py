@@ -112,8 +112,10 @@ def diagnose(
     n_parameters: int,
     mini_batch: bool = False,
     stopped_early: bool = False,
+    optimizer: str = "SGD",
 ) -> Diagnosis:
-    """The rules, in order; the first that holds is the diagnosis."""
+    """The rules, in order; the first that holds is the diagnosis. The learning-rate and step predictions
+    are SGD's (fitquad.conditioning): for another `optimizer` the advice leaves them out."""
     gap = relative_gap(train_loss, optimum_loss)
     numbers = {
         "steps": steps_taken,
@@ -130,6 +132,10 @@ def diagnose(
     if float32_update_error is not None:
         numbers["float32_update_error"] = float32_update_error
     where = f"training loss {train_loss:.6g} vs optimum {optimum_loss:.6g} (gap {gap:.3g})"
+    sgd = optimizer == "SGD"
+    other = f" (the stable learning rate and step predictions are SGD's; this run used {optimizer})"
+    if not math.isfinite(train_loss) and not sgd:
+        return Diagnosis("diverged", f"diverged: {where}; lower the learning rate{other}", numbers)
     if not math.isfinite(train_loss) or steps_to_go == math.inf:
         return Diagnosis(
             "diverged",
@@ -156,6 +162,10 @@ def diagnose(
                 "(large values or offsets leave float32's 7 digits no room for small steps)",
                 numbers,
             )
+        if not sgd:
+            return Diagnosis(
+                "still_converging", f"still converging: {where} after {steps_taken} steps; train longer{other}", numbers
+            )
         to_go = "unknown (L1 has no curvature)" if steps_to_go is None else f"{steps_to_go:.3g}"
         stalled = steps_to_go is not None and steps_to_go > STALLED_STEPS_RATIO * steps_taken
         if condition_number >= ILL_CONDITIONED_KAPPA and stalled:
@@ -180,8 +190,10 @@ def diagnose(
     numbers.update(train_noise_floor=train_floor, val_noise_floor=val_floor)
     train_sd = math.sqrt(2 * max(n_train - n_parameters, 1)) / max(n_train - n_parameters, 1)
     val_sd = math.sqrt(2 / n_val) if n_val else math.inf
-    mses = f"train MSE {train_mse:.4g} (floor {train_floor:.4g}), val MSE " + (
-        f"{val_mse:.4g} (floor σ² = {val_floor:.4g})" if val_mse is not None else "n/a"
+    # Each floor with its standard deviation: the optimum's MSE is itself random (see NOISE_FLOOR_SDS), so
+    # a training MSE of 4.9 against a floor of 7.65 ± 2.6 is no surprise.
+    mses = f"train MSE {train_mse:.4g} (floor {train_floor:.4g} ± {train_floor * train_sd:.2g}), val MSE " + (
+        f"{val_mse:.4g} (floor σ² = {val_floor:.4g} ± {val_floor * val_sd:.2g})" if val_mse is not None else "n/a"
     )
     val_far_above = val_mse is not None and _far_above(val_mse, val_floor, val_sd)
     if _far_above(train_mse, train_floor, train_sd) and (val_mse is None or val_far_above):
@@ -374,6 +386,7 @@ class FitDiagnosis(L.Callback):
             n_parameters=len(self.reference.parameters),
             mini_batch=hp.batch_size is not None and hp.batch_size < len(train_x),
             stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
+            optimizer=type(trainer.optimizers[0]).__name__,
         )
         self._report(trainer, pl_module, diagnosis)
         if self.figures and trainer.is_global_zero:
