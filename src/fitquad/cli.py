@@ -213,19 +213,22 @@ class FitquadCLI(LightningCLI):
         trainer = config.trainer
         if trainer.get("logger") not in (None, False) or trainer.get("default_root_dir") is not None:
             return
-        config_files = config.get("config") or []
-        name = Path(str(config_files[-1])).stem if config_files else DEFAULT_RUN_NAME
-        trainer.default_root_dir = str(next_version_folder(Path(RUNS_FOLDER) / name))
+        trainer.default_root_dir = str(next_version_folder(Path(RUNS_FOLDER) / config_name(config)))
 
     @staticmethod
     def _name_run_after_config(config) -> None:
         logger = config.trainer.logger
-        config_files = config.get("config") or []
-        if not config_files or not isinstance(logger, dict) and not hasattr(logger, "init_args"):
+        if not config.get("config") or not isinstance(logger, dict) and not hasattr(logger, "init_args"):
             return
         init_args = logger["init_args"]
         if init_args.get("name") == DEFAULT_RUN_NAME:
-            init_args["name"] = Path(str(config_files[-1])).stem
+            init_args["name"] = config_name(config)
+
+
+def config_name(config: Namespace) -> str:
+    """The run's name: the stem of its last config file (runs/<name>/version_N), or DEFAULT_RUN_NAME."""
+    config_files = config.get("config") or []
+    return Path(str(config_files[-1])).stem if config_files else DEFAULT_RUN_NAME
 
 
 def next_version_folder(parent: Path) -> Path:
@@ -359,11 +362,6 @@ def main(args: list[str] | None = None) -> None:
     # as configured (e.g. an accelerator this machine lacks). Anything else is a bug and keeps its traceback.
     except (InvalidInput, MisconfigurationException) as error:
         fail(str(error))
-    except ValueError as error:  # jsonargparse wraps what a class raised while it was built from the config
-        cause = input_error_behind(error)
-        if cause is None:
-            raise
-        fail(str(cause))
     interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
     if interrupted_by is not None:
         sys.exit(128 + interrupted_by)  # the shell's status for a program stopped by that signal

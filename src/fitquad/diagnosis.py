@@ -322,7 +322,6 @@ class FitDiagnosis(L.Callback):
         ]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.first_step = trainer.global_step  # train_losses restarts at 0 on resume; global steps do not
         self.steps_seen = 0
 
     # ---- during training: the relative gap at every logged step ---------------------------------
@@ -331,7 +330,8 @@ class FitDiagnosis(L.Callback):
             return
         start, end = self.steps_seen, pl_module.steps_recorded
         self.steps_seen = end
-        steps = torch.arange(start, end) + self.first_step + 1
+        # train_losses restarts at 0 on resume; global steps carry on from the module's first_step.
+        steps = torch.arange(start, end) + pl_module.first_step + 1
         logged = steps % trainer.log_every_n_steps == 0
         if not logged.any():
             return
