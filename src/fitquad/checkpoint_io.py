@@ -93,6 +93,25 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().split(". ")[0].splitlines() or [type(error).__name__])[0]
 
 
+def remove_abandoned_partials(folder: Path) -> None:
+    """Delete the .<name>.<pid>.partial files of saves that were killed midway (their process is gone): a
+    save in progress, in this process or another alive, is left alone."""
+    for partial in folder.glob(".*.partial"):
+        pid = partial.suffixes[-2].lstrip(".") if len(partial.suffixes) >= 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint plugin, with atomic local writes and weights-only reads (see above)."""
 
@@ -110,7 +129,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
+        remove_abandoned_partials(path.parent)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         # weights_only is True whatever is asked: the CLI refuses --weights_only false (validation.py).
-        return load_checkpoint(path, map_location)
+        checkpoint = load_checkpoint(path, map_location)
+        remove_abandoned_partials(Path(path).parent)  # a resumed run's folder may hold a killed save's leftovers
+        return checkpoint

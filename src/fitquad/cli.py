@@ -14,11 +14,14 @@ one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (se
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import logging
+import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -33,13 +36,13 @@ from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
-from fitquad.interrupts import CheckpointOnSignal
+from fitquad.interrupts import CheckpointOnSignal, sigterm_handler, sigterm_received
+from fitquad.run_folders import DEFAULT_RUN_NAME, RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
 
-# Where runs land unless trainer.logger says otherwise: runs/<config name>/version_N.
-RUNS_FOLDER = "runs"
-DEFAULT_RUN_NAME = "fitquad"
+# Loggers that write into a version folder of their own (run_folders.py makes it).
+FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -57,6 +60,9 @@ TRAINER_DEFAULTS = {
 # Lightning's own info lines (devices, "Seed set", tips and adverts, why a fit stopped) are logged by these
 # loggers at INFO; fitquad shows WARNING and above unless --lightning_info true.
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+
+# What a class raises when it refuses the arguments it was built with.
+BUILD_ERRORS = (TypeError, ValueError, LookupError, ImportError, MisconfigurationException)
 
 # The commands that evaluate a checkpoint.
 EVALUATIONS = ("validate", "test", "predict")
@@ -97,6 +103,8 @@ class SaveFitConfig(SaveConfigCallback):
 
 
 class FitquadCLI(LightningCLI):
+    run_folder_made: Path | None = None  # the run folder this command made, if it made one
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis first:
         # RunSummary writes what it found into summary.json.
@@ -136,9 +144,12 @@ class FitquadCLI(LightningCLI):
         # package is missing): that is the config's fault, so one line, not a traceback.
         try:
             super().instantiate_classes()
-        except InvalidInput:
-            raise
-        except (TypeError, ValueError, LookupError, ImportError, MisconfigurationException) as error:
+        except BaseException as error:
+            if self.run_folder_made is not None:  # made for this run, still empty: nothing ran in it
+                with contextlib.suppress(OSError):
+                    os.removedirs(self.run_folder_made)  # and its parents while empty (runs/<name>, runs)
+            if isinstance(error, InvalidInput) or not isinstance(error, BUILD_ERRORS):
+                raise
             cause = input_error_behind(error)
             if cause is not None:
                 raise cause from None
@@ -149,8 +160,8 @@ class FitquadCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand in EVALUATIONS:
             self._evaluate_into_the_checkpoints_run_folder(config)
-        self._name_run_after_config(config)
-        self._keep_files_in_a_run_folder(config)
+        if self.subcommand in (None, "fit") or not names_a_file(str(config.get("ckpt_path"))):
+            self._claim_the_run_folder(config)
         self._progress_bar_only_on_a_terminal(config)
         gradient_clipping_as_callback(config)
         self._check_monitors_after_validation(config)
@@ -206,35 +217,33 @@ class FitquadCLI(LightningCLI):
             callbacks = trainer.get("callbacks") or []
             trainer.callbacks = [c for c in callbacks if not str(c.get("class_path", "")).endswith("ProgressBar")]
 
-    @staticmethod
-    def _keep_files_in_a_run_folder(config) -> None:
-        # Without a logger, Lightning writes into trainer.default_root_dir, by default the current folder:
-        # give such a run a fresh folder of its own, numbered as TensorBoardLogger numbers its versions.
+    def _claim_the_run_folder(self, config) -> None:
+        # Every run gets a fresh folder of its own, made now (run_folders.py): the logger's version folder,
+        # named after the config; or, without a logger, trainer.default_root_dir (Lightning's default, the
+        # current folder, would mix runs' checkpoints and figures).
         trainer = config.trainer
-        if trainer.get("logger") not in (None, False) or trainer.get("default_root_dir") is not None:
+        if trainer.get("logger") is True:  # Lightning's own default would be ./lightning_logs
+            default = TRAINER_DEFAULTS["logger"]
+            trainer.logger = Namespace(class_path=default["class_path"], init_args=Namespace(**default["init_args"]))
+        loggers = trainer.get("logger")
+        if loggers in (None, False):
+            if trainer.get("default_root_dir") is None:
+                folder = make_run_folder(Path(RUNS_FOLDER) / config_name(config), "the config's name")
+                trainer.default_root_dir = str(folder)
+                self.run_folder_made = folder
             return
-        trainer.default_root_dir = str(next_version_folder(Path(RUNS_FOLDER) / config_name(config)))
-
-    @staticmethod
-    def _name_run_after_config(config) -> None:
-        logger = config.trainer.logger
-        if not config.get("config") or not isinstance(logger, dict) and not hasattr(logger, "init_args"):
-            return
-        init_args = logger["init_args"]
-        if init_args.get("name") == DEFAULT_RUN_NAME:
-            init_args["name"] = config_name(config)
-
-
-def config_name(config: Namespace) -> str:
-    """The run's name: the stem of its last config file (runs/<name>/version_N), or DEFAULT_RUN_NAME."""
-    config_files = config.get("config") or []
-    return Path(str(config_files[-1])).stem if config_files else DEFAULT_RUN_NAME
-
-
-def next_version_folder(parent: Path) -> Path:
-    """parent/version_N with N one more than the largest there (0 if none), as TensorBoardLogger counts."""
-    numbers = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
-    return parent / f"version_{max(numbers, default=-1) + 1}"
+        for index, logger in enumerate(loggers if isinstance(loggers, list) else [loggers]):
+            init_args = logger.get("init_args") if hasattr(logger, "get") else None
+            if init_args is None or not str(logger.get("class_path", "")).endswith(FOLDER_LOGGERS):
+                continue
+            if config.get("config") and init_args.get("name") == DEFAULT_RUN_NAME:
+                init_args["name"] = config_name(config)
+            field = "trainer.logger" if not isinstance(loggers, list) else f"trainer.logger[{index}]"
+            had_version = init_args.get("version") is not None
+            claim_logger_folder(logger, field)
+            if not had_version:
+                parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
+                self.run_folder_made = parent / f"version_{init_args['version']}"
 
 
 def gradient_clipping_as_callback(config: Namespace) -> None:
@@ -335,36 +344,81 @@ def main(args: list[str] | None = None) -> None:
     if command_line[:1] == ["--version"]:
         print(version())
         return
-    if command_line and command_line[0] in EXTRA_COMMANDS:
-        module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")
-        try:
-            getattr(importlib.import_module(module_name), function_name)(command_line[1:])
-        except InvalidInput as error:  # a range check from the classes the command builds: one line, exit 2
-            fail(str(error))
-        return
+    failed_writes: list[OSError] = []
+    report_thread_failure = threading.excepthook
+
+    def note_failed_write(failure: threading.ExceptHookArgs) -> None:
+        # TensorBoard writes from a thread of its own: a full disk there is noted, and told as one line below.
+        if isinstance(failure.exc_value, OSError):
+            failed_writes.append(failure.exc_value)
+        else:
+            report_thread_failure(failure)
+
+    threading.excepthook = note_failed_write
     try:
-        cli = FitquadCLI(
-            QuadraticRegression,
-            QuadraticDataModule,
-            args=args,
-            trainer_defaults=TRAINER_DEFAULTS,
-            # Fixed seed: a run is reproducible unless the config says otherwise.
-            seed_everything_default=0,
-            parser_class=OneLineErrorParser,
-            save_config_callback=SaveFitConfig,
-        )
-    except SIGTERMException:  # Lightning's answer to SIGTERM, after CheckpointOnSignal saved
-        sys.exit(128 + signal.SIGTERM)
-    except TrainingDiverged as diverged:  # the divergence guard: one line, no traceback, exit code 1
-        print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    # Only errors that mean "your input is wrong": ours, and Lightning's for a Trainer it cannot build
-    # as configured (e.g. an accelerator this machine lacks). Anything else is a bug and keeps its traceback.
-    except (InvalidInput, MisconfigurationException) as error:
+        with sigterm_handler():
+            status = run_reporting_failures(command_line, args)
+    finally:
+        threading.excepthook = report_thread_failure
+    if failed_writes and not status:
+        status = report_failed_write(failed_writes[0])
+    if status:
+        sys.exit(status)
+
+
+def run_reporting_failures(command_line: list[str], args: list[str] | None) -> int:
+    """Run one command; every way it can fail that is not a bug in fitquad becomes one line on stderr and the
+    exit status: 2 for bad input, 1 for a diverged fit or a file that cannot be written, 128 + the signal's
+    number for SIGTERM and Ctrl-C (the shell's status for a program stopped by it). A bug keeps its traceback."""
+    try:
+        return run_command(command_line, args)
+    except (InvalidInput, MisconfigurationException) as error:  # the input is wrong
         fail(str(error))
+    except TrainingDiverged as diverged:  # the divergence guard
+        print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as error:  # the file system: full, read-only, gone (files written before stay whole)
+        return report_failed_write(error)
+    except SIGTERMException:  # outside a Trainer's run (interrupts.py); inside, CheckpointOnSignal saved first
+        print("fitquad: stopped by SIGTERM", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:  # Ctrl-C outside a Trainer's run: nothing to save
+        print("fitquad: stopped by Ctrl-C", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
+    return BAD_INPUT_STATUS  # fail() exits; this is never reached
+
+
+def report_failed_write(error: OSError) -> int:
+    what = f"{error.filename}: " if error.filename else ""
+    print(
+        f"fitquad: error: a file could not be written or read: {what}{error.strerror or error} "
+        "(the checkpoints written before it are whole)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 1
+
+
+def run_command(command_line: list[str], args: list[str] | None) -> int:
+    """One command, run; its exit status: 0, or 128 + the signal that stopped it."""
+    if command_line[0] in EXTRA_COMMANDS:
+        module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")
+        getattr(importlib.import_module(module_name), function_name)(command_line[1:])
+        return 128 + signal.SIGTERM if sigterm_received() else 0
+    cli = FitquadCLI(
+        QuadraticRegression,
+        QuadraticDataModule,
+        args=args,
+        trainer_defaults=TRAINER_DEFAULTS,
+        # Fixed seed: a run is reproducible unless the config says otherwise.
+        seed_everything_default=0,
+        parser_class=OneLineErrorParser,
+        save_config_callback=SaveFitConfig,
+    )
     interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
-    if interrupted_by is not None:
-        sys.exit(128 + interrupted_by)  # the shell's status for a program stopped by that signal
+    if interrupted_by is None and sigterm_received():
+        interrupted_by = signal.SIGTERM
+    return 0 if interrupted_by is None else 128 + interrupted_by
 
 
 if __name__ == "__main__":

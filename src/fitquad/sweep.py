@@ -239,7 +239,7 @@ def sweep(args: list[str]) -> list[SweepPoint]:
     # TensorBoardLogger numbers versions as `fitquad fit` does: the sweep folder is the next version_N.
     folder = Path(TensorBoardLogger(save_dir=RUNS_FOLDER, name=name).log_dir)
     folder.mkdir(parents=True)
-    parser.save(config, folder / "config.yaml", skip_check=True)
+    parser.save(config, folder / "config.yaml", skip_validation=True)
     print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
 
     # Each Trainer announces its hardware (GPU available: ...); not once per run of a sweep.

@@ -1,0 +1,79 @@
+"""Run folders: every run lands in a folder of its own, runs/<config name>/version_N, made race-free.
+
+TensorBoardLogger picks version_N by listing the folder when it first writes, so two fits of one config
+started together can pick the same N and write into each other's run. Here the folder is made up front
+with os.mkdir, which fails if another process made it first (then N + 1 is tried), and the logger is
+told its version. A folder that cannot be made (`runs` is a file, no permission, a name too long or
+with a NUL in it) is one InvalidInput line naming the option, before anything has run.
+
+Under DDP Lightning starts ranks 1.. as new processes with the same command line (LOCAL_RANK set):
+rank 0 passes them the folder it made through RUN_FOLDER_ENV, so they do not make another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jsonargparse import Namespace
+
+from fitquad.validation import InvalidInput
+
+# Where runs land unless trainer.logger says otherwise: runs/<config name>/version_N.
+RUNS_FOLDER = "runs"
+DEFAULT_RUN_NAME = "fitquad"
+RUN_FOLDER_ENV = "FITQUAD_RUN_FOLDER"
+
+
+def config_name(config: Namespace) -> str:
+    """The run's name: the stem of its last config file (runs/<name>/version_N), or DEFAULT_RUN_NAME."""
+    config_files = config.get("config") or []
+    return Path(str(config_files[-1])).stem if config_files else DEFAULT_RUN_NAME
+
+
+def launched_by_lightning() -> bool:
+    """A DDP rank > 0 that Lightning started with rank 0's command line (rank 0 made the run folder)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" and RUN_FOLDER_ENV in os.environ
+
+
+def make_run_folder(parent: Path, field: str) -> Path:
+    """A new, empty parent/version_N, N one more than the largest there (0 if none), as TensorBoardLogger
+    counts; made atomically, so a concurrent run never gets the same one."""
+    if launched_by_lightning():
+        return Path(os.environ[RUN_FOLDER_ENV])
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            numbers = [
+                int(p.name[8:]) for p in parent.iterdir() if p.name.startswith("version_") and p.name[8:].isdigit()
+            ]
+            folder = parent / f"version_{max(numbers, default=-1) + 1}"
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:  # another run made it between the listing and here: try the next one
+                continue
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InvalidInput(f"{field} gives the run folder {str(parent)!r}, which cannot be made: {reason}") from None
+    os.environ[RUN_FOLDER_ENV] = str(folder)  # for the DDP ranks Lightning starts from this process
+    return folder
+
+
+def claim_logger_folder(logger: Namespace, field: str) -> None:
+    """Make a TensorBoardLogger's or CSVLogger's version folder now, and tell the logger its version; an
+    explicit version whose folder already holds a run is refused (its files would be overwritten)."""
+    init_args = logger.get("init_args")
+    if init_args is None:
+        return
+    parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
+    version = init_args.get("version")
+    if version is None:
+        init_args["version"] = int(make_run_folder(parent, f"{field}.init_args.save_dir/name").name[8:])
+        return
+    folder = parent / (version if isinstance(version, str) else f"version_{version}")
+    if folder.is_dir() and any(folder.iterdir()) and not launched_by_lightning():
+        raise InvalidInput(
+            f"{field}.init_args.version {version!r} is the run already in {folder}: leave version out for a new "
+            "version_N (a fit never writes into another run's folder)"
+        )
