@@ -37,6 +37,7 @@ from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal, sigterm_handler, sigterm_received
+from fitquad.limits import check_limits
 from fitquad.run_folders import DEFAULT_RUN_NAME, RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
@@ -126,6 +127,7 @@ class FitquadCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_config(config)
+        check_limits(config)
         level = logging.INFO if config.get("lightning_info") else logging.WARNING
         for name in LIGHTNING_LOGGERS:
             logging.getLogger(name).setLevel(level)

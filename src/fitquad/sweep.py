@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +50,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from fitquad import reference
 from fitquad.callbacks import RunSummary
-from fitquad.cli import RUNS_FOLDER, gradient_clipping_as_callback
+from fitquad.cli import gradient_clipping_as_callback
 from fitquad.data import QuadraticDataModule
+from fitquad.diagnosis import TrainingDiverged
+from fitquad.interrupts import CheckpointOnSignal
+from fitquad.limits import check_limits
+from fitquad.run_folders import RUNS_FOLDER, make_run_folder
 from fitquad.training import QuadraticRegression
 from fitquad.validation import check_config
 
@@ -81,6 +87,20 @@ class SweepPoint:
     optimizer_steps: int
     epochs: int
     run: str
+    diverged: str | None = None  # why the run diverged (its losses are then inf or nan), if it did
+
+
+class SweepInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run (which saved a checkpoint): the sweep stops after its table."""
+
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(signum.name)
+        self.signum = signum
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, inf (or nan) where the denominator is 0 (noise-free data: σ² = 0)."""
+    return numerator / denominator if denominator else math.copysign(math.inf, numerator) if numerator else math.nan
 
 
 def run_label(parameter: str, value: int | float, values: list[int | float]) -> str:
@@ -102,11 +122,18 @@ def train_one(
     trainer_options = dict(init.trainer.items())
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
     trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)
-    trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary()]
+    on_signal = CheckpointOnSignal()
+    trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary(), on_signal]
     trainer = L.Trainer(**trainer_options)
     module: QuadraticRegression = init.model
     datamodule: QuadraticDataModule = init.data
-    trainer.fit(module, datamodule=datamodule)
+    diverged = None
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
+        diverged = str(error)
+    if on_signal.received is not None:  # stopped by Ctrl-C or SIGTERM, after saving a checkpoint
+        raise SweepInterrupted(on_signal.received)
 
     def as_numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().double().numpy()
@@ -138,6 +165,7 @@ def train_one(
         optimizer_steps=trainer.global_step,
         epochs=trainer.current_epoch,
         run=label,
+        diverged=diverged,
     )
 
 
@@ -156,7 +184,7 @@ def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
 
 def markdown_table(points: list[SweepPoint], parameter: str) -> str:
     name = parameter.rsplit(".", 1)[-1]
-    best = min(points, key=lambda p: p.val_mse)
+    best = validation_minimum(points)
 
     def number(v: float) -> str:
         return f"{v:.4g}"
@@ -164,17 +192,28 @@ def markdown_table(points: list[SweepPoint], parameter: str) -> str:
     lines = [
         f"Sweep of `{parameter}`. Noise floor σ² = {number(points[0].noise_floor)}"
         + ("" if len({p.noise_floor for p in points}) == 1 else " (first run; see the column)")
-        + f". Validation minimum at {name} = {best.value}: val MSE {number(best.val_mse)}"
-        + f" = {best.val_mse / best.noise_floor:.2f}·σ².",
+        + (
+            f". Validation minimum at {name} = {best.value}: val MSE {number(best.val_mse)}"
+            f" = {ratio(best.val_mse, best.noise_floor):.2f}·σ²."
+            if best
+            else ". No run has a finite validation MSE."
+        ),
         "",
         f"| {name} | train MSE | val MSE | val / σ² | optimum train MSE | optimum val MSE | gap to optimum | steps |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
-        cells = [p.value, number(p.train_mse), number(p.val_mse), f"{p.val_mse / p.noise_floor:.3g}"]
+        cells = [p.value, number(p.train_mse), number(p.val_mse), f"{ratio(p.val_mse, p.noise_floor):.3g}"]
         cells += [number(p.optimum_train_mse), number(p.optimum_val_mse), number(p.gap), p.optimizer_steps]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += [f"\n{name} = {p.value} diverged: {p.diverged}" for p in points if p.diverged]
     return "\n".join(lines) + "\n"
+
+
+def validation_minimum(points: list[SweepPoint]) -> SweepPoint | None:
+    """The run with the lowest finite validation MSE (None if none has one: all diverged)."""
+    finite = [p for p in points if math.isfinite(p.val_mse) and not p.diverged]
+    return min(finite, key=lambda p: p.val_mse) if finite else None
 
 
 def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: str, path: Path) -> None:
@@ -188,8 +227,12 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
     axes.plot(x, [p.train_mse for p in points], "o-", label="train MSE")
     axes.plot(x, [p.val_mse for p in points], "s-", label="validation MSE")
     axes.plot(x, [p.noise_floor for p in points], "k--", label="noise floor σ²")
-    best = min(points, key=lambda p: p.val_mse)
-    axes.plot([best.value], [best.val_mse], "r*", markersize=14, label="validation minimum")
+    best = validation_minimum(points)
+    if best is not None:
+        axes.plot([best.value], [best.val_mse], "r*", markersize=14, label="validation minimum")
+    for p in points:
+        if p.diverged:  # no finite MSE to plot: marked where it would be
+            axes.axvline(p.value, color="red", alpha=0.3, linestyle=":")
     axes.set_xscale(x_scale)
     axes.set_yscale("log")  # the MSEs span decades: σ² below, overfit validation errors far above
     axes.set_xlabel(parameter)
@@ -229,16 +272,22 @@ def sweep(args: list[str]) -> list[SweepPoint]:
         )
     if not values:
         parser.error("sweep.values must list at least one value")
-    # Each value goes through the parser like a command-line override: type-checked before any training.
+    # Each value goes through the parser like a command-line override, and is range-checked and built (model
+    # and data, which check their own options), before the sweep's folder is made or any run trains.
     run_configs = [parser.parse_args([*args, f"--{parameter}", str(value)]) for value in values]
-    for run_config in run_configs:  # and range-checked, before the sweep's folder is made
+    for run_config in run_configs:
         check_config(run_config)
+        check_limits(run_config)
+        QuadraticRegression(**run_config.model)
+        QuadraticDataModule(**run_config.data)
+    labels = [run_label(parameter, value, values) for value in values]
+    repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
+    if repeated is not None:
+        parser.error(f"sweep.values must be distinct: {repeated} appears twice (its runs would share one folder)")
 
     config_files = config.get("config") or []
     name = Path(str(config_files[-1])).stem if config_files else "sweep"
-    # TensorBoardLogger numbers versions as `fitquad fit` does: the sweep folder is the next version_N.
-    folder = Path(TensorBoardLogger(save_dir=RUNS_FOLDER, name=name).log_dir)
-    folder.mkdir(parents=True)
+    folder = make_run_folder(Path(RUNS_FOLDER) / name, "the sweep config's name")
     parser.save(config, folder / "config.yaml", skip_validation=True)
     print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
 
@@ -246,35 +295,49 @@ def sweep(args: list[str]) -> list[SweepPoint]:
     lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = lightning_info.level
     lightning_info.setLevel(logging.WARNING)
-    points = []
+    points: list[SweepPoint] = []
     try:
-        for value, run_config in zip(values, run_configs, strict=True):
-            point = train_one(parser, run_config, value, folder, run_label(parameter, value, values))
+        for value, run_config, label in zip(values, run_configs, labels, strict=True):
+            point = train_one(parser, run_config, value, folder, label)
             points.append(point)
-            gap = f"{point.gap:.2g}"
-            print(
-                f"fitquad sweep: {parameter}={value}: train MSE {point.train_mse:.4g}, "
-                f"val MSE {point.val_mse:.4g}, gap to optimum {gap}",
-                flush=True,
+            result = (
+                f"diverged ({point.diverged})"
+                if point.diverged
+                else (f"train MSE {point.train_mse:.4g}, val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}")
             )
-    finally:
+            print(f"fitquad sweep: {parameter}={value}: {result}", flush=True)
+    finally:  # the runs that finished are tabulated whatever stopped the sweep
         lightning_info.setLevel(level)
+        if points:
+            write_results(points, parameter, x_scale, name, folder)
+        if len(points) < len(values):
+            print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs; table in {folder}", flush=True)
+    return points
 
+
+def write_results(points: list[SweepPoint], parameter: str, x_scale: str, name: str, folder: Path) -> None:
     write_csv(points, parameter.rsplit(".", 1)[-1], folder / "sweep.csv")
     table = markdown_table(points, parameter)
     (folder / "sweep.md").write_text(table)
     draw_figure(points, parameter, x_scale, f"{name}: {parameter}", folder / "sweep.png")
     print(table, flush=True)
     print(f"fitquad sweep: wrote sweep.csv, sweep.md, sweep.png in {folder}", flush=True)
-    return points
 
 
 def main(args: list[str] | None = None) -> None:
     try:
-        sweep(sys.argv[1:] if args is None else args)
+        points = sweep(sys.argv[1:] if args is None else args)
     except ArgumentError as error:
         print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
+    except SweepInterrupted as interrupted:  # its checkpoint saved, the finished runs tabulated
+        print(f"fitquad sweep: stopped by {interrupted.signum.name}", file=sys.stderr, flush=True)
+        sys.exit(128 + interrupted.signum)
+    diverged = [p for p in points if p.diverged]
+    if diverged:  # as `fitquad fit` does for a diverged run: the table is written, the status says so
+        values = ", ".join(str(p.value) for p in diverged)
+        print(f"fitquad sweep: error: {len(diverged)} run(s) diverged ({values}): see the table", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""What a run may ask of this machine and of floating point, checked before anything is allocated or trained.
+
+- Memory: a fit holds its points several times over (float32 data, float64 passes for the closed-form
+  reference, conditioning and diagnosis, the design matrix of every feature): about
+  BYTES_PER_POINT + BYTES_PER_POINT_AND_PARAMETER × parameters bytes a point, measured as peak RSS (README,
+  "Bad input"). A run that would need more than the memory available now is refused in one line that says
+  how much it would need, instead of dying in numpy after its run folder was made.
+- Floating point: every option may be finite and in range and still overflow once combined: |y| beyond
+  what the loss can square, a learning rate that turns the first gradient into inf. From bounds on x, y,
+  the features and the first gradient, computed in float64 from the options alone, each is refused in one
+  line naming the option, before a run folder is made.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from fitquad.validation import InvalidInput
+
+# Peak memory of a fit per data point, measured with /usr/bin/time on 10⁶ and 10⁷ points (README): about 69 B a
+# point at 3 parameters; this estimate is an upper bound of that, growing with the design matrix's width.
+BYTES_PER_POINT = 48
+BYTES_PER_POINT_AND_PARAMETER = 16
+
+# A normal draw beyond 8 standard deviations has probability 1e-15 a point: x is bounded by mean ± 8·std.
+NORMAL_BOUND = 8.0
+
+# The largest finite number of each dtype a run computes in.
+LARGEST = {"float64": 1.7976931348623157e308, "float32": 3.4028234663852886e38, "float16": 65504.0}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def check_fits_in_memory(what: str, needed: float) -> None:
+    """InvalidInput naming `what` if `needed` bytes exceed the memory available now."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise InvalidInput(
+            f"{what} would need about {_size(needed)} of memory, and {_size(available)} is available: ask for less"
+        )
+
+
+def check_data_size(data: Mapping[str, Any], degree: int) -> None:
+    """The data's points and the model's parameters, against the memory available."""
+    points = data["n_train"] + data["n_val"] + data["n_test"]
+    parameters = degree + 1
+    needed = points * (BYTES_PER_POINT + BYTES_PER_POINT_AND_PARAMETER * parameters) + 32 * parameters**2
+    what = f"data.n_train {data['n_train']}, n_val {data['n_val']}, n_test {data['n_test']} at model.degree {degree}"
+    check_fits_in_memory(what, needed)
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n_bytes < 1024 or unit == "TiB":
+            return f"{n_bytes:.3g} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.3g} TiB"
+
+
+def compute_dtypes(precision: Any) -> tuple[str, str]:
+    """(dtype of the features and predictions, dtype of the loss and the parameters) under a Trainer precision."""
+    name = str(precision if precision is not None else "32-true")
+    if "64" in name or name == "double":
+        return "float64", "float64"
+    if name.startswith("bf16"):  # bfloat16 has float32's range
+        return "float32", "float32"
+    if name.startswith("16") or name == "half":
+        return "float16", "float16" if "true" in name else "float32"
+    return "float32", "float32"
+
+
+def _product(*factors: float) -> float:
+    """A product in float64 that gives inf rather than raising on overflow."""
+    try:
+        result = math.prod(factors)
+    except OverflowError:
+        return math.inf
+    return result
+
+
+def _power(base: float, exponent: int) -> float:
+    try:
+        return base**exponent
+    except OverflowError:
+        return math.inf
+
+
+def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], precision: Any) -> None:
+    """The data, the loss at the starting point and the first step, within the run's floating point."""
+    feature_dtype, loss_dtype = compute_dtypes(precision)
+    if data["x_distribution"] == "normal":
+        x_bound = abs(data["x_mean"]) + NORMAL_BOUND * data["x_std"]
+        x_fields = "data.x_mean, data.x_std"
+    else:
+        x_bound = max(abs(data["x_min"]), abs(data["x_max"]))
+        x_fields = "data.x_min, data.x_max"
+    terms = {
+        "data.true_a": _product(abs(data["true_a"]), _power(x_bound, 2)),
+        "data.true_b": _product(abs(data["true_b"]), x_bound),
+        "data.true_c": abs(data["true_c"]),
+        "data.noise_std": NORMAL_BOUND * data["noise_std"],
+    }
+    y_bound = sum(terms.values())
+    culprit = max(terms, key=terms.__getitem__)
+    if culprit in ("data.true_a", "data.true_b") and x_bound > 1:
+        culprit += f" (with x up to {x_bound:.3g}: {x_fields})"
+    degree = model["degree"]
+    raw = model.get("feature_scaling", "none") == "none"
+    # Scaled features are the training x's z-scores (and their powers), bounded by the distribution, not by x.
+    z_bound = x_bound if raw else NORMAL_BOUND
+    feature_bound = max(1.0, _power(z_bound, degree))
+    coefficients = model.get("init_coefficients")
+    if coefficients is not None:
+        start_bound = sum(_product(abs(c), _power(x_bound, k)) for k, c in enumerate(coefficients))
+    else:  # nn.Linear's initialisation: weights within ±1/√degree on each feature
+        start_bound = feature_bound * max(degree, 1) ** 0.5 + 1
+    residual = y_bound + start_bound
+    squares_sum = _product(data["n_train"], residual, residual)
+    largest, largest_loss = LARGEST[feature_dtype], LARGEST[loss_dtype]
+    if not x_bound < LARGEST[feature_dtype]:
+        raise InvalidInput(
+            f"{x_fields} put x beyond {feature_dtype}'s largest number, {largest:.3g}: x reaches {x_bound:.3g}"
+        )
+    if not y_bound < largest:
+        raise InvalidInput(
+            f"{culprit} makes y reach about {y_bound:.3g}, beyond {feature_dtype}'s largest number, {largest:.3g}"
+        )
+    if raw and not feature_bound < largest:
+        raise InvalidInput(
+            f"x reaches {x_bound:.3g} ({x_fields}), so x^{degree} overflows {feature_dtype} at model.degree {degree}: "
+            "use model.feature_scaling standardize, or smaller x"
+        )
+    if not squares_sum < largest_loss:
+        if coefficients is not None and start_bound > y_bound:
+            culprit = f"model.init_coefficients {list(coefficients)}"
+        raise InvalidInput(
+            f"{culprit} makes the loss overflow {loss_dtype}: the residuals at the start reach about {residual:.3g}, "
+            f"and the loss adds up {data['n_train']} of them squared (about {squares_sum:.3g}; largest "
+            f"{largest_loss:.3g})"
+        )
+    first_step = _product(model["lr"], 2 * residual, feature_bound)
+    if not first_step < largest_loss:
+        raise InvalidInput(
+            f"model.lr {model['lr']:.3g} makes the first step overflow {loss_dtype}: lr × gradient reaches about "
+            f"{first_step:.3g} (largest {largest_loss:.3g}); lower model.lr"
+        )
+
+
+def check_limits(config: Mapping[str, Any]) -> None:
+    """A parsed fit config (data, model, trainer, optimizer) against memory and floating point."""
+    data, model = config["data"], dict(config["model"])
+    optimizer = config.get("optimizer")
+    if optimizer and (optimizer.get("init_args") or {}).get("lr") is not None:
+        model["lr"] = optimizer["init_args"]["lr"]  # --optimizer replaces the model's SGD
+    check_data_size(data, model["degree"])
+    check_representable(data, model, config["trainer"].get("precision"))
