@@ -24,6 +24,7 @@ the steps taken to get within 1% of it), and config.yaml (the resolved compariso
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,7 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from fitquad.cli import RUNS_FOLDER
 from fitquad.data import QuadraticDataModule
 from fitquad.landscape import (
     add_marker_legend,
@@ -45,8 +44,10 @@ from fitquad.landscape import (
     loss_optimum,
     path_extent,
 )
+from fitquad.limits import check_landscape_grid, check_limits
 from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.parameter_path import ParameterPath
+from fitquad.run_folders import RUNS_FOLDER, make_run_folder
 from fitquad.training import LossName, QuadraticRegression
 from fitquad.validation import InvalidInput
 
@@ -229,13 +230,51 @@ def main(argv: list[str]) -> None:
     parser = build_parser()
     try:
         config = parser.parse_args(argv)
-        if config.resolution < 2 or config.max_steps < 1 or config.model.degree < 1:
-            raise ArgumentError(None, "resolution must be at least 2, max_steps and model.degree at least 1")
+        check_comparison(config)
         compare(config, parser)
     # InvalidInput: a range the data or the model checks (fitquad.validation). One line each.
     except (ArgumentError, InvalidInput) as error:
         print(f"fitquad compare: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
+
+
+def check_comparison(config) -> None:
+    """Every option, and every run of the grid, checked before anything trains or is written."""
+    checks = [
+        (config.losses, "losses must list at least one loss (mse, l1, huber, smooth_l1)"),
+        (config.settings, "settings must list at least one optimizer setting"),
+        (config.max_steps >= 1, f"max_steps must be ≥ 1, got {config.max_steps}"),
+        (
+            config.model.degree >= 1,
+            f"model.degree must be ≥ 1 (a landscape needs two coefficients), got {config.model.degree}",
+        ),
+        (
+            math.isfinite(config.margin) and config.margin >= 0,
+            f"margin must be a finite number ≥ 0, got {config.margin}",
+        ),
+    ]
+    for passes, message in checks:
+        if not passes:
+            raise InvalidInput(message)
+    check_landscape_grid(config.resolution, config.levels, len(config.losses) * len(config.settings))
+    names = [setting.name for setting in config.settings]
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise InvalidInput(f"settings must have distinct names: {repeated!r} appears twice")
+    coefficient_names = QuadraticRegression(degree=config.model.degree).coefficient_names
+    if config.parameters is not None:
+        chosen = list(config.parameters)
+        if len(chosen) != 2 or chosen[0] == chosen[1] or not set(chosen) <= set(coefficient_names):
+            raise InvalidInput(f"parameters must be two different names among {coefficient_names}, got {chosen}")
+    data = QuadraticDataModule(**config.data)  # checks the data's options
+    for setting in config.settings:  # each run's model and SGD options, as fitquad fit checks them
+        options = {**dict(config.model), "lr": setting.lr if setting.lr is not None else config.model.lr}
+        sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
+        try:
+            QuadraticRegression(**options, weight_decay=setting.weight_decay, **sgd)
+        except InvalidInput as error:
+            raise InvalidInput(f"settings {setting.name!r}: {error}") from None
+        check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})
 
 
 def compare(config, parser: ArgumentParser) -> None:
@@ -245,8 +284,7 @@ def compare(config, parser: ArgumentParser) -> None:
     # TensorBoardLogger numbers versions as `fitquad fit` does: the comparison's folder is the next version_N.
     datamodule = QuadraticDataModule(**config.data)  # checks the data options before any folder is made
     datamodule.setup("fit")
-    folder = Path(TensorBoardLogger(save_dir=RUNS_FOLDER, name=name).log_dir)
-    folder.mkdir(parents=True)
+    folder = make_run_folder(Path(RUNS_FOLDER) / name, "the compare config's name")
     print(f"fitquad: compare folder {folder}", flush=True)
     basis = polynomial_basis(datamodule.train_x, config.model.degree)
     y = datamodule.train_y.double()

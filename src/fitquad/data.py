@@ -12,6 +12,7 @@ DataLoader over a TensorDataset indexes and collates one sample at a time, which
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Literal
@@ -132,26 +133,47 @@ class InMemoryBatches:
             yield steps
             left -= steps
 
+    def count_items(self, batch_in_pass: int) -> int:
+        """How many items `_item_steps(batch_in_pass)` yields, in closed form: an epoch of 10¹² steps is
+        counted at once, not one by one (Lightning asks for len() at every epoch's start)."""
+        if self.full_batch:
+            return math.ceil(self.steps_per_epoch / self.fused_steps)
+        full_batches = self.n // self.batch_size if self.shuffle == "every_pass" else self.batches_per_pass
+
+        def to_end_of_pass(start: int, left: int) -> tuple[int, int]:
+            # (items, steps) from batch `start` of a pass to its end, at most `left` steps: the full batches in
+            # items of fused_steps, then the short last batch (every_pass) as an item of its own.
+            fused = min(max(full_batches - start, 0), left)
+            short = min(self.batches_per_pass - max(start, full_batches), left - fused)
+            return math.ceil(fused / self.fused_steps) + short, fused + short
+
+        left = self.steps_per_epoch
+        items, steps = to_end_of_pass(batch_in_pass % self.batches_per_pass, left)
+        left -= steps
+        whole_pass_items, _ = to_end_of_pass(0, self.batches_per_pass)
+        whole_passes, left = divmod(left, self.batches_per_pass)
+        return items + whole_passes * whole_pass_items + to_end_of_pass(0, left)[0]
+
     def __len__(self) -> int:
         """Training steps (Lightning batches) in the current epoch, counting those already served."""
-        return sum(1 for _ in self._item_steps(self.epoch_start))
+        return self.count_items(self.epoch_start)
 
     def __iter__(self) -> Iterator[tuple[Batches, Batches]]:
-        item_steps = list(self._item_steps(self.epoch_start))
-        for index in range(self.items_served, len(item_steps)):
-            steps = item_steps[index]
+        items = self.count_items(self.epoch_start)
+        remaining = itertools.islice(self._item_steps(self.epoch_start), self.items_served, None)
+        for index, steps in enumerate(remaining, start=self.items_served):
             # Move on before yielding: Lightning stops at len(self) without resuming the generator, and
             # a checkpoint saved while this item trains must resume after it.
             self.items_served = index + 1
             if self.full_batch:
-                self._end_epoch_after(index, item_steps)
+                self._end_epoch_after(index, items)
                 yield self.x.expand(steps, self.n), self.y.expand(steps, self.n)
                 continue
             if self.batch_in_pass == self.batches_per_pass:
                 self._new_pass()
             first = self.batch_in_pass
             self.batch_in_pass += steps
-            self._end_epoch_after(index, item_steps)
+            self._end_epoch_after(index, items)
             if self.shuffle == "blocks":
                 blocks = self.block_order[first : first + steps]
                 yield tuple(self.blocks_x[j] for j in blocks), tuple(self.blocks_y[j] for j in blocks)
@@ -160,8 +182,8 @@ class InMemoryBatches:
                 width = stop - start if steps == 1 else self.batch_size
                 yield self.pass_x[start:stop].view(steps, width), self.pass_y[start:stop].view(steps, width)
 
-    def _end_epoch_after(self, index: int, item_steps: list[int]) -> None:
-        if index + 1 == len(item_steps):
+    def _end_epoch_after(self, index: int, items: int) -> None:
+        if index + 1 == items:
             self.items_served, self.epoch_start = 0, self.batch_in_pass
 
     def _new_pass(self) -> None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from fitquad import reference
 from fitquad.callbacks import run_folder, say
+from fitquad.limits import check_landscape_grid
 from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.parameter_path import ParameterPath
 
@@ -239,8 +240,7 @@ class LossLandscape(ParameterPath):
         extent: list[float] | None = None,
         levels: int = 20,
     ) -> None:
-        if resolution < 2:
-            raise ValueError(f"landscape resolution must be at least 2; got {resolution}")
+        check_landscape_grid(resolution, levels, owner="LossLandscape.")
         if extent is not None and len(extent) != 4:
             raise ValueError(f"landscape extent must be [x low, x high, y low, y high]; got {extent}")
         super().__init__()

@@ -170,3 +170,20 @@ def check_limits(config: Mapping[str, Any]) -> None:
         model["lr"] = optimizer["init_args"]["lr"]  # --optimizer replaces the model's SGD
     check_data_size(data, model["degree"])
     check_representable(data, model, config["trainer"].get("precision"))
+
+
+# Landscape grids: a figure panel is a few hundred pixels across, so a finer grid shows nothing more and costs
+# resolution² loss evaluations over every training point, per panel.
+MAX_RESOLUTION = 2001
+
+
+def check_landscape_grid(resolution: int, levels: int, panels: int = 1, owner: str = "") -> None:
+    """A loss landscape's grid and contour levels (owner: what the options belong to, e.g. "LossLandscape.")."""
+    if not 2 <= resolution <= MAX_RESOLUTION:
+        needed = float(resolution) ** 2 * 8 * 4 * panels  # the grid's coordinates and losses, float64
+        raise InvalidInput(
+            f"{owner}resolution must be in [2, {MAX_RESOLUTION}] (grid points along each axis of a figure), got "
+            f"{resolution}" + (f" (its grid alone would need {_size(needed)})" if resolution > MAX_RESOLUTION else "")
+        )
+    if levels < 2:
+        raise InvalidInput(f"{owner}levels must be ≥ 2 (filled contours need two), got {levels}")

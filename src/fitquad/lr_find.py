@@ -39,10 +39,12 @@ from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI, OneLineErrorParser
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
+from fitquad.validation import InvalidInput
 
 # lr_find's options other than these are Tuner.lr_find's own, with Lightning's defaults.
 NOT_OPTIONS = {"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule", "method"}
 NOT_OPTIONS |= {"update_attr", "attr_name"}  # the suggestion is printed, not applied: a fit is a separate run
+MODES = ("exponential", "linear")  # how Tuner.lr_find grows the learning rate
 ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
 
 
@@ -58,6 +60,31 @@ class LrFindCLI(FitquadCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_method_arguments(Tuner, "lr_find", "lr_find", skip=NOT_OPTIONS)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+        super().parse_arguments(parser, args)
+        check_lr_find_options(self.config.lr_find)
+
+
+def check_lr_find_options(options: Any) -> None:
+    """Tuner.lr_find's options, which it takes unchecked (min_lr 0 divides by zero; an unknown mode fails late)."""
+    min_lr, max_lr, threshold = options.min_lr, options.max_lr, options.early_stop_threshold
+    rules = [
+        (math.isfinite(min_lr) and min_lr > 0, f"lr_find.min_lr must be > 0, got {min_lr}"),
+        (
+            math.isfinite(max_lr) and max_lr > min_lr,
+            f"lr_find.max_lr must be > lr_find.min_lr = {min_lr}, got {max_lr}",
+        ),
+        (
+            options.num_training >= 2,
+            f"lr_find.num_training must be ≥ 2 (learning rates tried), got {options.num_training}",
+        ),
+        (options.mode in MODES, f"lr_find.mode must be one of {', '.join(MODES)}, got {options.mode!r}"),
+        (threshold is None or threshold > 0, f"lr_find.early_stop_threshold must be > 0 or null, got {threshold}"),
+    ]
+    for passes, message in rules:
+        if not passes:
+            raise InvalidInput(message)
 
 
 def main(argv: list[str]) -> None:
