@@ -147,8 +147,10 @@ def predicted_steps_to_gap(
     optimum_loss: float,
     settings: OptimizerSettings,
     target_gap: float = 0.01,
+    resolution: float = 0.0,
 ) -> float | None:
-    """Full-batch steps until (loss − optimum)/optimum ≤ target_gap, starting from theta.
+    """Full-batch steps until (loss − optimum)/optimum ≤ target_gap, starting from theta (the gap measured as
+    fitquad.reference.relative_gap does, against `resolution` where the optimum is below it).
 
     The objective's excess over the optimum is ½·Σ λᵢ·eᵢ² along the Hessian's eigenvectors, and each
     step multiplies eᵢ by its contraction factor ρᵢ, so the excess after t steps is ½·Σ λᵢ·eᵢ²·ρᵢ^(2t):
@@ -160,7 +162,8 @@ def predicted_steps_to_gap(
         return None
     error = conditioning.eigenvectors.T @ (theta.double().cpu() - optimum_theta)
     excess = 0.5 * conditioning.eigenvalues * error.square()
-    target = target_gap * (optimum_loss if optimum_loss > 0 else 1.0)
+    scale = max(optimum_loss, resolution)  # see reference.relative_gap
+    target = target_gap * (scale if scale > 0 else 1.0)
     if excess.sum().item() <= target:
         return 0
     rho = contraction_factors(conditioning.eigenvalues, settings)

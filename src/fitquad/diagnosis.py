@@ -24,7 +24,14 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from fitquad.callbacks import RunSummary, run_folder, say
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
-from fitquad.reference import float64_copy, optimum, relative_gap, training_noise_floor, validation_noise_floor
+from fitquad.reference import (
+    float64_copy,
+    loss_resolution,
+    optimum,
+    relative_gap,
+    training_noise_floor,
+    validation_noise_floor,
+)
 
 # ---- thresholds ----------------------------------------------------------------------------------
 # Converged: the training loss within 1% of the closed-form optimum. Tighter than any difference a
@@ -67,7 +74,7 @@ class TrainingDiverged(RuntimeError):
             lr,
             largest_stable_lr,
         )
-        if largest_stable_lr is None or math.isinf(largest_stable_lr):
+        if largest_stable_lr is None or not math.isfinite(largest_stable_lr):  # L1, or a degenerate problem
             limit = "this loss has no largest stable lr"
             advice = "lower model.lr or clip with trainer.gradient_clip_val"
         else:
@@ -113,10 +120,11 @@ def diagnose(
     mini_batch: bool = False,
     stopped_early: bool = False,
     optimizer: str = "SGD",
+    loss_resolution: float = 0.0,
 ) -> Diagnosis:
     """The rules, in order; the first that holds is the diagnosis. The learning-rate and step predictions
     are SGD's (fitquad.conditioning): for another `optimizer` the advice leaves them out."""
-    gap = relative_gap(train_loss, optimum_loss)
+    gap = relative_gap(train_loss, optimum_loss, loss_resolution)
     numbers = {
         "steps": steps_taken,
         "train_loss": train_loss,
@@ -268,12 +276,20 @@ class FitDiagnosis(L.Callback):
             model, datamodule.train_x, datamodule.train_y, pl_module.loss_fn, self.settings.weight_decay
         )
         self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings)
+        # An exact fit (noise-free data, or as many points as parameters) has an optimum of float64 rounding, ~0:
+        # its gap is measured against what the run's own precision can resolve (reference.relative_gap), scaled
+        # so that "within CONVERGED_GAP" means "down to the rounding floor".
+        data = (model, datamodule.train_x, datamodule.train_y, self.reference.parameters)
+        l1 = isinstance(pl_module.loss_fn, torch.nn.L1Loss)
+        exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1)
+        self.resolution = loss_resolution(*data, pl_module.dtype, l1) / CONVERGED_GAP if exact_fit else 0.0
         steps = predicted_steps_to_gap(
             self.conditioning,
             model.model_parameters(),
             self.reference.parameters,
             self.reference.train_loss,
             self.settings,
+            resolution=self.resolution,
         )
         hp = datamodule.hparams
         n_parameters = len(self.reference.parameters)
@@ -315,7 +331,7 @@ class FitDiagnosis(L.Callback):
             f"conditioning ({pl_module.model.feature_scaling} features; {c.curvature}): Hessian eigenvalues "
             f"{eigenvalues}; κ = {c.condition_number:.3g}; largest stable lr {c.largest_stable_lr:.3g} ({rule}; "
             f"full-batch GD {c.largest_stable_lr_gd:.3g}), lr {s.lr:.3g} is {where} it; predicted full-batch steps "
-            f"to within {CONVERGED_GAP:.0%} of the optimum: {_steps(steps)}{sgd_only}",
+            f"to within {CONVERGED_GAP:.0%} of the optimum: {_steps(steps, s.lr < c.largest_stable_lr)}{sgd_only}",
             f"reference: training-loss optimum {self.reference.train_loss:.6g} at {coefficients} "
             f"(float64, closed form); noise floors: training MSE σ²(n−p)/n = {floors['train_noise_floor']:.4g}, "
             f"validation MSE σ² = {floors['val_noise_floor']:.4g}",
@@ -338,7 +354,7 @@ class FitDiagnosis(L.Callback):
         # One host sync per training_step (not per optimizer step), and only when something is logged.
         losses = pl_module.train_losses[start:end][logged.to(pl_module.train_losses.device)].tolist()
         for step, loss in zip(steps[logged].tolist(), losses, strict=True):
-            gap = relative_gap(loss, self.reference.train_loss)
+            gap = relative_gap(loss, self.reference.train_loss, self.resolution)
             trainer.logger.log_metrics({"reference/relative_gap": gap}, step=step)
 
     # ---- fit end: the diagnosis -----------------------------------------------------------------
@@ -361,12 +377,13 @@ class FitDiagnosis(L.Callback):
             self.reference.parameters,
             self.reference.train_loss,
             self.settings,
+            resolution=self.resolution,
         )
         probe = None
         if (
             pl_module.dtype == torch.float32
             and self.sgd
-            and relative_gap(train_loss, self.reference.train_loss) > CONVERGED_GAP
+            and relative_gap(train_loss, self.reference.train_loss, self.resolution) > CONVERGED_GAP
         ):
             probe = float32_update_error(pl_module, datamodule.train_x, datamodule.train_y, self.settings)
         diagnosis = diagnose(
@@ -387,6 +404,7 @@ class FitDiagnosis(L.Callback):
             mini_batch=hp.batch_size is not None and hp.batch_size < len(train_x),
             stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
             optimizer=type(trainer.optimizers[0]).__name__,
+            loss_resolution=self.resolution,
         )
         self._report(trainer, pl_module, diagnosis)
         if self.figures and trainer.is_global_zero:
@@ -441,10 +459,12 @@ class FitDiagnosis(L.Callback):
         figures.close(drawn)
 
 
-def _steps(steps: float | None) -> str:
+def _steps(steps: float | None, stable: bool) -> str:
     if steps is None:
         return "n/a (no curvature)"
-    return "never (lr above the largest stable)" if steps == math.inf else f"{steps:.3g}"
+    if steps == math.inf:  # some direction does not contract: too steep for the lr, or (almost) flat
+        return "never (lr above the largest stable)" if not stable else "never (a direction with ~no curvature)"
+    return f"{steps:.3g}"
 
 
 def _log_text(trainer: L.Trainer, tag: str, text: str) -> None:

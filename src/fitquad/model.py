@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fitquad.validation import InvalidInput
+
 FeatureScaling = Literal["none", "standardize", "whiten"]
 
 
@@ -79,6 +81,13 @@ class PolynomialModel(nn.Module):
             powers = torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
             mean = powers.mean(dim=0)
             _, r = torch.linalg.qr(powers - mean)
+            distinct = len(torch.unique(x))
+            if distinct <= self.degree or not (r.diagonal().abs() > 0).all():  # the powers are linearly dependent
+                raise InvalidInput(
+                    f"model.feature_scaling whiten needs at least model.degree + 1 = {self.degree + 1} distinct "
+                    f"training x values, and the training data has {distinct}: use standardize, a lower degree, "
+                    "or x spread wider"
+                )
             whitening = torch.linalg.inv(r) * len(x) ** 0.5
             self.feature_mean.copy_(mean)
             self.whitening.copy_(whitening)

@@ -171,12 +171,32 @@ def optimum(
     )
 
 
-def relative_gap(loss: float, optimum_loss: float) -> float:
+# A prediction in a dtype is a sum of terms θₖ·φₖ(x), each rounded: its error is a few ulps of Σₖ|θₖ·φₖ(x)|,
+# which for a polynomial whose large terms cancel is far more than an ulp of the prediction itself.
+LOSS_ULPS = 4
+
+
+def loss_resolution(
+    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, parameters: torch.Tensor, dtype: torch.dtype, l1: bool
+) -> float:
+    """The smallest loss distinguishable from 0 when the model with `parameters` (its own units, e.g. the
+    optimum's) predicts `y` in `dtype`: the rounding of each prediction's terms, squared (or not, for L1)."""
+    terms = design_matrix(model, x).abs() @ parameters.double().abs() + y.double().abs()
+    rounding = LOSS_ULPS * torch.finfo(dtype).eps * terms
+    return (rounding.mean() if l1 else rounding.square().mean()).item()
+
+
+def relative_gap(loss: float, optimum_loss: float, resolution: float = 0.0) -> float:
     """(loss − optimum)/optimum: 0.01 means within 1% of the best the model can do on this data.
 
-    Noise-free data has an optimum of 0, where a relative gap means nothing: the gap is then absolute.
+    An exact fit (noise-free data, or as many points as parameters) has an optimum of float64 rounding, ~1e-28:
+    the caller then passes the `resolution` of the run's precision (loss_resolution), and the gap is measured
+    against it, not against an optimum that would call a loss at float32's rounding floor "10¹⁷ times the
+    optimum". A loss below the optimum, the minimum, is rounding: gap 0.
     """
-    return (loss - optimum_loss) / optimum_loss if optimum_loss > 0 else loss - optimum_loss
+    excess = max(loss - optimum_loss, 0.0)  # nan stays nan
+    scale = max(optimum_loss, resolution)
+    return excess / scale if scale > 0 else excess
 
 
 def training_noise_floor(noise_std: float, n_train: int, n_parameters: int) -> float:
