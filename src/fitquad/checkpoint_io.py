@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from fitquad.data import InMemoryBatches
+from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput
 
 
@@ -81,11 +83,79 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], path: str | Path, command:
                 f"ckpt_path {path} was trained with model.{name} {value!r}, but this run asks for {model[name]!r}: "
                 f"a checkpoint keeps the model it was trained as (set model.{name} to {value!r}, or start a new fit)"
             )
-    if command == "fit" and not {"optimizer_states", "loops"} <= checkpoint.keys():
-        raise InvalidInput(
-            f"ckpt_path {path} holds the weights only (no optimizer or loop state): a fit cannot resume from it; "
-            "validate, test and predict can use it"
-        )
+    module = QuadraticRegression(**model)  # this config's model, for the names and shapes of its weights
+    check_weights(checkpoint["state_dict"], path, module.state_dict())
+    if command == "fit":
+        if not {"optimizer_states", "loops"} <= checkpoint.keys():
+            raise InvalidInput(
+                f"ckpt_path {path} holds the weights only (no optimizer or loop state): a fit cannot resume from "
+                "it; validate, test and predict can use it"
+            )
+        check_training_state(checkpoint, path, len(list(module.parameters())))
+
+
+def check_weights(weights: dict[str, torch.Tensor], path: str | Path, expected: dict[str, torch.Tensor]) -> None:
+    """The checkpoint's weights have the names and shapes of this config's model (whatever its hyperparameters
+    say: they may be missing, or edited)."""
+    for name, tensor in expected.items():
+        if name not in weights:
+            raise InvalidInput(f"ckpt_path {path} has no {name}: it is not a checkpoint of this config's model")
+        if weights[name].shape != tensor.shape:
+            raise InvalidInput(
+                f"ckpt_path {path} holds {name} of shape {list(weights[name].shape)}, and this config's model has "
+                f"{list(tensor.shape)}: it was trained as another model"
+            )
+    unknown = sorted(set(weights) - set(expected))
+    if unknown:
+        raise InvalidInput(f"ckpt_path {path} holds weights this config's model does not have: {', '.join(unknown)}")
+
+
+def check_training_state(checkpoint: dict[str, Any], path: str | Path, n_parameters: int) -> None:
+    """What a resumed fit restores besides the weights, checked as Lightning and fitquad write it: step and
+    epoch counts, the loops' progress counters, the data loader's position, the optimizer's state."""
+
+    def malformed(what: str) -> InvalidInput:
+        return InvalidInput(f"ckpt_path {path} cannot be resumed: its {what} is not what Lightning writes")
+
+    for key in ("epoch", "global_step"):
+        if type(checkpoint.get(key)) is not int or checkpoint[key] < 0:
+            raise malformed(f"{key} (an integer ≥ 0)")
+    schedulers, callbacks = checkpoint.get("lr_schedulers", []), checkpoint.get("callbacks", {})
+    if not isinstance(schedulers, list) or not all(isinstance(state, dict) for state in schedulers):
+        raise malformed("lr_schedulers (a list of schedulers' states)")
+    if not isinstance(callbacks, dict) or not all(isinstance(state, dict) for state in callbacks.values()):
+        raise malformed("callbacks (each callback's state)")
+    fit_loop = checkpoint["loops"].get("fit_loop") if isinstance(checkpoint["loops"], dict) else None
+    if not isinstance(fit_loop, dict) or not {"epoch_progress", "epoch_loop.batch_progress"} <= fit_loop.keys():
+        raise malformed("loop state (loops.fit_loop with epoch_progress and epoch_loop.batch_progress)")
+    for key, value in _leaves(fit_loop, "loops.fit_loop"):
+        if "progress" in key and not (type(value) is bool or type(value) is int and value >= 0):
+            raise malformed(f"loop counter {key} ({value!r}; an integer ≥ 0)")
+    loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
+    if not isinstance(loader_states, list):
+        raise malformed("data-loader state")
+    for state in loader_states:
+        try:
+            InMemoryBatches.check_state(state)
+        except InvalidInput as error:
+            raise InvalidInput(f"ckpt_path {path} cannot be resumed: {error}") from None
+    optimizers = checkpoint["optimizer_states"]
+    groups = optimizers[0].get("param_groups") if isinstance(optimizers, list) and len(optimizers) == 1 else None
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
+        raise malformed("optimizer state (one optimizer's state and param_groups)")
+    if sum(len(group["params"]) for group in groups) != n_parameters or not isinstance(
+        optimizers[0].get("state"), dict
+    ):
+        raise malformed(f"optimizer state (it has no state for this model's {n_parameters} parameter tensors)")
+
+
+def _leaves(tree: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(dotted key, value) of every non-dict value in nested dicts."""
+    if not isinstance(tree, dict):
+        return [(prefix, tree)]
+    return [leaf for key, value in tree.items() for leaf in _leaves(value, f"{prefix}.{key}")]
 
 
 def _first_line(error: BaseException) -> str:

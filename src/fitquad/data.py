@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -208,7 +208,26 @@ class InMemoryBatches:
             "items_served": self.items_served,
         }
 
+    @staticmethod
+    def check_state(state: Any) -> None:
+        """InvalidInput unless `state` is what state_dict() writes (a checkpoint's data-loader state)."""
+        counters = ("batch_in_pass", "epoch_start", "items_served")
+        generator_size = torch.Generator().get_state().numel()
+        valid = isinstance(state, dict) and all(type(state.get(name)) is int and state[name] >= 0 for name in counters)
+        valid = valid and all(
+            isinstance(state.get(name), torch.Tensor)
+            and state[name].dtype == torch.uint8
+            and state[name].numel() == generator_size
+            for name in ("generator", "pass_generator")
+        )
+        if not valid:
+            raise InvalidInput(
+                "the checkpoint's data-loader state is not one fitquad wrote: it needs "
+                f"{', '.join(counters)} (integers ≥ 0) and generator, pass_generator (torch.Generator states)"
+            )
+
     def load_state_dict(self, state_dict: dict[str, torch.Tensor | int]) -> None:
+        self.check_state(state_dict)
         self.batch_in_pass = state_dict["batch_in_pass"]
         self.epoch_start = state_dict["epoch_start"]
         self.items_served = state_dict["items_served"]
