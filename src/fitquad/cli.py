@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -64,6 +65,21 @@ LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 # What a class raises when it refuses the arguments it was built with.
 BUILD_ERRORS = (TypeError, ValueError, LookupError, ImportError, MisconfigurationException)
+
+
+@contextlib.contextmanager
+def lightning_quiet() -> Iterator[None]:
+    """Lightning's info lines off (see LIGHTNING_LOGGERS) for commands that run many Trainers: sweep, compare."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
 
 # The commands that evaluate a checkpoint.
 EVALUATIONS = ("validate", "test", "predict")
@@ -418,7 +434,8 @@ def run_command(command_line: list[str], args: list[str] | None) -> int:
         save_config_callback=SaveFitConfig,
     )
     interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
-    if interrupted_by is None and sigterm_received():
+    if interrupted_by is None and sigterm_received():  # after the last training step, or in validate/test/predict
+        print("fitquad: SIGTERM arrived as the command was finishing; its results are written", file=sys.stderr)
         interrupted_by = signal.SIGTERM
     return 0 if interrupted_by is None else 128 + interrupted_by
 

@@ -23,7 +23,6 @@ the steps taken to get within 1% of it), and config.yaml (the resolved compariso
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import lightning as L
 import torch
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
+from fitquad.cli import lightning_quiet
 from fitquad.data import QuadraticDataModule
 from fitquad.landscape import (
     add_marker_legend,
@@ -289,14 +289,8 @@ def compare(config, parser: ArgumentParser) -> None:
     basis = polynomial_basis(datamodule.train_x, config.model.degree)
     y = datamodule.train_y.double()
     names = QuadraticRegression(degree=config.model.degree).coefficient_names
-    # Each Trainer announces its hardware (GPU available: ...); not once per run of the grid.
-    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = lightning_info.level
-    lightning_info.setLevel(logging.WARNING)
-    try:
+    with lightning_quiet():  # each Trainer would announce its hardware (GPU available: ...) once per run
         results = run_grid(config, datamodule, basis, y)
-    finally:
-        lightning_info.setLevel(level)
     figure = draw_grid(config, results, names, basis, y)
     figure.savefig(folder / "compare.png", dpi=110)
     markdown = write_tables(results, names, folder)

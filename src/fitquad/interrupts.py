@@ -76,10 +76,11 @@ class CheckpointOnSignal(L.Callback):
         self.checkpoint_path: Path | None = None
         self._previous_sigint_handler: Any = None
         self._deferring = False
+        self._training = False  # between on_train_start and the end of the fit
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # From here to teardown (sanity check and evaluation included) SIGTERM is noted, not raised.
-        self.received = None
+        self.received, self._training = None, False
         self._stop_deferring()  # a Trainer reused for another stage
         self._deferring = True
         _Sigterm.deferred += 1
@@ -94,6 +95,7 @@ class CheckpointOnSignal(L.Callback):
         self._note_sigint()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training = True
         self._note_sigint()
         say(trainer, "fitquad: training (Ctrl-C or SIGTERM saves a checkpoint and stops)")
 
@@ -116,7 +118,7 @@ class CheckpointOnSignal(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         directory = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else None
         self.checkpoint_path = (directory or run_folder(trainer) / "checkpoints") / self.filename
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # everything, to resume from
         say(
             trainer,
             f"fitquad: {self.received.name} at step {trainer.global_step}: checkpoint saved to "
@@ -146,4 +148,5 @@ class CheckpointOnSignal(L.Callback):
         # SIGTERMException at the end of that training_step, still a consistent place to save.
         if isinstance(exception, SIGTERMException) and self.received is None:
             self.received = signal.SIGTERM
-            self._save(trainer)
+            if self._training:  # before training there is nothing new to save
+                self._save(trainer)

@@ -33,7 +33,6 @@ the training and validation points: near 0 when the model has converged.
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import signal
 import sys
@@ -50,7 +49,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from fitquad import reference
 from fitquad.callbacks import RunSummary
-from fitquad.cli import gradient_clipping_as_callback
+from fitquad.cli import gradient_clipping_as_callback, lightning_quiet
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal
@@ -291,28 +290,30 @@ def sweep(args: list[str]) -> list[SweepPoint]:
     parser.save(config, folder / "config.yaml", skip_validation=True)
     print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
 
-    # Each Trainer announces its hardware (GPU available: ...); not once per run of a sweep.
-    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = lightning_info.level
-    lightning_info.setLevel(logging.WARNING)
     points: list[SweepPoint] = []
     try:
-        for value, run_config, label in zip(values, run_configs, labels, strict=True):
-            point = train_one(parser, run_config, value, folder, label)
-            points.append(point)
-            result = (
-                f"diverged ({point.diverged})"
-                if point.diverged
-                else (f"train MSE {point.train_mse:.4g}, val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}")
-            )
-            print(f"fitquad sweep: {parameter}={value}: {result}", flush=True)
+        with lightning_quiet():  # each Trainer would announce its hardware (GPU available: ...) once per run
+            run_all(points, parser, run_configs, values, labels, parameter, folder)
     finally:  # the runs that finished are tabulated whatever stopped the sweep
-        lightning_info.setLevel(level)
         if points:
             write_results(points, parameter, x_scale, name, folder)
         if len(points) < len(values):
-            print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs; table in {folder}", flush=True)
+            where = f"; their table is in {folder}" if points else ""
+            print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs{where}", flush=True)
     return points
+
+
+def run_all(points: list, parser, run_configs: list, values: list, labels: list[str], parameter: str, folder: Path):
+    """Train each value in turn, appending its SweepPoint to `points` as soon as it is done."""
+    for value, run_config, label in zip(values, run_configs, labels, strict=True):
+        point = train_one(parser, run_config, value, folder, label)
+        points.append(point)
+        result = (
+            f"diverged ({point.diverged})"
+            if point.diverged
+            else (f"train MSE {point.train_mse:.4g}, val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}")
+        )
+        print(f"fitquad sweep: {parameter}={value}: {result}", flush=True)
 
 
 def write_results(points: list[SweepPoint], parameter: str, x_scale: str, name: str, folder: Path) -> None:

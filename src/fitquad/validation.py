@@ -56,6 +56,8 @@ TRAINER_RULES: list[Rule] = [
     ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
     ("val_check_interval", lambda v: v > 0, "> 0 (a fraction of an epoch, or a number of training_steps)"),
     ("check_val_every_n_epoch", lambda v: v >= 1, "≥ 1, or null"),
+    # Manual optimization takes one optimizer step per batch; Lightning refuses accumulation only mid-fit.
+    ("accumulate_grad_batches", lambda v: v == 1, "1 (one optimizer step per batch: use a larger data.batch_size)"),
 ]
 
 
