@@ -154,7 +154,15 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
             f"and the loss adds up {data['n_train']} of them squared (about {squares_sum:.3g}; largest "
             f"{largest_loss:.3g})"
         )
-    first_step = _product(model["lr"], 2 * residual, feature_bound)
+    # torch's SGD adds weight_decay·θ to the gradient, then steps by lr times it.
+    weight_decay = model.get("weight_decay") or 0.0
+    decay = _product(weight_decay, start_bound)
+    if not (weight_decay < largest_loss and decay < largest_loss):
+        raise InvalidInput(
+            f"model.weight_decay {weight_decay:.3g} makes the first gradient overflow {loss_dtype}: weight_decay × "
+            f"parameters reaches about {decay:.3g} (largest {largest_loss:.3g})"
+        )
+    first_step = _product(model["lr"], 2 * residual * feature_bound + decay)
     if not first_step < largest_loss:
         raise InvalidInput(
             f"model.lr {model['lr']:.3g} makes the first step overflow {loss_dtype}: lr × gradient reaches about "

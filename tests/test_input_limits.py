@@ -1,0 +1,188 @@
+"""Inputs that are each in range but cannot be run: values whose arithmetic overflows the run's precision,
+sizes beyond the machine's memory, epochs too long to count one by one; and the extra commands' (sweep,
+compare, lr-find) options, all checked before anything trains or a folder is made."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONFIGS, read_summary
+from fitquad.cli import main
+from fitquad.data import InMemoryBatches
+from fitquad.limits import check_representable
+from fitquad.validation import InvalidInput
+
+SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
+
+# (options after `fitquad fit --config configs/sgd_article.yaml`, words the one line must contain)
+OVERFLOWS = [
+    (["--model.lr", "1e308"], ["model.lr", "first step overflow float32"]),
+    (["--data.noise_std", "1e308"], ["data.noise_std", "makes y reach"]),
+    (["--data.true_a", "1e308"], ["data.true_a", "beyond float32"]),
+    (["--data.true_b", "1e36"], ["data.true_b", "loss overflow float32"]),
+    (["--data.true_a", "1e25"], ["data.true_a", "loss overflow float32"]),
+    (["--data.x_distribution", "uniform", "--data.x_max", "1e308"], ["data.x_max", "beyond float32"]),
+    (["--data.x_std", "1e30"], ["data.x_std", "beyond float32"]),
+    (["--model.init_coefficients", "[1e30, 0]"], ["model.init_coefficients", "loss overflow float32"]),
+    (["--trainer.precision", "16-mixed", "--data.true_c", "1e6"], ["data.true_c", "float16"]),
+    (["--data.n_train", "10000000000"], ["data.n_train 10000000000", "GiB of memory", "is available"]),
+    (
+        ["--model.degree", "100000", "--model.init_coefficients", "null", "--data.n_train", "200000"],
+        ["n_train 200000", "model.degree 100000", "of memory"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "words"), OVERFLOWS, ids=[" ".join(extra) for extra, _ in OVERFLOWS])
+def test_values_that_overflow_or_do_not_fit_are_one_line_before_any_folder(
+    extra: list[str], words: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", SGD_ARTICLE, *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fitquad: error: ") and "\n" not in err, err
+    assert all(word in err for word in words), err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_float64_runs_what_float32_cannot_represent() -> None:
+    data = dict(true_a=1e25, true_b=1.0, true_c=2.0, noise_std=0.3, x_distribution="normal", x_mean=0.0, x_std=1.0)
+    data.update(n_train=50, x_min=-2.0, x_max=2.0)
+    model = dict(degree=2, lr=0.1, feature_scaling="none", init_coefficients=None)
+    with pytest.raises(InvalidInput, match="overflow float32"):
+        check_representable(data, model, "32-true")
+    check_representable(data, model, "64-true")  # |y|² · n ≈ 10⁵⁵: fine in float64
+
+
+def test_every_shipped_fit_config_passes_the_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The limits only refuse what cannot run: one step of each config still trains.
+    monkeypatch.chdir(tmp_path)
+    for name in (
+        "lesson3",
+        "lesson3_raw",
+        "lesson3_whiten",
+        "lesson3_lr_too_high",
+        "sgd_article",
+        "overfit_early_stop",
+    ):
+        main(["fit", "--config", str(CONFIGS / f"{name}.yaml"), "--trainer.max_steps", "1", "--data.fused_steps", "1"])
+    assert len(list((tmp_path / "runs").glob("*/version_0/summary.json"))) == 6
+
+
+def test_epoch_length_in_closed_form_matches_counting_item_by_item() -> None:
+    rng = random.Random(0)
+    for _ in range(1500):
+        n = rng.randint(1, 40)
+        batch_size = rng.choice([None, *range(1, 45)])
+        steps_per_epoch = rng.choice([None, rng.randint(1, 200)])
+        batches = InMemoryBatches(
+            torch.zeros(n), torch.zeros(n), batch_size, steps_per_epoch, rng.randint(1, 9), 0,
+            rng.choice(["every_pass", "blocks"]),
+        )  # fmt: skip
+        for start in range(batches.batches_per_pass + 1):
+            assert batches.count_items(start) == sum(1 for _ in batches._item_steps(start))
+
+
+def test_an_epoch_of_a_trillion_steps_trains_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = InMemoryBatches(torch.zeros(50), torch.zeros(50), 7, 10**12, 3, 0)
+    started = time.perf_counter()
+    # 50 points in batches of 7: a pass is 7 full batches (3 items of ≤ 3 fused steps) and a short one (1 item).
+    assert len(batches) == 10**12 // 8 * 4
+    assert time.perf_counter() - started < 1.0  # counted, not enumerated (enumerating would take hours)
+    monkeypatch.chdir(tmp_path)
+    options = ["--data.batch_size", "7", "--data.steps_per_epoch", str(10**12), "--trainer.max_steps", "20"]
+    main(["fit", "--config", SGD_ARTICLE, *options])
+    assert read_summary(next((tmp_path / "runs").glob("*/version_0")))["optimizer_steps"] == 20
+
+
+COMPARE_MISTAKES = [
+    (["--losses", "[]"], "losses must list at least one loss"),
+    (["--settings", "[]"], "settings must list at least one optimizer setting"),
+    (["--levels", "1"], "levels must be ≥ 2"),
+    (["--resolution", "100000"], "resolution must be in [2, 2001]"),
+    (["--resolution", "1"], "resolution must be in [2, 2001]"),
+    (["--margin", "-0.5"], "margin must be a finite number ≥ 0"),
+    (["--max_steps", "0"], "max_steps must be ≥ 1"),
+    (["--parameters", "[w, w]"], "parameters must be two different names among ['b', 'w']"),
+    (["--parameters", "[w, q]"], "parameters must be two different names among ['b', 'w']"),
+    (["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': model.momentum must be in [0, 1)"),
+    (["--settings", '[{"name": "a"}, {"name": "a"}]'], "settings must have distinct names: 'a' appears twice"),
+    (["--settings", '[{"name": "a", "nesterov": true}]'], "settings 'a': model.nesterov needs model.momentum > 0"),
+    (["--model.lr", "1e308"], "model.lr 1e+308 makes the first step overflow"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), COMPARE_MISTAKES, ids=[" ".join(e) for e, _ in COMPARE_MISTAKES])
+def test_compare_checks_every_option_before_training(
+    extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fitquad compare: error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+LR_FIND_MISTAKES = [
+    (["--lr_find.min_lr", "0"], "lr_find.min_lr must be > 0, got 0.0"),
+    (["--lr_find.min_lr", "10", "--lr_find.max_lr", "1"], "lr_find.max_lr must be > lr_find.min_lr = 10.0, got 1.0"),
+    (["--lr_find.num_training", "0"], "lr_find.num_training must be ≥ 2 (learning rates tried), got 0"),
+    (["--lr_find.mode", "cubic"], "lr_find.mode must be one of exponential, linear, got 'cubic'"),
+    (["--lr_find.early_stop_threshold", "-1"], "lr_find.early_stop_threshold must be > 0 or null, got -1.0"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), LR_FIND_MISTAKES, ids=[" ".join(e) for e, _ in LR_FIND_MISTAKES])
+def test_lr_find_checks_its_options_before_running(
+    extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lr-find", "--config", SGD_ARTICLE, *extra])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"fitquad: error: {message}"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_refuses_repeated_values_and_checks_each_value_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    weight_decay = str(CONFIGS / "weight_decay.yaml")
+    for values, message in [
+        ("[0.1, 0.1]", "sweep.values must be distinct: 0.1 appears twice"),
+        ("[0.1, -1]", "model.weight_decay must be ≥ 0, got -1.0"),
+        ("[0.1, 1e308]", "model.weight_decay 1e+308 makes the first gradient overflow float32"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sweep", "--config", weight_decay, "--sweep.values", values])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_diverging_sweep_value_is_tabulated_and_the_others_still_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = ["--sweep.parameter", "model.lr", "--sweep.values", "[0.1, 5.0, 0.3]", "--trainer.max_steps", "20"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *options])
+    assert exit_info.value.code == 1  # as `fitquad fit` exits for a diverged run
+    captured = capsys.readouterr()
+    assert "1 run(s) diverged (5.0)" in captured.err and "Traceback" not in captured.err
+    folder = tmp_path / "runs" / "capacity" / "version_0"
+    rows = (folder / "sweep.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["0.1", "5.0", "0.3"]  # every value, in order
+    assert "lr = 5.0 diverged: training diverged at step" in (folder / "sweep.md").read_text()
+    assert (folder / "sweep.png").is_file()
