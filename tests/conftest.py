@@ -21,11 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
-def run_fitquad(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real `fitquad` command in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+HELPERS = Path(__file__).resolve().parent / "helpers"  # callbacks a test passes to the real command
+
+
+def run_fitquad(*args: str, cwd: Path, check: bool = True, **popen_options) -> subprocess.CompletedProcess:
+    """Run the real `fitquad` command in a subprocess, as a user would (tests/helpers importable)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(HELPERS)}
     fitquad = Path(sys.executable).with_name("fitquad")
-    result = subprocess.run([str(fitquad), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(fitquad), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, **popen_options
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"fitquad {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result

@@ -1,0 +1,85 @@
+"""SIGTERM wherever it lands (before training, in the sanity check, as a fit finishes, during a sweep or a
+comparison): the real `fitquad` command exits 143, the shell's status for it, with no traceback, keeping
+what it had finished. The signal is sent by tests/helpers/signal_at.py from a Lightning hook, so each
+test hits the moment it names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import CONFIGS, HELPERS, run_fitquad
+from fitquad.checkpoint_io import load_checkpoint
+
+SIGTERM_STATUS = 128 + signal.SIGTERM
+SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
+
+
+def signal_at(hook: str, skip: int = 0) -> list[str]:
+    return [
+        "--trainer.callbacks+=signal_at.SignalAt",
+        "--trainer.callbacks.hook",
+        hook,
+        "--trainer.callbacks.skip",
+        str(skip),
+    ]
+
+
+def assert_stopped_by_sigterm(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == SIGTERM_STATUS, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_sigterm_during_the_sanity_check_saves_after_the_first_step(tmp_path: Path) -> None:
+    result = run_fitquad("fit", "--config", SGD_ARTICLE, *signal_at("on_sanity_check_start"), cwd=tmp_path, check=False)
+    assert_stopped_by_sigterm(result)
+    checkpoint = tmp_path / "runs" / "sgd_article" / "version_0" / "checkpoints" / "interrupted.ckpt"
+    assert load_checkpoint(checkpoint)["global_step"] == 1
+    assert "SIGTERM at step 1: checkpoint saved" in result.stdout + result.stderr
+
+
+def test_sigterm_before_training_stops_at_once_with_nothing_to_save(tmp_path: Path) -> None:
+    result = run_fitquad("fit", "--config", SGD_ARTICLE, *signal_at("setup"), cwd=tmp_path, check=False)
+    assert_stopped_by_sigterm(result)
+    assert result.stderr.strip().endswith("fitquad: stopped by SIGTERM")
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_sigterm_as_a_fit_finishes_keeps_its_results_and_still_exits_143(tmp_path: Path) -> None:
+    result = run_fitquad("fit", "--config", SGD_ARTICLE, *signal_at("on_train_end"), cwd=tmp_path, check=False)
+    assert_stopped_by_sigterm(result)
+    folder = tmp_path / "runs" / "sgd_article" / "version_0"
+    assert (folder / "summary.json").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_sigterm_during_a_sweep_keeps_the_finished_runs(tmp_path: Path) -> None:
+    # The second run's training start: the first run is finished, the second saves a checkpoint and stops.
+    sweep = ["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[1, 2, 3]", "--trainer.max_steps", "30"]
+    result = run_fitquad("sweep", *sweep, *signal_at("on_train_start", skip=1), cwd=tmp_path, check=False)
+    assert_stopped_by_sigterm(result)
+    folder = tmp_path / "runs" / "capacity" / "version_0"
+    rows = (folder / "sweep.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1"]
+    assert (folder / "degree_2" / "checkpoints" / "interrupted.ckpt").is_file()
+    assert not (folder / "degree_3").exists()
+    assert "stopped after 1 of 3 runs" in result.stdout
+
+
+def test_sigterm_during_compare_exits_143_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(HELPERS)}
+    fitquad = Path(sys.executable).with_name("fitquad")
+    command = [str(fitquad), "compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--max_steps", "400"]
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as p:
+        line = p.stdout.readline()  # "fitquad: compare folder ...": the grid starts training now
+        assert "compare folder" in line, line
+        time.sleep(0.5)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == SIGTERM_STATUS, err
+    assert err.strip() == "fitquad: stopped by SIGTERM"
