@@ -251,3 +251,41 @@ def test_a_fit_ended_by_early_stopping_is_diagnosed_as_such(tmp_path, monkeypatc
     summary = read_summary(only_run_folder(tmp_path, "overfit_early_stop"))
     assert summary["diagnosis"]["verdict"] == "stopped_early", summary["diagnosis"]["message"]
     assert summary["optimizer_steps"] < 20000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["--data.noise_std", "0"],  # noise-free: the optimum is 0 up to float64 rounding
+        ["--data.n_train", "3", "--trainer.callbacks", "[]", "--trainer.max_steps", "300"],  # 3 points, 3 parameters
+    ],
+    ids=["noise-free", "as-many-points-as-parameters"],
+)
+def test_an_exact_fit_is_measured_against_float_rounding_not_an_optimum_of_zero(tmp_path, monkeypatch, overrides):
+    summary = fit(tmp_path, monkeypatch, "lesson3", *overrides, "--fit_diagnosis.figures", "false")
+    diagnosis = summary["diagnosis"]
+    assert summary["reference"]["train_loss_optimum"] < 1e-20  # an exact fit
+    assert diagnosis["verdict"] == "converged", diagnosis["message"]
+    assert 0 <= diagnosis["relative_gap"] < 0.01  # against optimum 1e-28 it would read ~1e16
+
+
+def test_relative_gap_is_never_negative_and_uses_the_resolution_only_below_it() -> None:
+    from fitquad.reference import relative_gap
+
+    assert relative_gap(4.9, 5.0) == 0.0  # below the minimum: rounding
+    assert relative_gap(5.5, 5.0) == pytest.approx(0.1)
+    assert relative_gap(5.5, 5.0, resolution=1.0) == pytest.approx(0.1)  # the optimum is above the resolution
+    assert relative_gap(1e-10, 1e-28, resolution=1e-8) == pytest.approx(0.01)
+    assert math.isnan(relative_gap(math.nan, 5.0))
+
+
+def test_whitening_too_few_distinct_points_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    narrow = ["--data.x_distribution", "uniform", "--data.x_min", "1", "--data.x_max", "1.00000001"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), *narrow, "--model.feature_scaling", "whiten"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "fitquad: error: model.feature_scaling whiten needs at least model.degree + 1 = 2 distinct training x "
+        "values, and the training data has 1: use standardize, a lower degree, or x spread wider"
+    )
