@@ -37,7 +37,7 @@ from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
-from fitquad.interrupts import CheckpointOnSignal, sigterm_handler, sigterm_received
+from fitquad.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
 from fitquad.limits import check_limits
 from fitquad.run_folders import DEFAULT_RUN_NAME, RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
 from fitquad.training import QuadraticRegression
@@ -400,6 +400,9 @@ def run_reporting_failures(command_line: list[str], args: list[str] | None) -> i
     except SIGTERMException:  # outside a Trainer's run (interrupts.py); inside, CheckpointOnSignal saved first
         print("fitquad: stopped by SIGTERM", file=sys.stderr, flush=True)
         return 128 + signal.SIGTERM
+    except Interrupted as interrupted:  # a sweep's or comparison's Trainer, stopped by a signal
+        print(f"fitquad: {interrupted}", file=sys.stderr, flush=True)
+        return 128 + interrupted.signum
     except KeyboardInterrupt:  # Ctrl-C outside a Trainer's run: nothing to save
         print("fitquad: stopped by Ctrl-C", file=sys.stderr, flush=True)
         return 128 + signal.SIGINT

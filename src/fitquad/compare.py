@@ -35,6 +35,7 @@ from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from fitquad.cli import lightning_quiet
 from fitquad.data import QuadraticDataModule
+from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.landscape import (
     add_marker_legend,
     build_landscape,
@@ -123,9 +124,10 @@ def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: Optimiz
     sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
     model = QuadraticRegression(**model_args, loss=loss, weight_decay=setting.weight_decay, **sgd)
     recorder = ParameterPath()
+    on_signal = CheckpointOnSignal(filename=None)  # Ctrl-C or SIGTERM: stop the grid after this step
     trainer = L.Trainer(
         accelerator="cpu",
-        callbacks=[recorder],
+        callbacks=[recorder, on_signal],
         max_steps=config.max_steps,
         logger=False,
         enable_checkpointing=False,
@@ -135,6 +137,8 @@ def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: Optimiz
         limit_val_batches=0,  # the path is all we need
     )
     trainer.fit(model, datamodule=datamodule)
+    if on_signal.received is not None:
+        raise Interrupted(on_signal.received)
     return model.model.coefficients_of(recorder.path())
 
 

@@ -63,14 +63,23 @@ def _note_sigterm(signum: int, frame: Any) -> None:
         raise SIGTERMException
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped one of the Trainers of a command that runs several (sweep, compare)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signal.Signals(signum)
+        super().__init__(f"stopped by {self.signum.name}")
+
+
 class CheckpointOnSignal(L.Callback):
     """Always on (the CLI adds it): Ctrl-C or SIGTERM during a fit saves a checkpoint and stops cleanly.
 
     Args:
-        filename: The checkpoint's file name, beside ModelCheckpoint's files (run folder/checkpoints/ without one).
+        filename: The checkpoint's file name, beside ModelCheckpoint's files (run folder/checkpoints/ without one);
+            null: stop without saving (`fitquad compare`'s runs, which keep only their paths).
     """
 
-    def __init__(self, filename: str = "interrupted.ckpt") -> None:
+    def __init__(self, filename: str | None = "interrupted.ckpt") -> None:
         self.filename = filename
         self.received: signal.Signals | None = None  # the signal that stopped the fit, if one did
         self.checkpoint_path: Path | None = None
@@ -97,7 +106,8 @@ class CheckpointOnSignal(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training = True
         self._note_sigint()
-        say(trainer, "fitquad: training (Ctrl-C or SIGTERM saves a checkpoint and stops)")
+        if self.filename is not None:  # (compare's runs stop without a word: they are 20 at a time)
+            say(trainer, "fitquad: training (Ctrl-C or SIGTERM saves a checkpoint and stops)")
 
     def _note_signal(self, signum: int, frame: Any) -> None:
         self.received = signal.Signals(signum)
@@ -116,6 +126,9 @@ class CheckpointOnSignal(L.Callback):
         trainer.should_stop = True
 
     def _save(self, trainer: L.Trainer) -> None:
+        if self.filename is None:
+            say(trainer, f"fitquad: {self.received.name} at step {trainer.global_step}: stopping")
+            return
         directory = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else None
         self.checkpoint_path = (directory or run_folder(trainer) / "checkpoints") / self.filename
         trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # everything, to resume from

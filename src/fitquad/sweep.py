@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import math
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ from fitquad.callbacks import RunSummary
 from fitquad.cli import gradient_clipping_as_callback, lightning_quiet
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import TrainingDiverged
-from fitquad.interrupts import CheckpointOnSignal
+from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, make_run_folder
 from fitquad.training import QuadraticRegression
@@ -87,14 +86,6 @@ class SweepPoint:
     epochs: int
     run: str
     diverged: str | None = None  # why the run diverged (its losses are then inf or nan), if it did
-
-
-class SweepInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped a run (which saved a checkpoint): the sweep stops after its table."""
-
-    def __init__(self, signum: signal.Signals) -> None:
-        super().__init__(signum.name)
-        self.signum = signum
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -132,7 +123,7 @@ def train_one(
     except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
         diverged = str(error)
     if on_signal.received is not None:  # stopped by Ctrl-C or SIGTERM, after saving a checkpoint
-        raise SweepInterrupted(on_signal.received)
+        raise Interrupted(on_signal.received)
 
     def as_numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().double().numpy()
@@ -331,9 +322,6 @@ def main(args: list[str] | None = None) -> None:
     except ArgumentError as error:
         print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
-    except SweepInterrupted as interrupted:  # its checkpoint saved, the finished runs tabulated
-        print(f"fitquad sweep: stopped by {interrupted.signum.name}", file=sys.stderr, flush=True)
-        sys.exit(128 + interrupted.signum)
     diverged = [p for p in points if p.diverged]
     if diverged:  # as `fitquad fit` does for a diverged run: the table is written, the status says so
         values = ", ".join(str(p.value) for p in diverged)
