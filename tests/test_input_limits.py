@@ -102,54 +102,57 @@ def test_an_epoch_of_a_trillion_steps_trains_at_once(tmp_path: Path, monkeypatch
     assert read_summary(next((tmp_path / "runs").glob("*/version_0")))["optimizer_steps"] == 20
 
 
+COMPARE = ["compare", "--config", str(CONFIGS / "sgd_article_grid.yaml")]
+LR_FIND = ["lr-find", "--config", SGD_ARTICLE]
+
 COMPARE_MISTAKES = [
-    (["--losses", "[]"], "losses must list at least one loss"),
-    (["--settings", "[]"], "settings must list at least one optimizer setting"),
-    (["--levels", "1"], "levels must be ≥ 2"),
-    (["--resolution", "100000"], "resolution must be in [2, 2001]"),
-    (["--resolution", "1"], "resolution must be in [2, 2001]"),
-    (["--margin", "-0.5"], "margin must be a finite number ≥ 0"),
-    (["--max_steps", "0"], "max_steps must be ≥ 1"),
-    (["--parameters", "[w, w]"], "parameters must be two different names among ['b', 'w']"),
-    (["--parameters", "[w, q]"], "parameters must be two different names among ['b', 'w']"),
-    (["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': model.momentum must be in [0, 1)"),
-    (["--settings", '[{"name": "a"}, {"name": "a"}]'], "settings must have distinct names: 'a' appears twice"),
-    (["--settings", '[{"name": "a", "nesterov": true}]'], "settings 'a': model.nesterov needs model.momentum > 0"),
-    (["--model.lr", "1e308"], "model.lr 1e+308 makes the first step overflow"),
+    (COMPARE, ["--losses", "[]"], "losses must list at least one loss"),
+    (COMPARE, ["--settings", "[]"], "settings must list at least one optimizer setting"),
+    (COMPARE, ["--levels", "1"], "levels must be ≥ 2"),
+    (COMPARE, ["--resolution", "100000"], "resolution must be in [2, 2001]"),
+    (COMPARE, ["--resolution", "1"], "resolution must be in [2, 2001]"),
+    (COMPARE, ["--margin", "-0.5"], "margin must be a finite number ≥ 0"),
+    (COMPARE, ["--max_steps", "0"], "max_steps must be ≥ 1"),
+    (COMPARE, ["--parameters", "[w, w]"], "parameters must be two different names among ['b', 'w']"),
+    (COMPARE, ["--parameters", "[w, q]"], "parameters must be two different names among ['b', 'w']"),
+    (COMPARE, ["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': model.momentum must be in [0, 1)"),
+    (COMPARE, ["--settings", '[{"name": "a"}, {"name": "a"}]'], "settings must have distinct names: 'a' appears twice"),
+    (
+        COMPARE,
+        ["--settings", '[{"name": "a", "nesterov": true}]'],
+        "settings 'a': model.nesterov needs model.momentum > 0",
+    ),
+    (COMPARE, ["--model.lr", "1e308"], "model.lr 1e+308 makes the first step overflow"),
 ]
-
-
-@pytest.mark.parametrize(("extra", "message"), COMPARE_MISTAKES, ids=[" ".join(e) for e, _ in COMPARE_MISTAKES])
-def test_compare_checks_every_option_before_training(
-    extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), *extra])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("fitquad compare: error: ") and message in err and "\n" not in err, err
-    assert not (tmp_path / "runs").exists()
-
 
 LR_FIND_MISTAKES = [
-    (["--lr_find.min_lr", "0"], "lr_find.min_lr must be > 0, got 0.0"),
-    (["--lr_find.min_lr", "10", "--lr_find.max_lr", "1"], "lr_find.max_lr must be > lr_find.min_lr = 10.0, got 1.0"),
-    (["--lr_find.num_training", "0"], "lr_find.num_training must be ≥ 2 (learning rates tried), got 0"),
-    (["--lr_find.mode", "cubic"], "lr_find.mode must be one of exponential, linear, got 'cubic'"),
-    (["--lr_find.early_stop_threshold", "-1"], "lr_find.early_stop_threshold must be > 0 or null, got -1.0"),
+    (LR_FIND, ["--lr_find.min_lr", "0"], "lr_find.min_lr must be > 0, got 0.0"),
+    (
+        LR_FIND,
+        ["--lr_find.min_lr", "10", "--lr_find.max_lr", "1"],
+        "lr_find.max_lr must be > lr_find.min_lr = 10.0, got 1.0",
+    ),
+    (LR_FIND, ["--lr_find.num_training", "0"], "lr_find.num_training must be ≥ 2 (learning rates tried), got 0"),
+    (LR_FIND, ["--lr_find.mode", "cubic"], "lr_find.mode must be one of exponential, linear, got 'cubic'"),
+    (LR_FIND, ["--lr_find.early_stop_threshold", "-1"], "lr_find.early_stop_threshold must be > 0 or null, got -1.0"),
 ]
 
 
-@pytest.mark.parametrize(("extra", "message"), LR_FIND_MISTAKES, ids=[" ".join(e) for e, _ in LR_FIND_MISTAKES])
-def test_lr_find_checks_its_options_before_running(
-    extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+@pytest.mark.parametrize(
+    ("command", "extra", "message"),
+    COMPARE_MISTAKES + LR_FIND_MISTAKES,
+    ids=[" ".join(command[:1] + extra) for command, extra, _ in COMPARE_MISTAKES + LR_FIND_MISTAKES],
+)
+def test_compare_and_lr_find_check_every_option_before_training(
+    command: list[str], extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["lr-find", "--config", SGD_ARTICLE, *extra])
+        main([*command, *extra])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == f"fitquad: error: {message}"
+    err = capsys.readouterr().err.strip()
+    prefix = "fitquad compare: error: " if command is COMPARE else "fitquad: error: "
+    assert err.startswith(prefix) and message in err and "\n" not in err, err
     assert not (tmp_path / "runs").exists()
 
 
