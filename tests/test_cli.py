@@ -83,9 +83,11 @@ def test_print_config_round_trips(tmp_path, capsys):
     printed = capsys.readouterr().out
     config = yaml.safe_load(printed)
     assert config["model"]["lr"] == 0.05 and config["data"]["seed"] == 20240215
+    # The name the run lands under, as it will be used; the printed config, re-run, lands there too.
+    assert config["trainer"]["logger"]["init_args"]["name"] == "sgd_article"
     (tmp_path / "printed.yaml").write_text(printed)
     run_fitquad("fit", "--config", "printed.yaml", "--trainer.max_epochs", "3", cwd=tmp_path)
-    assert read_summary(only_run_folder(tmp_path, "printed"))["optimizer_steps"] == 3
+    assert read_summary(only_run_folder(tmp_path, "sgd_article"))["optimizer_steps"] == 3
 
 
 def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path, monkeypatch):

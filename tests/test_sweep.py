@@ -177,7 +177,9 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     saved = tmp_path / "runs" / "capacity" / "version_0" / "config.yaml"
     (point,) = sweep(["--config", str(saved), "--sweep.values", "[1]"])
     assert point.optimizer_steps == 1  # the override saved with it
-    assert (only_run_folder(tmp_path, "config") / "degree_1" / "summary.json").exists()
+    # Saved with its name: the re-run lands beside the first run, not under runs/config/.
+    assert (tmp_path / "runs" / "capacity" / "version_1" / "degree_1" / "summary.json").exists()
+    assert not (tmp_path / "runs" / "config").exists()
 
 
 @pytest.mark.parametrize(

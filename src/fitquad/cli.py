@@ -39,7 +39,14 @@ from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
 from fitquad.limits import check_limits
-from fitquad.run_folders import DEFAULT_RUN_NAME, RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
+from fitquad.run_folders import (
+    DEFAULT_RUN_NAME,
+    RUNS_FOLDER,
+    claim_logger_folder,
+    config_file_stem,
+    config_name,
+    make_run_folder,
+)
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
 
@@ -409,6 +416,16 @@ def run_reporting_failures(command_line: list[str], args: list[str] | None) -> i
     return BAD_INPUT_STATUS  # fail() exits; this is never reached
 
 
+def trainer_defaults(command_line: list[str]) -> dict:
+    """TRAINER_DEFAULTS, with the logger named after the config file, so that --print_config shows the name the
+    run will have (runs/<config name>/version_N)."""
+    stem = config_file_stem(command_line)
+    if stem is None:
+        return TRAINER_DEFAULTS
+    logger = {**TRAINER_DEFAULTS["logger"], "init_args": {**TRAINER_DEFAULTS["logger"]["init_args"], "name": stem}}
+    return {**TRAINER_DEFAULTS, "logger": logger}
+
+
 def report_failed_write(error: OSError) -> int:
     what = f"{error.filename}: " if error.filename else ""
     print(
@@ -430,7 +447,7 @@ def run_command(command_line: list[str], args: list[str] | None) -> int:
         QuadraticRegression,
         QuadraticDataModule,
         args=args,
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=trainer_defaults(command_line),
         # Fixed seed: a run is reproducible unless the config says otherwise.
         seed_everything_default=0,
         parser_class=OneLineErrorParser,

@@ -48,7 +48,7 @@ from fitquad.landscape import (
 from fitquad.limits import check_landscape_grid, check_limits
 from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.parameter_path import ParameterPath
-from fitquad.run_folders import RUNS_FOLDER, make_run_folder
+from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.training import LossName, QuadraticRegression
 from fitquad.validation import InvalidInput
 
@@ -103,6 +103,7 @@ def build_parser() -> ArgumentParser:
         prog="fitquad compare", description=__doc__.split("\n")[0], exit_on_error=False, default_env=False
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with the keys below")
+    parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
     parser.add_class_arguments(QuadraticDataModule, "data")
     grid_set = {"loss", "momentum", "dampening", "nesterov", "weight_decay"}
     parser.add_class_arguments(QuadraticRegression, "model", skip=grid_set)
@@ -283,9 +284,8 @@ def check_comparison(config) -> None:
 
 def compare(config, parser: ArgumentParser) -> None:
     """Run the grid, draw it, write the tables, in runs/<config name>/version_N."""
-    config_files = config.get("config") or []
-    name = Path(str(config_files[-1])).stem if config_files else "compare"
-    # TensorBoardLogger numbers versions as `fitquad fit` does: the comparison's folder is the next version_N.
+    name = config_name(config, default="compare")
+    config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     datamodule = QuadraticDataModule(**config.data)  # checks the data options before any folder is made
     datamodule.setup("fit")
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the compare config's name")

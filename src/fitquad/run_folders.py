@@ -25,10 +25,25 @@ DEFAULT_RUN_NAME = "fitquad"
 RUN_FOLDER_ENV = "FITQUAD_RUN_FOLDER"
 
 
-def config_name(config: Namespace) -> str:
-    """The run's name: the stem of its last config file (runs/<name>/version_N), or DEFAULT_RUN_NAME."""
+def config_name(config: Namespace, default: str = DEFAULT_RUN_NAME) -> str:
+    """The run's name (runs/<name>/version_N): the config's own `name` if it has one (a sweep's or comparison's
+    saved config.yaml keeps it, so a re-run lands beside the first), else the stem of its last config file."""
+    if config.get("name"):
+        return str(config.name)
     config_files = config.get("config") or []
-    return Path(str(config_files[-1])).stem if config_files else DEFAULT_RUN_NAME
+    return Path(str(config_files[-1])).stem if config_files else default
+
+
+def config_file_stem(args: list[str]) -> str | None:
+    """The stem of the last `--config`/`-c` file on a command line, read before parsing (for defaults that
+    `--print_config` shows as they will be used)."""
+    stem = None
+    for index, arg in enumerate(args):
+        if arg in ("--config", "-c") and index + 1 < len(args):
+            stem = Path(args[index + 1]).stem
+        elif arg.startswith("--config="):
+            stem = Path(arg.split("=", 1)[1]).stem
+    return stem
 
 
 def launched_by_lightning() -> bool:

@@ -53,7 +53,7 @@ from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
-from fitquad.run_folders import RUNS_FOLDER, make_run_folder
+from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.training import QuadraticRegression
 from fitquad.validation import check_config
 
@@ -242,6 +242,7 @@ def make_parser() -> LightningArgumentParser:
     parser = LightningArgumentParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False)
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a sweep config (configs/capacity.yaml)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed set before each run")
+    parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
     parser.add_lightning_class_args(L.Trainer, "trainer")
     parser.add_lightning_class_args(QuadraticRegression, "model")
     parser.add_lightning_class_args(QuadraticDataModule, "data")
@@ -275,8 +276,8 @@ def sweep(args: list[str]) -> list[SweepPoint]:
     if repeated is not None:
         parser.error(f"sweep.values must be distinct: {repeated} appears twice (its runs would share one folder)")
 
-    config_files = config.get("config") or []
-    name = Path(str(config_files[-1])).stem if config_files else "sweep"
+    name = config_name(config, default="sweep")
+    config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the sweep config's name")
     parser.save(config, folder / "config.yaml", skip_validation=True)
     print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
