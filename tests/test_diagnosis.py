@@ -289,3 +289,15 @@ def test_whitening_too_few_distinct_points_is_one_line(tmp_path, monkeypatch, ca
         "fitquad: error: model.feature_scaling whiten needs at least model.degree + 1 = 2 distinct training x "
         "values, and the training data has 1: use standardize, a lower degree, or x spread wider"
     )
+
+
+def test_each_verdict_has_a_plain_sentence_printed_before_its_numbers(tmp_path, monkeypatch, capsys) -> None:
+    from fitquad.diagnosis import IN_PLAIN_WORDS
+
+    verdicts = {"converged", "stopped_early", "still_converging", "stalled_ill_conditioned", "stalled_float32"}
+    assert set(IN_PLAIN_WORDS) == verdicts | {"underfitting", "overfitting", "diverged"}
+    summary = fit(tmp_path, monkeypatch, "lesson3", "--trainer.max_steps", "5", "--fit_diagnosis.figures", "false")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fitquad: d")]
+    assert lines[-2] == f"fitquad: diagnosis: {IN_PLAIN_WORDS['still_converging']}"
+    assert lines[-1] == f"fitquad: details: {summary['diagnosis']['message']}"
+    assert summary["diagnosis"]["in_plain_words"] == IN_PLAIN_WORDS["still_converging"]

@@ -96,6 +96,50 @@ class Diagnosis:
     message: str  # one line, with the numbers that led to it
     numbers: dict = field(default_factory=dict)
 
+    @property
+    def in_plain_words(self) -> str:
+        """What happened, why, and what to try, in a sentence a beginner can read before the numbers."""
+        if self.verdict == "converged" and self.numbers.get("train_noise_floor") is None:
+            return "The fit reached the best the model can do on this data: its loss is at the closed-form optimum."
+        return IN_PLAIN_WORDS[self.verdict]
+
+
+# The sentence printed first for each verdict (the message with its numbers follows it).
+IN_PLAIN_WORDS = {
+    "converged": (
+        "The fit reached the best the model can do on this data; what error is left is the noise in the data, "
+        "which no model can remove."
+    ),
+    "stopped_early": (
+        "Early stopping ended the fit when the validation loss stopped improving, on purpose before the training "
+        "optimum (which would fit the noise); the best checkpoint holds the validation minimum."
+    ),
+    "still_converging": (
+        "Gradient descent has not finished: the loss was still falling towards the best fit when training ended. "
+        "Train for more steps, or take larger steps if the learning rate allows."
+    ),
+    "stalled_ill_conditioned": (
+        "Gradient descent has stalled: the features differ so much in scale that a learning rate safe for the "
+        "steepest direction barely moves along the flattest. Standardize (or whiten) the features."
+    ),
+    "stalled_float32": (
+        "Gradient descent has stalled because 32-bit floats cannot hold the small steps it still needs to take. "
+        "Train in 64-bit precision, or rescale the data."
+    ),
+    "underfitting": (
+        "The model is too simple for this data: even its best fit leaves errors far above the noise. Give it "
+        "more capacity (a higher degree) or less weight decay."
+    ),
+    "overfitting": (
+        "The model has learnt the noise of its training points: it predicts new points much worse than them. Use "
+        "a simpler model, more data, weight decay or early stopping."
+    ),
+    "diverged": (
+        "Training blew up: each step overshot the minimum by more than the last, so the loss grew without bound. "
+        "Lower the learning rate (or standardize the features, or clip the gradients)."
+    ),
+}
+
 
 def _far_above(value: float, floor: float, relative_sd: float) -> bool:
     return value > floor * (1 + max(NOISE_FLOOR_SDS * relative_sd, NOISE_FLOOR_MIN_MARGIN))
@@ -429,12 +473,14 @@ class FitDiagnosis(L.Callback):
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, diagnosis: Diagnosis) -> None:
         pl_module.summary_extras["diagnosis"] = {
             "verdict": diagnosis.verdict,
+            "in_plain_words": diagnosis.in_plain_words,
             "message": diagnosis.message,
             **diagnosis.numbers,
         }
-        say(trainer, f"fitquad: diagnosis: {diagnosis.message}")
+        say(trainer, f"fitquad: diagnosis: {diagnosis.in_plain_words}")
+        say(trainer, f"fitquad: details: {diagnosis.message}")
         if trainer.logger is not None:
-            _log_text(trainer, "diagnosis", diagnosis.message)
+            _log_text(trainer, "diagnosis", f"{diagnosis.in_plain_words}\n\n{diagnosis.message}")
 
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, model64: torch.nn.Module) -> None:
         from fitquad import figures  # matplotlib only when a fit ends, never for `fitquad --help`
