@@ -488,13 +488,17 @@ class FitDiagnosis(L.Callback):
         datamodule = trainer.datamodule
         hp = datamodule.hparams
         true_coefficients = [hp.true_c, hp.true_b, hp.true_a]
-        drawn = figures.fit_figures(
-            datamodule.train_x.double(),
-            datamodule.train_y.double(),
-            true_coefficients,
-            model64.coefficients(),
-            self.reference.coefficients,
+        picture = figures.FitPicture(
+            train_x=datamodule.train_x.double().cpu(),
+            train_y=datamodule.train_y.double().cpu(),
+            val_x=datamodule.val_x.double().cpu(),
+            val_y=datamodule.val_y.double().cpu(),
+            true_coefficients=true_coefficients,
+            fitted_coefficients=model64.coefficients(),
+            optimum_coefficients=self.reference.coefficients,
+            noise_std=hp.noise_std,
         )
+        drawn = figures.fit_figures(picture)
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         for name, figure in drawn.items():

@@ -2,9 +2,20 @@
 
 matplotlib is imported here and only here, with the Agg backend (files, no display), and fitquad
 imports this module only when it draws: `fitquad --help` and figure-less runs never pay for it.
+
+What each shows a beginner:
+- fit.png: training points (filled) and validation points (hollow), the true curve, the SGD fit (a wide pale
+  band) and the closed-form optimum (a dashed line on top of it, so both stay visible where they agree). The
+  y-axis is set by the data, not by the curves: an overfit polynomial that swings far between the points
+  leaves the frame (said in the legend) instead of squashing the data into a flat line.
+- residuals.png: above, y − SGD's prediction for training and validation points inside the ±σ and ±2σ bands
+  where the noise falls (68% and 95% of it): structure or points far outside mean the model misses something;
+  below, how far SGD's curve is from the closed-form optimum over x (0 once it has converged).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -15,55 +26,93 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from fitquad.model import evaluate_polynomial  # noqa: E402
 
-# Scatter plots draw at most this many training points.
+# Scatter plots draw at most this many points of each split: a seeded uniform sample of larger data.
 SCATTER_POINTS = 2_000
+# Room above and below the data's range of y, as a fraction of it.
+Y_MARGIN = 0.25
 
 
-def fit_figures(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    true_coefficients: list[float],
-    fitted_coefficients: torch.Tensor,
-    reference_coefficients: torch.Tensor,
-) -> dict[str, Figure]:
-    """{"fit": data and curves, "residuals": y − fitted against x}, coefficients in original units, c0 first.
+@dataclass
+class FitPicture:
+    """What the fit figures draw: the splits, and three polynomials in original units (constant term first)."""
 
-    At most SCATTER_POINTS points are drawn (the leading ones: i.i.d. draws), so millions stay readable
-    and quick; the title says when the points shown are a sample.
-    """
-    grid = torch.linspace(x.min().item(), x.max().item(), 200, dtype=torch.float64)
-    shown = "" if len(x) <= SCATTER_POINTS else f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
-    x, y = x[:SCATTER_POINTS], y[:SCATTER_POINTS]
-    fit, axes = plt.subplots(figsize=(7, 4.5))
-    axes.scatter(x, y, s=14, color="black", label="training data", zorder=3)
-    axes.plot(grid, evaluate_polynomial(true_coefficients, grid), color="tab:green", label="true curve")
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    true_coefficients: list[float]
+    fitted_coefficients: torch.Tensor
+    optimum_coefficients: torch.Tensor
+    noise_std: float
+
+
+def sample(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """At most SCATTER_POINTS of the points, drawn uniformly (not the first ones, which on a sorted grid would all
+    sit at one end), and a note for the title when it is a sample."""
+    if len(x) <= SCATTER_POINTS:
+        return x, y, ""
+    chosen = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:SCATTER_POINTS]
+    return x[chosen], y[chosen], f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
+
+
+def fit_figures(picture: FitPicture) -> dict[str, Figure]:
+    """{"fit": data and curves, "residuals": residuals with the noise bands, and SGD's distance to the optimum}."""
+    train_x, train_y, shown = sample(picture.train_x, picture.train_y)
+    val_x, val_y, _ = sample(picture.val_x, picture.val_y, seed=1)
+    all_x, all_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
+    grid = torch.linspace(all_x.min().item(), all_x.max().item(), 400, dtype=torch.float64)
+    fitted = evaluate_polynomial(picture.fitted_coefficients, grid)
+    optimum = evaluate_polynomial(picture.optimum_coefficients, grid)
+    low, high = all_y.min().item(), all_y.max().item()
+    margin = Y_MARGIN * (high - low or 1.0)
+    low, high = low - margin, high + margin
+
+    def leaves(curve: torch.Tensor) -> str:
+        return " (leaves the plot)" if bool(((curve < low) | (curve > high)).any()) else ""
+
+    fit, axes = plt.subplots(figsize=(7.5, 4.8))
+    axes.plot(grid, evaluate_polynomial(picture.true_coefficients, grid), color="tab:green", label="true curve")
+    axes.plot(grid, fitted, color="tab:red", linewidth=5, alpha=0.4, label=f"fitted by SGD{leaves(fitted)}")
     axes.plot(
-        grid,
-        evaluate_polynomial(reference_coefficients, grid),
-        color="tab:blue",
-        linestyle="--",
-        label="closed-form optimum",
+        grid, optimum, color="black", linestyle="--", linewidth=1.2, label=f"closed-form optimum{leaves(optimum)}"
     )
-    axes.plot(grid, evaluate_polynomial(fitted_coefficients, grid), color="tab:red", label="fitted by SGD")
-    axes.set(xlabel="x", ylabel="y", title=f"Fit on the training set{shown}")
-    axes.legend()
+    axes.scatter(train_x, train_y, s=16, color="black", label="training points", zorder=3)
+    if len(val_x):
+        axes.scatter(val_x, val_y, s=22, facecolors="none", edgecolors="tab:orange", label="validation points")
+    axes.set_ylim(low, high)
+    axes.set(xlabel="x (input)", ylabel="y (target)", title=f"The data and the fitted curve{shown}")
+    axes.legend(fontsize="small")
     fit.tight_layout()
+    return {"fit": fit, "residuals": residual_figure(picture, train_x, train_y, val_x, val_y, grid, fitted - optimum)}
 
-    residuals, axes = plt.subplots(figsize=(7, 3))
-    axes.axhline(0.0, color="gray", linewidth=1)
-    axes.scatter(x, y - evaluate_polynomial(fitted_coefficients, x), s=14, color="tab:red", label="fitted by SGD")
-    axes.scatter(
-        x,
-        y - evaluate_polynomial(reference_coefficients, x),
-        s=8,
-        color="tab:blue",
-        marker="x",
-        label="closed-form optimum",
-    )
-    axes.set(xlabel="x", ylabel="y − prediction", title=f"Residuals on the training set{shown}")
-    axes.legend()
-    residuals.tight_layout()
-    return {"fit": fit, "residuals": residuals}
+
+def residual_figure(
+    picture: FitPicture,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    grid: torch.Tensor,
+    fitted_minus_optimum: torch.Tensor,
+) -> Figure:
+    figure, (above, below) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True, height_ratios=[2, 1])
+    sigma = picture.noise_std
+    if sigma > 0:
+        above.axhspan(-2 * sigma, 2 * sigma, color="tab:green", alpha=0.08, label="±2σ (95% of the noise)")
+        above.axhspan(-sigma, sigma, color="tab:green", alpha=0.18, label=f"±σ = ±{sigma:.3g} (68% of the noise)")
+    above.axhline(0.0, color="gray", linewidth=1)
+    fitted = picture.fitted_coefficients
+    above.scatter(train_x, train_y - evaluate_polynomial(fitted, train_x), s=16, color="black", label="training")
+    if len(val_x):
+        val_residuals = val_y - evaluate_polynomial(fitted, val_x)
+        above.scatter(val_x, val_residuals, s=22, facecolors="none", edgecolors="tab:orange", label="validation")
+    above.set(ylabel="y − SGD's prediction", title="Residuals of the SGD fit, and the noise they should look like")
+    above.legend(fontsize="small", ncols=2)
+    below.axhline(0.0, color="gray", linewidth=1)
+    below.plot(grid, fitted_minus_optimum, color="tab:red")
+    below.set(xlabel="x (input)", ylabel="SGD − optimum", title="How far SGD's curve is from the closed-form optimum")
+    figure.tight_layout()
+    return figure
 
 
 def close(figures: dict[str, Figure]) -> None:
