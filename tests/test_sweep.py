@@ -200,3 +200,15 @@ def test_bad_sweep_input_is_one_line(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_the_sweep_figure_frames_the_u_not_the_largest_error() -> None:
+    from fitquad.sweep_report import SweepPoint, frame
+
+    def point(degree: int, train: float, val: float) -> SweepPoint:
+        return SweepPoint(degree, train, val, 0.09, train, val, 0.0, 10, 1, f"degree_{degree}")
+
+    points = [point(0, 0.25, 0.9), point(2, 0.05, 0.11), point(6, 0.03, 1.2), point(12, 0.02, 1e7)]
+    bottom, top = frame(points)
+    assert bottom == pytest.approx(0.01) and top == pytest.approx(30 * 0.11)  # degree 12's 10⁷ is off the frame
+    assert all(p.val_mse < top for p in points[:3])

@@ -32,8 +32,6 @@ the training and validation points: near 0 when the model has converged.
 
 from __future__ import annotations
 
-import csv
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +52,7 @@ from fitquad.diagnosis import TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
+from fitquad.sweep_report import SweepPoint, write_results
 from fitquad.training import QuadraticRegression
 from fitquad.validation import check_config
 
@@ -73,26 +72,6 @@ class SweepSettings:
 
 
 # ---- one run -----------------------------------------------------------------------------------
-@dataclass
-class SweepPoint:
-    value: int | float
-    train_mse: float
-    val_mse: float
-    noise_floor: float  # σ² = noise_std²: the expected MSE of the true curve on fresh data
-    optimum_train_mse: float  # the MSE of the loss's closed-form optimum (see fitquad.reference)
-    optimum_val_mse: float
-    gap: float  # RMS difference between the trained model's and the optimum's predictions
-    optimizer_steps: int
-    epochs: int
-    run: str
-    diverged: str | None = None  # why the run diverged (its losses are then inf or nan), if it did
-
-
-def ratio(numerator: float, denominator: float) -> float:
-    """numerator / denominator, inf (or nan) where the denominator is 0 (noise-free data: σ² = 0)."""
-    return numerator / denominator if denominator else math.copysign(math.inf, numerator) if numerator else math.nan
-
-
 def run_label(parameter: str, value: int | float, values: list[int | float]) -> str:
     """The run's folder name: degree_03, n_train_0015, weight_decay_0.001."""
     name = parameter.rsplit(".", 1)[-1]
@@ -157,82 +136,6 @@ def train_one(
         run=label,
         diverged=diverged,
     )
-
-
-# ---- the table and the figure ------------------------------------------------------------------
-COLUMNS = ("train_mse", "val_mse", "noise_floor", "optimum_train_mse", "optimum_val_mse", "gap", "optimizer_steps")
-
-
-def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow([name, *COLUMNS, "epochs", "run"])
-        for p in points:
-            row = [getattr(p, column) for column in COLUMNS]
-            writer.writerow([p.value, *(repr(v) for v in row), p.epochs, p.run])
-
-
-def markdown_table(points: list[SweepPoint], parameter: str) -> str:
-    name = parameter.rsplit(".", 1)[-1]
-    best = validation_minimum(points)
-
-    def number(v: float) -> str:
-        return f"{v:.4g}"
-
-    lines = [
-        f"Sweep of `{parameter}`. Noise floor σ² = {number(points[0].noise_floor)}"
-        + ("" if len({p.noise_floor for p in points}) == 1 else " (first run; see the column)")
-        + (
-            f". Validation minimum at {name} = {best.value}: val MSE {number(best.val_mse)}"
-            f" = {ratio(best.val_mse, best.noise_floor):.2f}·σ²."
-            if best
-            else ". No run has a finite validation MSE."
-        ),
-        "",
-        f"| {name} | train MSE | val MSE | val / σ² | optimum train MSE | optimum val MSE | gap to optimum | steps |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for p in points:
-        cells = [p.value, number(p.train_mse), number(p.val_mse), f"{ratio(p.val_mse, p.noise_floor):.3g}"]
-        cells += [number(p.optimum_train_mse), number(p.optimum_val_mse), number(p.gap), p.optimizer_steps]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines += [f"\n{name} = {p.value} diverged: {p.diverged}" for p in points if p.diverged]
-    return "\n".join(lines) + "\n"
-
-
-def validation_minimum(points: list[SweepPoint]) -> SweepPoint | None:
-    """The run with the lowest finite validation MSE (None if none has one: all diverged)."""
-    finite = [p for p in points if math.isfinite(p.val_mse) and not p.diverged]
-    return min(finite, key=lambda p: p.val_mse) if finite else None
-
-
-def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: str, path: Path) -> None:
-    import matplotlib  # lazily: only the sweep draws figures
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    x = [p.value for p in points]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(x, [p.train_mse for p in points], "o-", label="train MSE")
-    axes.plot(x, [p.val_mse for p in points], "s-", label="validation MSE")
-    axes.plot(x, [p.noise_floor for p in points], "k--", label="noise floor σ²")
-    best = validation_minimum(points)
-    if best is not None:
-        axes.plot([best.value], [best.val_mse], "r*", markersize=14, label="validation minimum")
-    for p in points:
-        if p.diverged:  # no finite MSE to plot: marked where it would be
-            axes.axvline(p.value, color="red", alpha=0.3, linestyle=":")
-    axes.set_xscale(x_scale)
-    axes.set_yscale("log")  # the MSEs span decades: σ² below, overfit validation errors far above
-    axes.set_xlabel(parameter)
-    axes.set_ylabel("MSE")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -306,15 +209,6 @@ def run_all(points: list, parser, run_configs: list, values: list, labels: list[
             else (f"train MSE {point.train_mse:.4g}, val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}")
         )
         print(f"fitquad sweep: {parameter}={value}: {result}", flush=True)
-
-
-def write_results(points: list[SweepPoint], parameter: str, x_scale: str, name: str, folder: Path) -> None:
-    write_csv(points, parameter.rsplit(".", 1)[-1], folder / "sweep.csv")
-    table = markdown_table(points, parameter)
-    (folder / "sweep.md").write_text(table)
-    draw_figure(points, parameter, x_scale, f"{name}: {parameter}", folder / "sweep.png")
-    print(table, flush=True)
-    print(f"fitquad sweep: wrote sweep.csv, sweep.md, sweep.png in {folder}", flush=True)
 
 
 def main(args: list[str] | None = None) -> None:
