@@ -37,6 +37,7 @@ from fitquad.cli import lightning_quiet
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.landscape import (
+    add_colorbar,
     add_marker_legend,
     build_landscape,
     choose_axes,
@@ -93,9 +94,13 @@ class RunResult:
 
     @property
     def steps_to_within(self) -> int | None:
-        """Optimizer steps until the training loss first comes within WITHIN of the optimum (None: never)."""
-        within = (self.path_loss <= self.optimum_loss * (1 + WITHIN)).nonzero()
-        return int(within[0]) if len(within) else None
+        """Optimizer steps after which the training loss stays within WITHIN of the optimum, to the end (None: it
+        is not within at the end; a run that passes through and leaves again has not arrived)."""
+        outside = (self.path_loss > self.optimum_loss * (1 + WITHIN)).nonzero()
+        if not len(outside):
+            return 0
+        last_outside = int(outside[-1])
+        return None if last_outside == len(self.path_loss) - 1 else last_outside + 1
 
 
 def build_parser() -> ArgumentParser:
@@ -179,15 +184,18 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
     figure = Figure(figsize=(2.9 * columns, 2.7 * rows + 0.9), layout="constrained")
     panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     projection = ""
-    for result, ax in zip(results, panels.flat, strict=True):
+    for index, (result, ax) in enumerate(zip(results, panels.flat, strict=True)):
         loss_fn = QuadraticRegression(loss=result.loss, **_loss_options(config)).loss_fn
         landscape = build_landscape(
             loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution, result.decay_optimum
         )
         projection = landscape.projection.replace("the optimum", "each loss's optimum")
-        draw_landscape(ax, landscape, config.levels)
+        filled = draw_landscape(ax, landscape, config.levels)
+        row, column = divmod(index, columns)
+        if column == columns - 1:  # a row's panels share a loss, its surface and its levels: one colour bar
+            add_colorbar(figure, panels[row].tolist(), filled, f"{result.loss} loss")
         steps = result.steps_to_within
-        arrived = f"{steps} steps" if steps is not None else "no"
+        arrived = f"from step {steps} on" if steps is not None else "not at the end"
         note = f"final {result.path_loss[-1].item():.4g}\nwithin 1%: {arrived}"
         ax.text(0.03, 0.97, note, transform=ax.transAxes, va="top", fontsize="x-small", color="white")
         ax.label_outer()
@@ -198,7 +206,7 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
     lr = config.model.lr
     figure.suptitle(
         f"Training loss (row) under SGD settings (column), {config.max_steps} steps, lr {lr:g} unless named; "
-        f"log-spaced contours per panel\n{projection}",
+        f"log-spaced contours, one colour scale per row (loss)\n{projection}",
         fontsize="medium",
     )
     add_marker_legend(figure)

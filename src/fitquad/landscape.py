@@ -92,6 +92,7 @@ class Landscape:
     optimum: np.ndarray  # (2,)
     decay_optimum: np.ndarray | None  # (2,): the optimum of loss + weight decay, where SGD then converges
     projection: str  # what the picture is: the whole surface, or which slice
+    optimum_loss: float | None = None  # the loss at the optimum: the lowest contour level, not the grid's minimum
 
 
 def path_extent(
@@ -160,6 +161,7 @@ def build_landscape(
         optimum=optimum[[across, up]].double().numpy(),
         decay_optimum=None if decay_optimum is None else decay_optimum[[across, up]].double().numpy(),
         projection=projection,
+        optimum_loss=loss_at(loss_fn, basis, y, optimum.double().unsqueeze(0)).item(),
     )
 
 
@@ -171,6 +173,8 @@ def draw_landscape(ax: Axes, landscape: Landscape, levels: int = 20) -> QuadCont
     surface = landscape.surface
     positive = surface[np.isfinite(surface) & (surface > 0)]
     low, high = positive.min(), positive.max()
+    if landscape.optimum_loss is not None and landscape.optimum_loss > 0:
+        low = min(low, landscape.optimum_loss)  # the lowest level is the optimum's loss, the lowest there is
     if high <= low * (1 + 1e-9):
         high = low * 10  # a flat surface: still one legible band
     contour_levels = np.geomspace(low, high, levels + 1)
@@ -315,5 +319,15 @@ class LossLandscape(ParameterPath):
         add_colorbar(figure, ax, filled, f"training loss ({type(pl_module.loss_fn).__name__}, log scale)")
         add_marker_legend(figure)
         steps = len(landscape.path) - 1
-        ax.set_title(f"{steps} optimizer steps on the training loss\n{landscape.projection}", fontsize="medium")
+        optimizer = describe_optimizer(pl_module.trainer.optimizers[0])
+        title = f"{steps} steps of {optimizer} on the training loss\n{landscape.projection}"
+        ax.set_title(title, fontsize="medium")
         return figure
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """ "SGD lr 0.1, momentum 0.9, Nesterov": the optimizer and the settings that shape its path (defaults left out)."""
+    group = optimizer.param_groups[0]
+    parts = [f"{type(optimizer).__name__} lr {group['lr']:g}"]
+    parts += [f"{name} {group[name]:g}" for name in ("momentum", "dampening", "weight_decay") if group.get(name)]
+    return ", ".join(parts + (["Nesterov"] if group.get("nesterov") else []))
