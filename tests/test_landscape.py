@@ -160,3 +160,32 @@ def test_callback_writes_a_figure_and_a_tensorboard_image(tmp_path) -> None:
     events.Reload()
     assert events.Tags()["images"] == ["landscape/loss_surface"]
     assert events.Images("landscape/loss_surface")[0].step == 30
+
+
+def test_the_title_names_the_optimizer_settings_that_shape_the_path() -> None:
+    from fitquad.landscape import describe_optimizer
+
+    parameters = [torch.nn.Parameter(torch.zeros(2))]
+    assert describe_optimizer(torch.optim.SGD(parameters, lr=0.1)) == "SGD lr 0.1"
+    nesterov = torch.optim.SGD(parameters, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    assert describe_optimizer(nesterov) == "SGD lr 0.1, momentum 0.9, weight_decay 0.01, Nesterov"
+    assert describe_optimizer(torch.optim.Adam(parameters, lr=0.01)) == "Adam lr 0.01"
+
+
+def test_the_lowest_contour_level_is_the_optimums_loss() -> None:
+    from matplotlib.figure import Figure
+
+    from fitquad.landscape import build_landscape, draw_landscape, loss_at
+
+    x = torch.linspace(-2, 2, 30, dtype=torch.float64)
+    y = 0.75 * x**2 + x + 2 + 0.3 * torch.randn(30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    basis = polynomial_basis(x, 1)
+    optimum = torch.linalg.lstsq(basis, y.unsqueeze(1)).solution.squeeze(1)
+    path = torch.stack([torch.tensor([-3.0, 6.0], dtype=torch.float64), optimum])
+    loss_fn = torch.nn.MSELoss()
+    # A coarse grid that misses the optimum: its lowest grid value is above the optimum's loss.
+    landscape = build_landscape(loss_fn, basis, y, path, ["b", "w"], optimum, (1, 0), ((-4.0, 8.0), (-5.0, 9.0)), 4)
+    optimum_loss = loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
+    assert landscape.surface.min() > optimum_loss * 1.01
+    filled = draw_landscape(Figure().add_subplot(), landscape)
+    assert filled.levels[0] == pytest.approx(optimum_loss)
