@@ -20,6 +20,16 @@ def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
     # lesson3 fuses 10 steps per training_step: lr-find must still take one learning rate per step.
     monkeypatch.chdir(tmp_path)
     min_lr, max_lr, steps = 1e-3, 3.0, 40
+    import fitquad.lr_find
+
+    plotted = {}
+    save_plot = fitquad.lr_find.save_plot
+
+    def recording_save_plot(finder, stable_lr, raw_losses, path):
+        plotted.update(raw=raw_losses, smoothed=finder.results["loss"])
+        save_plot(finder, stable_lr, raw_losses, path)
+
+    monkeypatch.setattr(fitquad.lr_find, "save_plot", recording_save_plot)
     main([
         "--config", str(CONFIGS / "lesson3.yaml"),
         "--lr_find.min_lr", str(min_lr), "--lr_find.max_lr", str(max_lr), "--lr_find.num_training", str(steps),
@@ -41,5 +51,9 @@ def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
     suggestion = float(re.search(r"suggests lr = (\S+),", out)[1])
     assert min_lr <= suggestion <= max_lr
 
+    # The plot shows each step's own loss beside Lightning's smoothed curve: one per learning rate tried, the
+    # first being the loss at the start (the smoothed curve's first point is not: see lr_find.save_plot).
+    assert len(plotted["raw"]) == steps and all(np.isfinite(plotted["raw"]))
+    assert plotted["raw"][0] > plotted["smoothed"][0]
     pixels = imread(only_run_folder(tmp_path, "lesson3") / "lr_find.png")
     assert pixels[..., :3].std() > 0.1

@@ -111,7 +111,9 @@ def main(argv: list[str]) -> None:
     suggestion = finder.suggestion()
     stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x)
     folder = run_folder(trainer)
-    save_plot(finder, stable_lr, folder / "lr_find.png")
+    # The loss of each step as taken (the module records every step's loss), beside Lightning's smoothed curve.
+    raw_losses = model.train_losses[: model.steps_recorded].detach().cpu().double().tolist()
+    save_plot(finder, stable_lr, raw_losses, folder / "lr_find.png")
     tried = finder.results["lr"]
     print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")
     print(
@@ -126,23 +128,31 @@ def main(argv: list[str]) -> None:
     print(f"fitquad: plot in {folder / 'lr_find.png'}", flush=True)
 
 
-def save_plot(finder: Any, stable_lr: float, path: Path) -> None:
-    """Lightning's own lr_find plot (`finder`: what Tuner.lr_find returns), with the largest stable
-    learning rate marked."""
+def save_plot(finder: Any, stable_lr: float, raw_losses: list[float], path: Path) -> None:
+    """Lightning's own lr_find curve (`finder`: what Tuner.lr_find returns), the loss of each step as taken beneath
+    it, and the largest stable learning rate, on a log loss axis (a divergence's spike to 10⁴ × the start
+    would flatten a linear one). Lightning's smoothing is an average of the losses so far, bias-corrected; its
+    first points can sit well below the first loss (on sgd_article 27 against 53), which read alone suggests
+    that the smallest learning rates raise the loss: the raw losses show they do not."""
     import matplotlib
 
     matplotlib.use("Agg")  # Lightning's plot imports pyplot: never open a window
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    figure = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = figure.add_subplot()
+    lrs = finder.results["lr"]
+    shown = min(len(lrs), len(raw_losses))
+    ax.plot(lrs[:shown], raw_losses[:shown], color="gray", linewidth=0.8, alpha=0.8, label="loss of each step")
     finder.plot(suggest=True, ax=ax)
+    ax.lines[1].set_label("Lightning's smoothed loss")  # drawn by finder.plot, after the raw losses
     ax.axvline(stable_lr, color="black", linestyle="--", label=f"2/λmax = {stable_lr:.3g} (GD on MSE)")
     suggestion = finder.suggestion()
     if suggestion is not None:
         ax.axvline(suggestion, color="red", linestyle=":", label=f"suggestion {suggestion:.3g}")
-    ax.set_ylabel("training loss (smoothed)")
-    ax.set_title("Lightning's learning-rate range test", fontsize="medium")
+    ax.set_yscale("log")
+    ax.set_ylabel("training loss (log scale)")
+    ax.set_title("Lightning's learning-rate range test: the loss as the learning rate grows", fontsize="medium")
     ax.legend(fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
