@@ -119,7 +119,7 @@ def test_surface_is_torchs_loss_at_every_grid_point() -> None:
     torch.testing.assert_close(batched, torch.stack(one_by_one), rtol=1e-14, atol=0)
 
 
-def test_three_coefficients_slice_through_the_optimum() -> None:
+def test_three_coefficients_profile_or_slice_through_the_optimum() -> None:
     datamodule = QuadraticDataModule(**LESSON3_DATA)
     datamodule.setup("fit")
     x, y = datamodule.train_x, datamodule.train_y
@@ -135,7 +135,11 @@ def test_three_coefficients_slice_through_the_optimum() -> None:
     assert axes == (1, 0)
     extent = ((expected[1] - 2, expected[1] + 2), (expected[0] - 20, expected[0] + 20))
     landscape = build_landscape(torch.nn.MSELoss(), basis, y, path, ["c", "b", "a"], optimum, axes, extent, 101)
-    assert landscape.projection.startswith(f"slice through the optimum at a = {expected[2]:.4g}")
+    # For MSE the picture is the profile (a at its best at every point), whose minimum is the optimum too;
+    # for a loss without a closed form per point, the slice through the optimum.
+    assert landscape.projection.startswith("profile over (b, c): at each point the MSE with a at its best")
+    huber = build_landscape(torch.nn.HuberLoss(), basis, y, path, ["c", "b", "a"], optimum, axes, extent, 5)
+    assert huber.projection.startswith(f"slice through the optimum at a = {expected[2]:.4g}")
     row, column = np.unravel_index(np.argmin(landscape.surface), landscape.surface.shape)
     b_grid, c_grid = landscape.axis_values
     assert abs(b_grid[column] - expected[1]) <= (b_grid[1] - b_grid[0]) / 2
@@ -189,3 +193,21 @@ def test_the_lowest_contour_level_is_the_optimums_loss() -> None:
     assert landscape.surface.min() > optimum_loss * 1.01
     filled = draw_landscape(Figure().add_subplot(), landscape)
     assert filled.levels[0] == pytest.approx(optimum_loss)
+
+
+def test_the_mse_profile_is_the_loss_minimised_over_the_held_coefficients() -> None:
+    from fitquad.landscape import mse_profile
+
+    x = torch.linspace(0, 19, 20, dtype=torch.float64)
+    noise = torch.randn(20, generator=torch.Generator().manual_seed(42), dtype=torch.float64)
+    y = 0.75 * (x - 9.5) ** 2 + 1 + 3 * noise
+    basis = polynomial_basis(x, 2)  # columns c, b, a
+    b_values, c_values = torch.tensor([-20.0, -14.0, 3.0]).double(), torch.tensor([0.0, 70.0]).double()
+    uu, vv = torch.meshgrid(b_values, c_values, indexing="xy")
+    profile = mse_profile(basis, y, 1, 0, [2], uu, vv)  # over (b, c), a at its best
+    for i in range(uu.shape[0]):
+        for j in range(uu.shape[1]):
+            b, c = uu[i, j].item(), vv[i, j].item()
+            rest = y - b * basis[:, 1] - c * basis[:, 0]
+            a = (basis[:, 2] @ rest) / (basis[:, 2] @ basis[:, 2])  # least squares in the one held coefficient
+            assert profile[i, j].item() == pytest.approx(torch.mean((rest - a * basis[:, 2]) ** 2).item(), rel=1e-9)

@@ -138,21 +138,32 @@ def build_landscape(
     resolution: int,
     decay_optimum: torch.Tensor | None = None,
 ) -> Landscape:
-    """The loss over a resolution × resolution grid of the two `axes` coefficients within `extent`, the others
-    held at the optimum; the path (original-unit coefficients, one row per step) projected onto the slice."""
+    """The loss over a resolution × resolution grid of the two `axes` coefficients within `extent`; the path
+    (original-unit coefficients, one row per step) projected onto those two.
+
+    With more than two coefficients, what a flat picture can honestly show depends on the loss. For MSE it is
+    the profile: at each point the loss with the other coefficients at their best for it (closed form), the
+    lowest loss any path through that point can have, so the path's projection never sits below its contour.
+    For the other losses (no closed form per point) it is the slice through the optimum, which the path
+    only reaches at its end; the title says which."""
     across, up = axes
     u = torch.linspace(*extent[0], resolution, dtype=torch.float64)
     v = torch.linspace(*extent[1], resolution, dtype=torch.float64)
-    grid = optimum.double().repeat(resolution * resolution, 1)
     vv, uu = torch.meshgrid(v, u, indexing="ij")
-    grid[:, across], grid[:, up] = uu.reshape(-1), vv.reshape(-1)
-    surface = loss_at(loss_fn, basis, y, grid).view(resolution, resolution)
     held = [i for i in range(len(names)) if i not in axes]
-    if held:
-        fixed = ", ".join(f"{names[i]} = {optimum[i].item():.4g}" for i in held)
-        projection = f"slice through the optimum at {fixed}; path projected onto ({names[across]}, {names[up]})"
+    pair = f"({names[across]}, {names[up]})"
+    if held and isinstance(loss_fn, nn.MSELoss):
+        surface = mse_profile(basis.double(), y.double(), across, up, held, uu, vv)
+        others = ", ".join(names[i] for i in held)
+        best = "its best" if len(held) == 1 else "their best"
+        projection = f"profile over {pair}: at each point the MSE with {others} at {best}; path projected"
     else:
-        projection = f"whole surface over ({names[across]}, {names[up]})"
+        grid = optimum.double().repeat(resolution * resolution, 1)
+        grid[:, across], grid[:, up] = uu.reshape(-1), vv.reshape(-1)
+        surface = loss_at(loss_fn, basis, y, grid).view(resolution, resolution)
+        fixed = ", ".join(f"{names[i]} = {optimum[i].item():.4g}" for i in held)
+        projection = f"slice through the optimum at {fixed}; path projected onto {pair}" if held else ""
+        projection = projection or f"whole surface over {pair}"
     return Landscape(
         names=(names[across], names[up]),
         axis_values=(u.numpy(), v.numpy()),
@@ -163,6 +174,21 @@ def build_landscape(
         projection=projection,
         optimum_loss=loss_at(loss_fn, basis, y, optimum.double().unsqueeze(0)).item(),
     )
+
+
+def mse_profile(
+    basis: torch.Tensor, y: torch.Tensor, across: int, up: int, held: list[int], uu: torch.Tensor, vv: torch.Tensor
+) -> torch.Tensor:
+    """min over the held coefficients of the MSE, at each (uu, vv): with P the projection off the held columns'
+    span, the residual is P(y − u·a_u − v·a_v), a quadratic in (u, v) evaluated from five inner products."""
+    held_columns = basis[:, held]
+    coefficients = torch.linalg.lstsq(held_columns, torch.stack([y, basis[:, across], basis[:, up]], dim=1)).solution
+    r_y, r_u, r_v = (torch.stack([y, basis[:, across], basis[:, up]], dim=1) - held_columns @ coefficients).T
+    n = len(y)
+    return (
+        r_y @ r_y - 2 * uu * (r_u @ r_y) - 2 * vv * (r_v @ r_y)
+        + uu**2 * (r_u @ r_u) + 2 * uu * vv * (r_u @ r_v) + vv**2 * (r_v @ r_v)
+    ) / n  # fmt: skip
 
 
 def draw_landscape(ax: Axes, landscape: Landscape, levels: int = 20) -> QuadContourSet:
