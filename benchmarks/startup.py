@@ -3,7 +3,8 @@
     python benchmarks/startup.py              # 7 interleaved repeats
     python benchmarks/startup.py --repeats 3
 
-Prints the median wall time of each command and its ratio to `python -c "import lightning"`, then
+Prints the median wall time of each command and its ratio to `python -c "import lightning"`, how soon
+`fitquad fit` prints its first line (before PyTorch loads: fitquad.entry), then
 the heaviest imports of `fitquad.cli` from `python -X importtime`, marking which come from fitquad
 itself. Most of the start-up is Lightning's own import (torch, torch._dynamo, torchmetrics, and
 matplotlib through torchmetrics), which fitquad cannot avoid.
@@ -15,6 +16,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +35,21 @@ def wall_seconds(command: list[str]) -> float:
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
+
+
+def first_line_seconds() -> float:
+    """Seconds until `fitquad fit` prints its first line (what it is about to run), run in a scratch folder."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "sgd_article.yaml"
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        command = [FITQUAD, "fit", "--config", str(config), "--trainer.max_steps", "1"]
+        with subprocess.Popen(
+            command, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        ) as fit:
+            fit.stdout.readline()
+            seconds = time.perf_counter() - started
+            fit.communicate()
+    return seconds
 
 
 def heaviest_imports(count: int) -> list[tuple[float, str]]:
@@ -63,6 +80,8 @@ def main() -> None:
     for name, values in times.items():
         ratio = statistics.median(v / base for v, base in zip(values, lightning, strict=True))
         print(f"| {name} | {statistics.median(values):.2f} | {ratio:.2f} |")
+    first_lines = [first_line_seconds() for _ in range(args.repeats)]
+    print(f"\nfitquad fit: first line after {statistics.median(first_lines):.2f} s (median)")
     print("\nheaviest imports of fitquad.cli (cumulative ms, nested by indentation):")
     for ms, name in heaviest_imports(15):
         print(f"{ms:8.0f}  {name}{'   <- fitquad' if 'fitquad' in name else ''}")

@@ -1,6 +1,8 @@
 """The real `fitquad` command in a subprocess, as a user runs it, on every shipped config."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -215,3 +217,13 @@ def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
         "--checkpoint_on_signal.filename FILENAME The checkpoint's file name",
     ):
         assert described in fit_help
+
+
+def test_the_first_line_comes_before_pytorch_loads(tmp_path):
+    # The entry point imports neither torch nor Lightning before it has said what is about to run (they take
+    # seconds to import); `fitquad --help` needs neither at all.
+    probe = "import sys, fitquad.entry; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+    result = run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--trainer.max_steps", "2", cwd=tmp_path)
+    arguments = f"fit --config {CONFIGS / 'sgd_article.yaml'} --trainer.max_steps 2"
+    assert result.stdout.splitlines()[0] == f"fitquad: {arguments}: starting (loading PyTorch and Lightning)"

@@ -76,8 +76,10 @@ def test_sigterm_during_compare_exits_143_without_a_traceback(tmp_path: Path) ->
     with subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as p:
-        line = p.stdout.readline()  # "fitquad: compare folder ...": the grid starts training now
-        assert "compare folder" in line, line
+        line = p.stdout.readline()  # "fitquad: compare ...: starting", then "fitquad: compare folder ..."
+        while line and "compare folder" not in line:
+            line = p.stdout.readline()
+        assert "compare folder" in line, line  # the grid starts training now
         time.sleep(0.5)
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=120)

@@ -160,7 +160,10 @@ def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path
     extra, message = BAD_INPUTS[case]
     result = run_fitquad(*_arguments(extra, bad_files), cwd=bad_files, check=False)
     assert result.returncode == 2
-    assert result.stdout == ""
+    # stdout: only the line saying what is about to run, printed before PyTorch loads (fitquad.entry).
+    assert result.stdout.splitlines() == [
+        f"fitquad: {' '.join(_arguments(extra, bad_files))}: starting (loading PyTorch and Lightning)"
+    ]
     assert result.stderr.splitlines() == [f"fitquad: error: {message}"]
 
 

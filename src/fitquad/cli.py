@@ -37,6 +37,7 @@ from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
+from fitquad.entry import overview
 from fitquad.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
 from fitquad.limits import check_limits
 from fitquad.run_folders import (
@@ -293,35 +294,6 @@ EXTRA_COMMANDS: dict[str, str] = {
     "compare": "fitquad.compare:main",
     "lr-find": "fitquad.lr_find:main",
 }
-
-
-# Every command, with what it is for: `fitquad --help` (LightningCLI's own help knows only its four).
-COMMANDS: dict[str, str] = {
-    "fit": "train on a config and diagnose the fit (fitquad fit --config configs/lesson3.yaml)",
-    "validate": "validation loss, MSE, MAE and R² of a checkpoint (--ckpt_path)",
-    "test": "the same on the test split",
-    "predict": "predictions of a checkpoint on the test split, into predictions.csv",
-    "sweep": "one setting over a list of values (degree, n_train, weight decay): table and figure",
-    "compare": "losses × SGD settings on one data set: loss landscapes side by side and a table",
-    "lr-find": "Lightning's learning-rate range test, beside the largest stable learning rate",
-}
-
-
-def overview() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {purpose}" for name, purpose in COMMANDS.items()]
-    return "\n".join(
-        [
-            "usage: fitquad <command> [options]   (fitquad <command> --help lists the command's options)",
-            "",
-            "Fit a noisy quadratic by gradient descent with PyTorch Lightning, and see what happens.",
-            "",
-            "commands:",
-            *lines,
-            "",
-            "  --version  fitquad's version, and Lightning's and torch's",
-        ]
-    )
 
 
 def version() -> str:
