@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import shutil
 import math
 import re
 from pathlib import Path
@@ -301,3 +302,13 @@ def test_each_verdict_has_a_plain_sentence_printed_before_its_numbers(tmp_path, 
     assert lines[-2] == f"fitquad: diagnosis: {IN_PLAIN_WORDS['still_converging']}"
     assert lines[-1] == f"fitquad: details: {summary['diagnosis']['message']}"
     assert summary["diagnosis"]["in_plain_words"] == IN_PLAIN_WORDS["still_converging"]
+
+
+def test_the_start_says_in_plain_words_the_best_loss_and_whether_the_lr_is_safe(tmp_path, monkeypatch, capsys):
+    for lr, verdict in (("0.35", "is safe (below"), ("0.5", "is too large: above")):
+        summary = fit(tmp_path, monkeypatch, "lesson3", "--model.lr", lr, "--trainer.max_steps", "3",
+                      "--fit_diagnosis.figures", "false")  # fmt: skip
+        (line,) = [line for line in capsys.readouterr().out.splitlines() if "before training" in line]
+        optimum, stable = summary["reference"]["train_loss_optimum"], summary["conditioning"]["largest_stable_lr"]
+        assert f"a loss of {optimum:.4g}" in line and f"lr {lr} {verdict} {stable:.3g}" in line, line
+        shutil.rmtree(tmp_path / "runs")  # the next fit's folder must be the only one

@@ -372,6 +372,7 @@ class FitDiagnosis(L.Callback):
             for k, v in zip(pl_module.coefficient_names, self.reference.coefficients.tolist(), strict=True)
         )
         return [
+            self._start_in_plain_words(steps, floors),
             f"conditioning ({pl_module.model.feature_scaling} features; {c.curvature}): Hessian eigenvalues "
             f"{eigenvalues}; κ = {c.condition_number:.3g}; largest stable lr {c.largest_stable_lr:.3g} ({rule}; "
             f"full-batch GD {c.largest_stable_lr_gd:.3g}), lr {s.lr:.3g} is {where} it; predicted full-batch steps "
@@ -380,6 +381,27 @@ class FitDiagnosis(L.Callback):
             f"(float64, closed form); noise floors: training MSE σ²(n−p)/n = {floors['train_noise_floor']:.4g}, "
             f"validation MSE σ² = {floors['val_noise_floor']:.4g}",
         ]
+
+    def _start_in_plain_words(self, steps: float | None, floors: dict) -> str:
+        """The start lines' gist for a beginner: the best possible loss, the noise it cannot go below, and whether
+        this learning rate is safe and how soon it should arrive."""
+        c, s = self.conditioning, self.settings
+        loss = self.reference.train_loss
+        best = f"before training: the best this model can reach on its training points is a loss of {loss:.4g}"
+        floor = floors["train_noise_floor"]
+        noise = f" (noise alone leaves a training MSE of about {floor:.3g})" if floor else ""
+        if not self.sgd or not math.isfinite(c.largest_stable_lr):
+            return f"{best}{noise}."
+        if s.lr >= c.largest_stable_lr:
+            pace = f"lr {s.lr:.3g} is too large: above {c.largest_stable_lr:.3g} every step overshoots further"
+        elif steps is None or steps == math.inf:
+            pace = f"lr {s.lr:.3g} is safe (below {c.largest_stable_lr:.3g})"
+        else:
+            pace = (
+                f"lr {s.lr:.3g} is safe (below {c.largest_stable_lr:.3g}) and should get within 1% of it in about "
+                f"{steps:.3g} full-batch steps"
+            )
+        return f"{best}{noise}; {pace}."
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.steps_seen = 0
