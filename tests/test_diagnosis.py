@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ast
-import shutil
 import math
 import re
+import shutil
 from pathlib import Path
 
 import lightning as L
