@@ -399,7 +399,7 @@ class FitDiagnosis(L.Callback):
         else:
             pace = (
                 f"lr {s.lr:.3g} is safe (below {c.largest_stable_lr:.3g}) and should get within 1% of it in about "
-                f"{steps:.3g} full-batch steps"
+                f"{steps:.3g} full-batch step{'' if steps == 1 else 's'}"
             )
         return f"{best}{noise}; {pace}."
 
