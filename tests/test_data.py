@@ -117,3 +117,14 @@ def test_block_shuffle_permutes_fixed_blocks_each_pass(n, batch_size, fused_step
     assert all(sorted(p) == sorted(passes[0]) for p in passes)
     assert any(p != passes[0] for p in passes[1:])
     assert passes[0] != [tuple(x[i : i + batch_size].tolist()) for i in range(0, n, batch_size)]  # shuffled once
+
+
+def test_a_sample_of_large_data_spans_its_whole_range_and_is_the_same_each_time() -> None:
+    datamodule = QuadraticDataModule(x_distribution="grid", x_min=0.0, x_max=1.0, n_train=300_000, n_val=0, n_test=0)
+    datamodule.setup("fit")
+    x, y = datamodule.training_sample(1000)
+    assert len(x) == 1000 and x.min() < 0.01 and x.max() > 0.99  # not the first 1,000 points of a sorted grid
+    assert abs(x.mean().item() - 0.5) < 0.05
+    again_x, _ = datamodule.training_sample(1000)
+    assert torch.equal(x, again_x)
+    assert datamodule.training_sample(10**6)[0] is datamodule.train_x  # all of them when there are fewer

@@ -292,6 +292,7 @@ class QuadraticDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         check_data_options(self.hparams)
+        self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training_sample's, by size
 
     def _draw_splits(self) -> None:
         hp = self.hparams
@@ -318,6 +319,19 @@ class QuadraticDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if not hasattr(self, "train_x"):
             self._draw_splits()
+
+    def training_sample(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """All the training points, or `limit` of them drawn uniformly at random (seeded by data.seed, the same
+        at every call): an estimate on millions of points that represents them all, not one end of a sorted
+        grid. Drawn with replacement, so no permutation of all the points is ever made."""
+        n = len(self.train_x)
+        if n <= limit:
+            return self.train_x, self.train_y
+        if limit not in self.samples:
+            generator = torch.Generator().manual_seed(self.hparams.seed)
+            chosen = torch.randint(n, (limit,), generator=generator).sort().values
+            self.samples[limit] = (self.train_x[chosen], self.train_y[chosen])
+        return self.samples[limit]
 
     def _placement(self) -> tuple[torch.device, int, int]:
         """(device, rank, number of processes) of this process: the Trainer's, or one CPU process without one."""

@@ -319,11 +319,11 @@ class LossLandscape(ParameterPath):
         else:
             extent = path_extent(path, marked, axes, self.margin)
         names = pl_module.coefficient_names
-        basis = polynomial_basis(datamodule.train_x[:SURFACE_POINTS], model.degree)
+        surface_x, surface_y = datamodule.training_sample(SURFACE_POINTS)
         landscape = build_landscape(
             pl_module.loss_fn,
-            basis,
-            y[:SURFACE_POINTS],
+            polynomial_basis(surface_x, model.degree),
+            surface_y.double(),
             path,
             names,
             optimum,
@@ -333,7 +333,7 @@ class LossLandscape(ParameterPath):
             decay_optimum,
         )
         if len(y) > SURFACE_POINTS:
-            landscape.projection += f"; loss on the first {SURFACE_POINTS:,} of {len(y):,} training points"
+            landscape.projection += f"; loss on {SURFACE_POINTS:,} of {len(y):,} training points, drawn uniformly"
         return landscape
 
     def draw(self, landscape: Landscape, pl_module: L.LightningModule) -> Figure:

@@ -46,6 +46,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from fitquad import reference
 from fitquad.callbacks import RunSummary
+from fitquad.checkpoint_io import SafeCheckpointIO
 from fitquad.cli import gradient_clipping_as_callback, lightning_quiet
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import TrainingDiverged
@@ -91,6 +92,8 @@ def train_one(
     trainer_options = dict(init.trainer.items())
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
     trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)
+    # Checkpoints written atomically and read weights-only, as `fitquad fit` writes and reads them.
+    trainer_options["plugins"] = trainer_options.get("plugins") or [SafeCheckpointIO()]
     on_signal = CheckpointOnSignal()
     trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary(), on_signal]
     trainer = L.Trainer(**trainer_options)

@@ -296,11 +296,10 @@ class QuadraticRegression(L.LightningModule):
 
     @torch.no_grad()
     def full_training_mse(self) -> torch.Tensor:
-        # At most the first TRAIN_MSE_POINTS training points: they are i.i.d. draws, so on millions of
-        # points this is an unbiased estimate at a fraction of an epoch's cost; below that, exact.
-        datamodule = self.trainer.datamodule
-        x = datamodule.train_x[:TRAIN_MSE_POINTS].to(self.device, self.dtype)
-        y = datamodule.train_y[:TRAIN_MSE_POINTS].to(self.device, self.dtype)
+        # On millions of points, a uniform sample of TRAIN_MSE_POINTS (an unbiased estimate at a fraction of an
+        # epoch's cost, over the whole range of x); below that, exact.
+        x, y = self.trainer.datamodule.training_sample(TRAIN_MSE_POINTS)
+        x, y = x.to(self.device, self.dtype), y.to(self.device, self.dtype)
         return nn.functional.mse_loss(self.model(x), y)
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
