@@ -21,14 +21,13 @@ SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 
 # (options after `fitquad fit --config configs/sgd_article.yaml`, words the one line must contain)
 OVERFLOWS = [
-    (["--model.lr", "1e308"], ["model.lr", "first step overflow float32"]),
+    (["--model.lr", "1e308"], ["model.lr must be below float32's largest number, 3.4e+38, got 1e+308"]),
     (["--data.noise_std", "1e308"], ["data.noise_std", "makes y reach"]),
     (["--data.true_a", "1e308"], ["data.true_a", "beyond float32"]),
     (["--data.true_b", "1e36"], ["data.true_b", "loss overflow float32"]),
     (["--data.true_a", "1e25"], ["data.true_a", "loss overflow float32"]),
     (["--data.x_distribution", "uniform", "--data.x_max", "1e308"], ["data.x_max", "beyond float32"]),
     (["--data.x_std", "1e30"], ["data.x_std", "beyond float32"]),
-    (["--model.init_coefficients", "[1e30, 0]"], ["model.init_coefficients", "loss overflow float32"]),
     (["--trainer.precision", "16-mixed", "--data.true_c", "1e6"], ["data.true_c", "float16"]),
     (["--data.n_train", "10000000000"], ["data.n_train 10000000000", "GiB of memory", "is available"]),
     (
@@ -50,6 +49,43 @@ def test_values_that_overflow_or_do_not_fit_are_one_line_before_any_folder(
     assert err.startswith("fitquad: error: ") and "\n" not in err, err
     assert all(word in err for word in words), err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--model.init_coefficients", "[1e30, 0]"],
+            "model.init_coefficients makes the loss overflow float32 at the start: the predictions reach 1e+30",
+        ),
+        (["--model.lr", "1e38"], "model.lr 1e+38 makes the first step overflow float32: lr × gradient reaches"),
+        (
+            ["--model.degree", "40", "--model.init_coefficients", "null", "--data.x_std", "10", "--data.n_train", "60"],
+            "model.degree 40 with feature_scaling none: the features reach",
+        ),
+    ],
+    ids=["start-far-away", "first-step", "features"],
+)
+def test_a_start_that_overflows_on_the_drawn_data_is_one_line(
+    extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # Computed exactly on the data as the fit starts (a bound from the options alone would refuse too much).
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", SGD_ARTICLE, *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"fitquad: error: {message}") and "\n" not in err, err
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_high_degree_that_fits_in_float32_is_not_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # x^30 of 50 normal draws stays near 1e12: a bound from the options (x up to 8, 8^30 ≈ 1e27) would refuse
+    # it. The check on the drawn data lets it run.
+    monkeypatch.chdir(tmp_path)
+    options = ["--model.degree", "30", "--model.init_coefficients", "null", "--model.lr", "1e-30"]
+    main(["fit", "--config", SGD_ARTICLE, *options, "--trainer.max_steps", "3"])
+    assert read_summary(next((tmp_path / "runs").glob("*/version_0")))["optimizer_steps"] == 3
 
 
 def test_float64_runs_what_float32_cannot_represent() -> None:
@@ -122,7 +158,7 @@ COMPARE_MISTAKES = [
         ["--settings", '[{"name": "a", "nesterov": true}]'],
         "settings 'a': model.nesterov needs model.momentum > 0",
     ),
-    (COMPARE, ["--model.lr", "1e308"], "model.lr 1e+308 makes the first step overflow"),
+    (COMPARE, ["--model.lr", "1e308"], "model.lr must be below float32's largest number"),
 ]
 
 LR_FIND_MISTAKES = [
@@ -164,7 +200,7 @@ def test_sweep_refuses_repeated_values_and_checks_each_value_first(
     for values, message in [
         ("[0.1, 0.1]", "sweep.values must be distinct: 0.1 appears twice"),
         ("[0.1, -1]", "model.weight_decay must be ≥ 0, got -1.0"),
-        ("[0.1, 1e308]", "model.weight_decay 1e+308 makes the first gradient overflow float32"),
+        ("[0.1, 1e308]", "model.weight_decay must be below float32's largest number"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["sweep", "--config", weight_decay, "--sweep.values", values])

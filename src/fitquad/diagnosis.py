@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from fitquad.callbacks import RunSummary, run_folder, say
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
+from fitquad.limits import check_first_step
 from fitquad.reference import (
     float64_copy,
     loss_resolution,
@@ -316,6 +317,16 @@ class FitDiagnosis(L.Callback):
         self.settings = OptimizerSettings.of(optimizer)
         self.sgd = isinstance(optimizer, torch.optim.SGD)
         model = pl_module.model
+        start = "model.init_coefficients" if pl_module.hparams.init_coefficients is not None else "model.init_seed"
+        check_first_step(
+            model,
+            datamodule.train_x,
+            datamodule.train_y,
+            self.settings.lr,
+            self.settings.weight_decay,
+            trainer.precision,
+            start,
+        )
         self.reference = optimum(
             model, datamodule.train_x, datamodule.train_y, pl_module.loss_fn, self.settings.weight_decay
         )

@@ -6,9 +6,11 @@
   "Bad input"). A run that would need more than the memory available now is refused in one line that says
   how much it would need, instead of dying in numpy after its run folder was made.
 - Floating point: every option may be finite and in range and still overflow once combined: |y| beyond
-  what the loss can square, a learning rate that turns the first gradient into inf. From bounds on x, y,
-  the features and the first gradient, computed in float64 from the options alone, each is refused in one
-  line naming the option, before a run folder is made.
+  what the loss can square, a learning rate that turns the first gradient into inf. Bounds on x and y, from
+  the options alone, are checked before a run folder is made (check_representable); the model's features,
+  its starting loss and its first step, whose powers of x would turn any bound into a false refusal, are
+  computed exactly on the drawn data in float64 as the fit starts (check_first_step). Each is one line
+  naming the option.
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ def _power(base: float, exponent: int) -> float:
 
 
 def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], precision: Any) -> None:
-    """The data, the loss at the starting point and the first step, within the run's floating point."""
+    """The data, and the loss's sum of squared targets, within the run's floating point, from the options alone;
+    lr and weight decay themselves. What depends on the model's starting point and features (whose powers
+    would turn a loose bound into a false refusal) is checked exactly on the drawn data: check_first_step."""
     feature_dtype, loss_dtype = compute_dtypes(precision)
     if data["x_distribution"] == "normal":
         x_bound = abs(data["x_mean"]) + NORMAL_BOUND * data["x_std"]
@@ -120,20 +124,8 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
     culprit = max(terms, key=terms.__getitem__)
     if culprit in ("data.true_a", "data.true_b") and x_bound > 1:
         culprit += f" (with x up to {x_bound:.3g}: {x_fields})"
-    degree = model["degree"]
-    raw = model.get("feature_scaling", "none") == "none"
-    # Scaled features are the training x's z-scores (and their powers), bounded by the distribution, not by x.
-    z_bound = x_bound if raw else NORMAL_BOUND
-    feature_bound = max(1.0, _power(z_bound, degree))
-    coefficients = model.get("init_coefficients")
-    if coefficients is not None:
-        start_bound = sum(_product(abs(c), _power(x_bound, k)) for k, c in enumerate(coefficients))
-    else:  # nn.Linear's initialisation: weights within ±1/√degree on each feature
-        start_bound = feature_bound * max(degree, 1) ** 0.5 + 1
-    residual = y_bound + start_bound
-    squares_sum = _product(data["n_train"], residual, residual)
     largest, largest_loss = LARGEST[feature_dtype], LARGEST[loss_dtype]
-    if not x_bound < LARGEST[feature_dtype]:
+    if not x_bound < largest:
         raise InvalidInput(
             f"{x_fields} put x beyond {feature_dtype}'s largest number, {largest:.3g}: x reaches {x_bound:.3g}"
         )
@@ -141,32 +133,60 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
         raise InvalidInput(
             f"{culprit} makes y reach about {y_bound:.3g}, beyond {feature_dtype}'s largest number, {largest:.3g}"
         )
-    if raw and not feature_bound < largest:
-        raise InvalidInput(
-            f"x reaches {x_bound:.3g} ({x_fields}), so x^{degree} overflows {feature_dtype} at model.degree {degree}: "
-            "use model.feature_scaling standardize, or smaller x"
-        )
+    squares_sum = _product(data["n_train"], y_bound, y_bound)
     if not squares_sum < largest_loss:
-        if coefficients is not None and start_bound > y_bound:
-            culprit = f"model.init_coefficients {list(coefficients)}"
         raise InvalidInput(
-            f"{culprit} makes the loss overflow {loss_dtype}: the residuals at the start reach about {residual:.3g}, "
-            f"and the loss adds up {data['n_train']} of them squared (about {squares_sum:.3g}; largest "
-            f"{largest_loss:.3g})"
+            f"{culprit} makes the loss overflow {loss_dtype}: |y| reaches about {y_bound:.3g}, and the loss adds up "
+            f"{data['n_train']} squared residuals of that size (about {squares_sum:.3g}; largest {largest_loss:.3g})"
         )
-    # torch's SGD adds weight_decay·θ to the gradient, then steps by lr times it.
-    weight_decay = model.get("weight_decay") or 0.0
-    decay = _product(weight_decay, start_bound)
-    if not (weight_decay < largest_loss and decay < largest_loss):
+    for name in ("lr", "weight_decay"):
+        if not (model.get(name) or 0.0) < largest_loss:
+            raise InvalidInput(
+                f"model.{name} must be below {loss_dtype}'s largest number, {largest_loss:.3g}, got {model[name]!r}"
+            )
+
+
+# Rows of the data a pass of check_first_step holds at once (float64 features of them).
+CHECK_CHUNK = 1_000_000
+
+
+def check_first_step(model: Any, x: Any, y: Any, lr: float, weight_decay: float, precision: Any, start: str) -> None:
+    """The model at its starting point, on the drawn training data, computed in float64: its features, its
+    predictions, the loss's sum of squares and the first SGD step must all be finite in the run's precision.
+    `start` names what set the starting point (model.init_coefficients, or model.init_seed)."""
+    import torch
+
+    feature_dtype, loss_dtype = compute_dtypes(precision)
+    largest, largest_loss = LARGEST[feature_dtype], LARGEST[loss_dtype]
+    parameters = model.model_parameters()
+    features_max = predictions_max = squares = 0.0
+    gradient = torch.zeros_like(parameters)
+    with torch.no_grad():
+        for x_part, y_part in zip(x.split(CHECK_CHUNK), y.split(CHECK_CHUNK), strict=True):
+            x_part = x_part.to(parameters.device, torch.float64)
+            ones = torch.ones(len(x_part), 1, dtype=torch.float64, device=parameters.device)
+            features = torch.cat([ones, model.features(x_part)], dim=1)
+            residual = features @ parameters - y_part.to(parameters.device, torch.float64)
+            features_max = max(features_max, features.abs().max().item())
+            predictions_max = max(predictions_max, (features @ parameters).abs().max().item())
+            squares += residual.square().sum().item()
+            gradient += 2 * features.T @ residual
+    degree, scaling = model.degree, model.feature_scaling
+    if not features_max < largest:
         raise InvalidInput(
-            f"model.weight_decay {weight_decay:.3g} makes the first gradient overflow {loss_dtype}: weight_decay × "
-            f"parameters reaches about {decay:.3g} (largest {largest_loss:.3g})"
+            f"model.degree {degree} with feature_scaling {scaling}: the features reach {features_max:.3g}, beyond "
+            f"{feature_dtype}'s largest number; use model.feature_scaling standardize, or a lower degree"
         )
-    first_step = _product(model["lr"], 2 * residual * feature_bound + decay)
-    if not first_step < largest_loss:
+    if not (predictions_max < largest and squares < largest_loss):
         raise InvalidInput(
-            f"model.lr {model['lr']:.3g} makes the first step overflow {loss_dtype}: lr × gradient reaches about "
-            f"{first_step:.3g} (largest {largest_loss:.3g}); lower model.lr"
+            f"{start} makes the loss overflow {loss_dtype} at the start: the predictions reach {predictions_max:.3g} "
+            f"and the squared residuals add up to {squares:.3g} (largest {largest_loss:.3g}); start nearer the data"
+        )
+    step = (lr * (gradient / len(x) + weight_decay * parameters)).abs().max().item()
+    if not step < largest_loss:
+        raise InvalidInput(
+            f"model.lr {lr:.3g} makes the first step overflow {loss_dtype}: lr × gradient reaches about {step:.3g} "
+            f"(largest {largest_loss:.3g}); lower model.lr"
         )
 
 
