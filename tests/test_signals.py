@@ -85,3 +85,12 @@ def test_sigterm_during_compare_exits_143_without_a_traceback(tmp_path: Path) ->
         _, err = p.communicate(timeout=120)
     assert p.returncode == SIGTERM_STATUS, err
     assert err.strip() == "fitquad: stopped by SIGTERM"
+
+
+def test_ctrl_c_after_a_sweep_run_finished_keeps_that_run(tmp_path: Path) -> None:
+    sweep = ["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[1, 2]", "--trainer.max_steps", "5"]
+    ctrl_c = [*signal_at("on_train_end"), "--trainer.callbacks.signal_name", "SIGINT"]
+    result = run_fitquad("sweep", *sweep, *ctrl_c, cwd=tmp_path, check=False)
+    assert result.returncode == 128 + signal.SIGINT and "Traceback" not in result.stderr, result.stderr
+    rows = (tmp_path / "runs" / "capacity" / "version_0" / "sweep.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1"]  # its training was done: tabulated, not thrown away

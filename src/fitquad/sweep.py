@@ -32,6 +32,7 @@ the training and validation points: near 0 when the model has converged.
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,9 @@ def run_label(parameter: str, value: int | float, values: list[int | float]) -> 
 
 def train_one(
     parser: LightningArgumentParser, config: Namespace, value: int | float, folder: Path, label: str
-) -> SweepPoint:
-    """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum."""
+) -> tuple[SweepPoint, signal.Signals | None]:
+    """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum.
+    Returns the point and the signal that arrived after its training was done, if one did."""
     L.seed_everything(config.seed_everything, verbose=False)
     gradient_clipping_as_callback(config)
     init = parser.instantiate(config)
@@ -104,8 +106,16 @@ def train_one(
         trainer.fit(module, datamodule=datamodule)
     except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
         diverged = str(error)
-    if on_signal.received is not None:  # stopped by Ctrl-C or SIGTERM, after saving a checkpoint
+    if on_signal.checkpoint_path is not None:  # stopped mid-training by Ctrl-C or SIGTERM, after saving
         raise Interrupted(on_signal.received)
+    return measure(module, datamodule, trainer, value, label, diverged), on_signal.received
+
+
+def measure(
+    module: QuadraticRegression, datamodule: QuadraticDataModule, trainer: L.Trainer, value: float, label: str,
+    diverged: str | None,
+) -> SweepPoint:  # fmt: skip
+    """The trained run's point: its train and validation MSE beside those of its loss's closed-form optimum."""
 
     def as_numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().double().numpy()
@@ -204,7 +214,7 @@ def sweep(args: list[str]) -> list[SweepPoint]:
 def run_all(points: list, parser, run_configs: list, values: list, labels: list[str], parameter: str, folder: Path):
     """Train each value in turn, appending its SweepPoint to `points` as soon as it is done."""
     for value, run_config, label in zip(values, run_configs, labels, strict=True):
-        point = train_one(parser, run_config, value, folder, label)
+        point, signalled = train_one(parser, run_config, value, folder, label)
         points.append(point)
         result = (
             f"diverged ({point.diverged})"
@@ -212,6 +222,8 @@ def run_all(points: list, parser, run_configs: list, values: list, labels: list[
             else (f"train MSE {point.train_mse:.4g}, val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}")
         )
         print(f"fitquad sweep: {parameter}={value}: {result}", flush=True)
+        if signalled is not None:  # after this run had finished: it is kept, the sweep stops here
+            raise Interrupted(signalled)
 
 
 def main(args: list[str] | None = None) -> None:
