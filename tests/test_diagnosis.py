@@ -24,8 +24,9 @@ from conftest import (
     run_fitquad,
 )
 from fitquad.cli import main
-from fitquad.diagnosis import FitDiagnosis, diagnose
+from fitquad.diagnosis import FitDiagnosis
 from fitquad.training import QuadraticRegression
+from fitquad.verdicts import diagnose
 
 # ---- the rules, on chosen numbers --------------------------------------------------------------------
 LESSON3 = dict(noise_std=3.0, n_train=20, n_val=20, n_parameters=3, lr=0.35, largest_stable_lr=0.4)
@@ -293,7 +294,7 @@ def test_whitening_too_few_distinct_points_is_one_line(tmp_path, monkeypatch, ca
 
 
 def test_each_verdict_has_a_plain_sentence_printed_before_its_numbers(tmp_path, monkeypatch, capsys) -> None:
-    from fitquad.diagnosis import IN_PLAIN_WORDS
+    from fitquad.verdicts import IN_PLAIN_WORDS
 
     verdicts = {"converged", "stopped_early", "still_converging", "stalled_ill_conditioned", "stalled_float32"}
     assert set(IN_PLAIN_WORDS) == verdicts | {"underfitting", "overfitting", "diverged"}

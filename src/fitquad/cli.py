@@ -36,7 +36,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.data import QuadraticDataModule
-from fitquad.diagnosis import FitDiagnosis, TrainingDiverged
+from fitquad.diagnosis import FitDiagnosis
 from fitquad.entry import overview
 from fitquad.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
 from fitquad.limits import check_limits
@@ -50,6 +50,7 @@ from fitquad.run_folders import (
 )
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
+from fitquad.verdicts import TrainingDiverged
 
 # Loggers that write into a version folder of their own (run_folders.py makes it).
 FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")

@@ -50,13 +50,13 @@ from fitquad.callbacks import RunSummary
 from fitquad.checkpoint_io import SafeCheckpointIO
 from fitquad.cli import gradient_clipping_as_callback, lightning_quiet
 from fitquad.data import QuadraticDataModule
-from fitquad.diagnosis import TrainingDiverged
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.sweep_report import SweepPoint, write_results
 from fitquad.training import QuadraticRegression
 from fitquad.validation import check_config
+from fitquad.verdicts import TrainingDiverged
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
 

@@ -36,9 +36,9 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from fitquad.conditioning import OptimizerSettings, conditioning
-from fitquad.diagnosis import DIVERGENCE_LOSS_FACTOR, TrainingDiverged
 from fitquad.model import FeatureScaling, PolynomialModel, coefficient_names
 from fitquad.validation import check_model_options
+from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR, TrainingDiverged
 
 # train/mse at each validation is measured on at most this many training points (see full_training_mse).
 TRAIN_MSE_POINTS = 100_000
