@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-from jsonargparse import Namespace, get_loader, set_loader
+from jsonargparse import get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -35,6 +35,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks import PredictionsCSV, RunSummary
 from fitquad.checkpoint_io import check_checkpoint_fits, load_checkpoint
+from fitquad.config_adjustments import (
+    check_monitors_after_validation,
+    claim_the_run_folder,
+    evaluate_into_the_checkpoints_run_folder,
+    give_lr_scheduler_the_models_sgd,
+    gradient_clipping_as_callback,
+    names_a_file,
+    progress_bar_only_on_a_terminal,
+)
 from fitquad.data import QuadraticDataModule
 from fitquad.diagnosis import FitDiagnosis
 from fitquad.entry import overview
@@ -43,17 +52,11 @@ from fitquad.limits import check_limits
 from fitquad.run_folders import (
     DEFAULT_RUN_NAME,
     RUNS_FOLDER,
-    claim_logger_folder,
     config_file_stem,
-    config_name,
-    make_run_folder,
 )
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
 from fitquad.verdicts import TrainingDiverged
-
-# Loggers that write into a version folder of their own (run_folders.py makes it).
-FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -110,13 +113,6 @@ class OneLineErrorParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse parsing internally, and catching it
             super().error(message, ex)
         fail(message)
-
-
-def names_a_file(ckpt_path: str) -> bool:
-    """A file path, as opposed to one of Lightning's own ckpt_path values ("last", "best", "registry:…"),
-    which Lightning resolves itself: an existing file, or anything shaped like a path."""
-    path = Path(ckpt_path)
-    return path.exists() or len(path.parts) > 1 or path.suffix in (".ckpt", ".pt", ".pth")
 
 
 class SaveFitConfig(SaveConfigCallback):
@@ -186,106 +182,13 @@ class FitquadCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand in EVALUATIONS:
-            self._evaluate_into_the_checkpoints_run_folder(config)
+            evaluate_into_the_checkpoints_run_folder(config)
         if self.subcommand in (None, "fit") or not names_a_file(str(config.get("ckpt_path"))):
-            self._claim_the_run_folder(config)
-        self._progress_bar_only_on_a_terminal(config)
+            self.run_folder_made = claim_the_run_folder(config, TRAINER_DEFAULTS["logger"])
+        progress_bar_only_on_a_terminal(config)
         gradient_clipping_as_callback(config)
-        self._check_monitors_after_validation(config)
-        self._give_lr_scheduler_the_models_sgd(config)
-
-    @staticmethod
-    def _give_lr_scheduler_the_models_sgd(config) -> None:
-        # LightningCLI builds an --lr_scheduler only together with an optimizer it builds itself
-        # (--optimizer); without one it drops the scheduler silently. So hand it the model's own SGD.
-        if config.get("lr_scheduler") is None or config.get("optimizer") is not None:
-            return
-        sgd_options = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
-        config.optimizer = Namespace(
-            class_path="torch.optim.SGD", init_args=Namespace({name: config.model[name] for name in sgd_options})
-        )
-
-    @staticmethod
-    def _check_monitors_after_validation(config) -> None:
-        # EarlyStopping and a ModelCheckpoint that monitors a metric, left to choose, act at the end of each
-        # training epoch, just after its validation: the same moment, except right after resuming from a
-        # checkpoint saved at an epoch's end, where Lightning ends the restored epoch before any validation
-        # (no val/loss yet: EarlyStopping fails, ModelCheckpoint warns). Acting after each validation
-        # instead is the same in a plain run, and right on resume.
-        options = {"EarlyStopping": "check_on_train_epoch_end", "ModelCheckpoint": "save_on_train_epoch_end"}
-        for callback in config.trainer.get("callbacks") or []:
-            name = str(callback.get("class_path", "")).rsplit(".", 1)[-1]
-            init_args = callback.get("init_args")
-            if name in options and init_args is not None and init_args.get("monitor") is not None:
-                if init_args.get(options[name]) is None:
-                    init_args[options[name]] = False
-
-    @staticmethod
-    def _evaluate_into_the_checkpoints_run_folder(config) -> None:
-        # validate, test and predict are about a checkpoint's run: their results (metrics JSON,
-        # predictions.csv) go into that run's folder, and they make no TensorBoard run of their own.
-        ckpt_path = str(config.ckpt_path)
-        if not names_a_file(ckpt_path):  # one of Lightning's own values ("last", "best", ...)
-            return
-        checkpoint = Path(ckpt_path)
-        folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-        config.trainer.logger = False
-        config.trainer.default_root_dir = str(folder)
-
-    @staticmethod
-    def _progress_bar_only_on_a_terminal(config) -> None:
-        # A progress bar redrawn into a file or a pipe is megabytes of carriage returns: on a terminal only,
-        # unless trainer.enable_progress_bar says otherwise. Off, the configs' progress-bar callbacks go too
-        # (Lightning refuses one with enable_progress_bar false).
-        trainer = config.trainer
-        if trainer.get("enable_progress_bar") is None:
-            trainer.enable_progress_bar = sys.stderr.isatty()
-        if not trainer.enable_progress_bar:
-            callbacks = trainer.get("callbacks") or []
-            trainer.callbacks = [c for c in callbacks if not str(c.get("class_path", "")).endswith("ProgressBar")]
-
-    def _claim_the_run_folder(self, config) -> None:
-        # Every run gets a fresh folder of its own, made now (run_folders.py): the logger's version folder,
-        # named after the config; or, without a logger, trainer.default_root_dir (Lightning's default, the
-        # current folder, would mix runs' checkpoints and figures).
-        trainer = config.trainer
-        if trainer.get("logger") is True:  # Lightning's own default would be ./lightning_logs
-            default = TRAINER_DEFAULTS["logger"]
-            trainer.logger = Namespace(class_path=default["class_path"], init_args=Namespace(**default["init_args"]))
-        loggers = trainer.get("logger")
-        if loggers in (None, False):
-            if trainer.get("default_root_dir") is None:
-                folder = make_run_folder(Path(RUNS_FOLDER) / config_name(config), "the config's name")
-                trainer.default_root_dir = str(folder)
-                self.run_folder_made = folder
-            return
-        for index, logger in enumerate(loggers if isinstance(loggers, list) else [loggers]):
-            init_args = logger.get("init_args") if hasattr(logger, "get") else None
-            if init_args is None or not str(logger.get("class_path", "")).endswith(FOLDER_LOGGERS):
-                continue
-            if config.get("config") and init_args.get("name") == DEFAULT_RUN_NAME:
-                init_args["name"] = config_name(config)
-            field = "trainer.logger" if not isinstance(loggers, list) else f"trainer.logger[{index}]"
-            had_version = init_args.get("version") is not None
-            claim_logger_folder(logger, field)
-            if not had_version:
-                parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
-                self.run_folder_made = parent / f"version_{init_args['version']}"
-
-
-def gradient_clipping_as_callback(config: Namespace) -> None:
-    """`--trainer.gradient_clip_val` (which Lightning refuses under manual optimization) as the
-    GradientClipping callback, with the same value and algorithm."""
-    trainer = config.trainer
-    value, algorithm = trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm") or "norm"
-    trainer.gradient_clip_val = trainer.gradient_clip_algorithm = None
-    if not value:  # None or 0: no clipping, as Lightning reads it
-        return
-    clipping = Namespace(
-        class_path="fitquad.clipping.GradientClipping",
-        init_args=Namespace(gradient_clip_val=value, gradient_clip_algorithm=algorithm),
-    )
-    trainer.callbacks = [*(trainer.get("callbacks") or []), clipping]
+        check_monitors_after_validation(config)
+        give_lr_scheduler_the_models_sgd(config)
 
 
 # Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only

@@ -48,7 +48,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from fitquad import reference
 from fitquad.callbacks import RunSummary
 from fitquad.checkpoint_io import SafeCheckpointIO
-from fitquad.cli import gradient_clipping_as_callback, lightning_quiet
+from fitquad.cli import lightning_quiet
+from fitquad.config_adjustments import gradient_clipping_as_callback
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
