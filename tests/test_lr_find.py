@@ -55,5 +55,7 @@ def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
     # first being the loss at the start (the smoothed curve's first point is not: see lr_find.save_plot).
     assert len(plotted["raw"]) == steps and all(np.isfinite(plotted["raw"]))
     assert plotted["raw"][0] > plotted["smoothed"][0]
-    pixels = imread(only_run_folder(tmp_path, "lesson3") / "lr_find.png")
+    folder = only_run_folder(tmp_path, "lesson3")
+    assert not list(folder.glob("events.out.tfevents.*"))  # no TensorBoard run beside the fits
+    pixels = imread(folder / "lr_find.png")
     assert pixels[..., :3].std() > 0.1

@@ -45,6 +45,9 @@ from fitquad.validation import InvalidInput
 NOT_OPTIONS = {"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule", "method"}
 NOT_OPTIONS |= {"update_attr", "attr_name"}  # the suggestion is printed, not applied: a fit is a separate run
 MODES = ("exponential", "linear")  # how Tuner.lr_find grows the learning rate
+# The range test is not a run to compare in TensorBoard: its folder holds lr_find.png and config.yaml, no
+# event file (a later --trainer.logger on the command line still wins).
+NO_TENSORBOARD_RUN = ["--trainer.logger", "false"]
 ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
 
 
@@ -95,7 +98,7 @@ def main(argv: list[str]) -> None:
         cli = LrFindCLI(
             QuadraticRegression,
             QuadraticDataModule,
-            args=[*argv, *ONE_STEP_PER_EPOCH],
+            args=[*NO_TENSORBOARD_RUN, *argv, *ONE_STEP_PER_EPOCH],
             run=False,
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
