@@ -115,3 +115,23 @@ def test_the_undamaged_checkpoint_resumes(checkpoint: dict, tmp_path: Path, monk
     )
     summary = next((tmp_path / "runs").rglob("summary.json")).read_text()
     assert '"optimizer_steps": 9' in summary
+
+
+@pytest.mark.parametrize(
+    ("command", "ckpt_path"),
+    [("validate", "best"), ("test", "last"), ("predict", "checkpoint"), ("fit", "best"), ("fit", "hpc")],
+)
+def test_lightnings_own_ckpt_path_values_that_name_nothing_are_one_line(
+    command: str, ckpt_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # A new process has no best, no hpc and (for evaluating) no last checkpoint: Lightning would fail with a
+    # traceback, or evaluate an untrained model.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", SGD_ARTICLE, "--ckpt_path", ckpt_path])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fitquad: error: ckpt_path '{ckpt_path}' names a checkpoint this new process does not have: give a "
+        "checkpoint file, e.g. runs/lesson3/version_0/checkpoints/last.ckpt"
+    )
+    assert not (tmp_path / "runs").exists()

@@ -160,6 +160,8 @@ class FitquadCLI(LightningCLI):
             )
         if ckpt_path is not None and names_a_file(str(ckpt_path)):
             check_checkpoint_fits(load_checkpoint(ckpt_path), ckpt_path, subcommand, config.model.as_dict())
+        elif ckpt_path is not None:
+            check_lightnings_own_ckpt_path(str(ckpt_path), subcommand)
 
     def instantiate_classes(self) -> None:
         # Building the model, data, callbacks and Trainer from a config that passed every check can still
@@ -198,6 +200,19 @@ EXTRA_COMMANDS: dict[str, str] = {
     "compare": "fitquad.compare:main",
     "lr-find": "fitquad.lr_find:main",
 }
+
+
+def check_lightnings_own_ckpt_path(ckpt_path: str, subcommand: str | None) -> None:
+    """Lightning's own ckpt_path values name checkpoints that a fresh fitquad process never has: "best" (of a fit
+    run earlier in the same process) and "hpc" (of a SLURM requeue, in the run folder, which is new) fail with a
+    traceback, and "last" would evaluate an untrained model. `fit --ckpt_path last` keeps Lightning's meaning
+    (start afresh, with its warning, when there is none), and "registry:…" goes to Lightning's registry."""
+    refused = ckpt_path in ("best", "hpc") or subcommand in EVALUATIONS and not ckpt_path.startswith("registry:")
+    if refused:
+        raise InvalidInput(
+            f"ckpt_path {ckpt_path!r} names a checkpoint this new process does not have: give a checkpoint file, "
+            "e.g. runs/lesson3/version_0/checkpoints/last.ckpt"
+        )
 
 
 def version() -> str:
