@@ -37,6 +37,7 @@ from fitquad.cli import lightning_quiet
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.landscape import (
+    SURFACE_POINTS,
     add_colorbar,
     add_marker_legend,
     build_landscape,
@@ -303,7 +304,10 @@ def compare(config, parser: ArgumentParser) -> None:
     names = QuadraticRegression(degree=config.model.degree).coefficient_names
     with lightning_quiet():  # each Trainer would announce its hardware (GPU available: ...) once per run
         results = run_grid(config, datamodule, basis, y)
-    figure = draw_grid(config, results, names, basis, y)
+    # The surfaces on at most SURFACE_POINTS of the points, as LossLandscape draws them: resolution² losses per
+    # panel over millions of points would take hours, and a uniform sample draws the same picture.
+    surface_x, surface_y = datamodule.training_sample(SURFACE_POINTS)
+    figure = draw_grid(config, results, names, polynomial_basis(surface_x, config.model.degree), surface_y.double())
     figure.savefig(folder / "compare.png", dpi=110)
     markdown = write_tables(results, names, folder)
     parser.save(config, folder / "config.yaml", skip_unset=False, overwrite=True)
