@@ -77,6 +77,7 @@ DAMAGE: dict[str, tuple[Callable[[dict], None], str]] = {
         lambda c: fit_loop(c)["state_dict"]["combined_loader"][0].__setitem__("items_served", 1.5),
         "data-loader state is not one fitquad wrote",
     ),
+    "loader-holder": (lambda c: fit_loop(c).__setitem__("state_dict", "x"), "its data-loader state"),
     "no-optimizer": (lambda c: c.__setitem__("optimizer_states", []), "its optimizer state"),
     "optimizer-params": (
         lambda c: c["optimizer_states"][0]["param_groups"][0].__setitem__("params", [0]),

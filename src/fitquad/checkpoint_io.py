@@ -110,6 +110,17 @@ def check_weights(weights: dict[str, torch.Tensor], path: str | Path, expected: 
         raise InvalidInput(f"ckpt_path {path} holds weights this config's model does not have: {', '.join(unknown)}")
 
 
+# What a resumed fit restores from `loops`, in the layout Lightning 2.6 writes into a checkpoint (pyproject pins
+# lightning < 2.7): the fit loop's progress counters, and the data loader's state under its own state_dict.
+# Lightning restores them without checking, so a missing key or a text counter is a KeyError or TypeError
+# traceback deep inside its restore. They are read here only as data in the file, never from a live loop, and
+# only here; tests/test_checkpoint_checks.py resumes a real checkpoint through these checks, so a Lightning
+# that lays them out otherwise fails the tests, not a user's resume.
+FIT_LOOP = "fit_loop"
+FIT_LOOP_PROGRESS = ("epoch_progress", "epoch_loop.batch_progress")
+LOADER_STATE = ("state_dict", "combined_loader")
+
+
 def check_training_state(checkpoint: dict[str, Any], path: str | Path, n_parameters: int) -> None:
     """What a resumed fit restores besides the weights, checked as Lightning and fitquad write it: step and
     epoch counts, the loops' progress counters, the data loader's position, the optimizer's state."""
@@ -125,13 +136,14 @@ def check_training_state(checkpoint: dict[str, Any], path: str | Path, n_paramet
         raise malformed("lr_schedulers (a list of schedulers' states)")
     if not isinstance(callbacks, dict) or not all(isinstance(state, dict) for state in callbacks.values()):
         raise malformed("callbacks (each callback's state)")
-    fit_loop = checkpoint["loops"].get("fit_loop") if isinstance(checkpoint["loops"], dict) else None
-    if not isinstance(fit_loop, dict) or not {"epoch_progress", "epoch_loop.batch_progress"} <= fit_loop.keys():
-        raise malformed("loop state (loops.fit_loop with epoch_progress and epoch_loop.batch_progress)")
-    for key, value in _leaves(fit_loop, "loops.fit_loop"):
+    fit_loop = checkpoint["loops"].get(FIT_LOOP) if isinstance(checkpoint["loops"], dict) else None
+    if not isinstance(fit_loop, dict) or not set(FIT_LOOP_PROGRESS) <= fit_loop.keys():
+        raise malformed(f"loop state (loops.{FIT_LOOP} with {' and '.join(FIT_LOOP_PROGRESS)})")
+    for key, value in _leaves(fit_loop, f"loops.{FIT_LOOP}"):
         if "progress" in key and not (type(value) is bool or type(value) is int and value >= 0):
             raise malformed(f"loop counter {key} ({value!r}; an integer ≥ 0)")
-    loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
+    loop_state = fit_loop.get(LOADER_STATE[0], {})
+    loader_states = loop_state.get(LOADER_STATE[1], []) if isinstance(loop_state, dict) else None
     if not isinstance(loader_states, list):
         raise malformed("data-loader state")
     for state in loader_states:
