@@ -107,3 +107,12 @@ def test_a_killed_saves_leftover_is_removed_and_a_live_one_kept(tmp_path: Path) 
     in_progress.write_bytes(b"being written")
     SafeCheckpointIO().save_checkpoint({"state_dict": {}}, folder / "last.ckpt")
     assert not abandoned.exists() and in_progress.exists()
+
+
+def test_logger_true_lands_under_the_configs_name_like_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Lightning's own logger=True would write ./lightning_logs; fitquad gives it its default, named after the config.
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", SGD_ARTICLE, *SHORT, "--trainer.logger", "true"])
+    main(["fit", "--config", SGD_ARTICLE, *SHORT])
+    assert sorted(p.name for p in (tmp_path / "runs" / "sgd_article").iterdir()) == ["version_0", "version_1"]
+    assert not (tmp_path / "lightning_logs").exists()

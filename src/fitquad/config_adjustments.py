@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 
-from fitquad.run_folders import DEFAULT_RUN_NAME, RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
+from fitquad.run_folders import RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
 
 # Loggers that write into a version folder of their own (run_folders.py makes it).
 FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")
@@ -75,15 +75,15 @@ def progress_bar_only_on_a_terminal(config: Namespace) -> None:
 
 
 def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None:
-    """Every run gets a fresh folder of its own, made now (run_folders.py): the logger's version folder, named
-    after the config; or, without a logger, trainer.default_root_dir (Lightning's default, the current folder,
-    would mix runs' checkpoints and figures). Returns the folder made (None: the config names its own)."""
+    """Every run gets a fresh folder of its own, made now (run_folders.py): the logger's version folder (named
+    after the config by the CLI's trainer defaults); or, without a logger, trainer.default_root_dir (Lightning's
+    default, the current folder, would mix runs' checkpoints and figures). Returns the folder made (None: the
+    config names its own)."""
     trainer = config.trainer
     made = None
     if trainer.get("logger") is True:  # Lightning's own default would be ./lightning_logs
-        trainer.logger = Namespace(
-            class_path=default_logger["class_path"], init_args=Namespace(**default_logger["init_args"])
-        )
+        init_args = Namespace(**{**default_logger["init_args"], "name": config_name(config)})
+        trainer.logger = Namespace(class_path=default_logger["class_path"], init_args=init_args)
     loggers = trainer.get("logger")
     if loggers in (None, False):
         if trainer.get("default_root_dir") is None:
@@ -95,8 +95,6 @@ def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None
         init_args = logger.get("init_args") if hasattr(logger, "get") else None
         if init_args is None or not str(logger.get("class_path", "")).endswith(FOLDER_LOGGERS):
             continue
-        if config.get("config") and init_args.get("name") == DEFAULT_RUN_NAME:
-            init_args["name"] = config_name(config)
         field = "trainer.logger" if not isinstance(loggers, list) else f"trainer.logger[{index}]"
         had_version = init_args.get("version") is not None
         claim_logger_folder(logger, field)

@@ -35,7 +35,7 @@ from lightning.pytorch.tuner import Tuner
 from torch import nn
 
 from fitquad.callbacks import run_folder
-from fitquad.cli import TRAINER_DEFAULTS, FitquadCLI, OneLineErrorParser
+from fitquad.cli import FitquadCLI, OneLineErrorParser, trainer_defaults
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
 from fitquad.training import QuadraticRegression
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> None:
             QuadraticDataModule,
             args=[*NO_TENSORBOARD_RUN, *argv, *ONE_STEP_PER_EPOCH],
             run=False,
-            trainer_defaults=TRAINER_DEFAULTS,
+            trainer_defaults=trainer_defaults(argv),
             seed_everything_default=0,
             parser_class=OneLineErrorParser,
             parser_kwargs={"prog": "fitquad lr-find", "description": __doc__.split("\n")[0]},
