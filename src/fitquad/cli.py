@@ -100,10 +100,15 @@ EVALUATIONS = ("validate", "test", "predict")
 BAD_INPUT_STATUS = 2
 
 
-def fail(message: str) -> None:
-    """Report bad input as one line, with no usage text and no traceback, and exit."""
+def report_bad_input(message: str) -> int:
+    """Bad input as one line on stderr, with no usage text and no traceback; its exit status."""
     print(f"fitquad: error: {one_line(message)}", file=sys.stderr, flush=True)
-    sys.exit(BAD_INPUT_STATUS)
+    return BAD_INPUT_STATUS
+
+
+def fail(message: str) -> None:
+    """Report bad input and exit."""
+    sys.exit(report_bad_input(message))
 
 
 class OneLineErrorParser(LightningArgumentParser):
@@ -289,7 +294,7 @@ def run_reporting_failures(command_line: list[str], args: list[str] | None) -> i
     try:
         return run_command(command_line, args)
     except (InvalidInput, MisconfigurationException) as error:  # the input is wrong
-        fail(str(error))
+        return report_bad_input(str(error))
     except TrainingDiverged as diverged:  # the divergence guard
         print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
         return 1
@@ -304,7 +309,6 @@ def run_reporting_failures(command_line: list[str], args: list[str] | None) -> i
     except KeyboardInterrupt:  # Ctrl-C outside a Trainer's run: nothing to save
         print("fitquad: stopped by Ctrl-C", file=sys.stderr, flush=True)
         return 128 + signal.SIGINT
-    return BAD_INPUT_STATUS  # fail() exits; this is never reached
 
 
 def trainer_defaults(command_line: list[str]) -> dict:

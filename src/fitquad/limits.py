@@ -20,6 +20,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from fitquad.validation import InvalidInput
 
 # Peak memory of a fit per data point, measured with /usr/bin/time on 10⁶ and 10⁷ points (README): about 69 B a
@@ -154,8 +156,6 @@ def check_first_step(model: Any, x: Any, y: Any, lr: float, weight_decay: float,
     """The model at its starting point, on the drawn training data, computed in float64: its features, its
     predictions, the loss's sum of squares and the first SGD step must all be finite in the run's precision.
     `start` names what set the starting point (model.init_coefficients, or model.init_seed)."""
-    import torch
-
     feature_dtype, loss_dtype = compute_dtypes(precision)
     largest, largest_loss = LARGEST[feature_dtype], LARGEST[loss_dtype]
     parameters = model.model_parameters()
