@@ -58,6 +58,16 @@ def draw_quadratic(
     return x, y
 
 
+def uniform_sample(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All the points, or `limit` of them drawn uniformly at random (seeded), in their order: a sample that
+    represents them all, not one end of a sorted grid. Drawn with replacement, so no permutation of all the
+    points is ever made."""
+    if len(x) <= limit:
+        return x, y
+    chosen = torch.randint(len(x), (limit,), generator=torch.Generator().manual_seed(seed)).sort().values
+    return x[chosen], y[chosen]
+
+
 Shuffle = Literal["every_pass", "blocks"]
 Batches = torch.Tensor | tuple[torch.Tensor, ...]  # one batch per optimizer step: (steps, size) or a tuple
 
@@ -321,16 +331,9 @@ class QuadraticDataModule(L.LightningDataModule):
             self._draw_splits()
 
     def training_sample(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """All the training points, or `limit` of them drawn uniformly at random (seeded by data.seed, the same
-        at every call): an estimate on millions of points that represents them all, not one end of a sorted
-        grid. Drawn with replacement, so no permutation of all the points is ever made."""
-        n = len(self.train_x)
-        if n <= limit:
-            return self.train_x, self.train_y
+        """uniform_sample of the training points, seeded by data.seed and kept: the same at every call."""
         if limit not in self.samples:
-            generator = torch.Generator().manual_seed(self.hparams.seed)
-            chosen = torch.randint(n, (limit,), generator=generator).sort().values
-            self.samples[limit] = (self.train_x[chosen], self.train_y[chosen])
+            self.samples[limit] = uniform_sample(self.train_x, self.train_y, limit, self.hparams.seed)
         return self.samples[limit]
 
     def _placement(self) -> tuple[torch.device, int, int]:

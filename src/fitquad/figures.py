@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from fitquad.data import uniform_sample  # noqa: E402
 from fitquad.model import evaluate_polynomial  # noqa: E402
 
 # Scatter plots draw at most this many points of each split: a seeded uniform sample of larger data.
@@ -49,10 +50,9 @@ class FitPicture:
 def sample(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """At most SCATTER_POINTS of the points, drawn uniformly (not the first ones, which on a sorted grid would all
     sit at one end), and a note for the title when it is a sample."""
-    if len(x) <= SCATTER_POINTS:
-        return x, y, ""
-    chosen = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:SCATTER_POINTS]
-    return x[chosen], y[chosen], f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
+    shown_x, shown_y = uniform_sample(x, y, SCATTER_POINTS, seed)
+    note = "" if len(x) <= SCATTER_POINTS else f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
+    return shown_x, shown_y, note
 
 
 def fit_figures(picture: FitPicture) -> dict[str, Figure]:
