@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from fitquad.model import PolynomialModel
-from fitquad.reference import design_matrix
+from fitquad.reference import design_matrix, gap_scale
 
 
 @dataclass
@@ -162,8 +162,7 @@ def predicted_steps_to_gap(
         return None
     error = conditioning.eigenvectors.T @ (theta.double().cpu() - optimum_theta)
     excess = 0.5 * conditioning.eigenvalues * error.square()
-    scale = max(optimum_loss, resolution)  # see reference.relative_gap
-    target = target_gap * (scale if scale > 0 else 1.0)
+    target = target_gap * gap_scale(optimum_loss, resolution)
     if excess.sum().item() <= target:
         return 0
     rho = contraction_factors(conditioning.eigenvalues, settings)

@@ -195,8 +195,14 @@ def relative_gap(loss: float, optimum_loss: float, resolution: float = 0.0) -> f
     optimum". A loss below the optimum, the minimum, is rounding: gap 0.
     """
     excess = max(loss - optimum_loss, 0.0)  # nan stays nan
+    return excess / gap_scale(optimum_loss, resolution)
+
+
+def gap_scale(optimum_loss: float, resolution: float = 0.0) -> float:
+    """What relative_gap divides by: the optimum, or the resolution where the optimum is below it; 1 where both
+    are 0 (an absolute gap)."""
     scale = max(optimum_loss, resolution)
-    return excess / scale if scale > 0 else excess
+    return scale if scale > 0 else 1.0
 
 
 def training_noise_floor(noise_std: float, n_train: int, n_parameters: int) -> float:
