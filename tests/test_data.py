@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitquad.data import InMemoryBatches, QuadraticDataModule
+from fitquad.batches import InMemoryBatches
+from fitquad.data import QuadraticDataModule
 
 
 def make(**kwargs) -> QuadraticDataModule:

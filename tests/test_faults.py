@@ -20,9 +20,10 @@ import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, run_fitquad
+from fitquad.batches import InMemoryBatches
 from fitquad.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from fitquad.cli import main
-from fitquad.data import InMemoryBatches, QuadraticDataModule
+from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput

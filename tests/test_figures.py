@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from fitquad import figures
 from fitquad.figures import SCATTER_POINTS, FitPicture, fit_figures, sample
 
 
@@ -30,7 +29,6 @@ def test_the_frame_is_set_by_the_data_and_a_curve_that_leaves_it_says_so() -> No
     labels = [text.get_text() for text in axes.get_legend().get_texts()]
     assert "closed-form optimum (leaves the plot)" in labels and "fitted by SGD" in labels
     assert "validation points" in labels and axes.get_xlabel() == "x (input)"
-    figures.close(drawn)
 
 
 def test_residuals_show_the_noise_bands_and_the_distance_to_the_optimum() -> None:
@@ -40,7 +38,6 @@ def test_residuals_show_the_noise_bands_and_the_distance_to_the_optimum() -> Non
     assert "±σ = ±0.3 (68% of the noise)" in labels and "±2σ (95% of the noise)" in labels
     (difference,) = below.get_lines()[1:]
     assert abs(difference.get_ydata()).max() == 0  # SGD's curve is the optimum here
-    figures.close(drawn)
 
 
 def test_large_data_is_sampled_across_its_whole_range() -> None:
@@ -48,3 +45,13 @@ def test_large_data_is_sampled_across_its_whole_range() -> None:
     shown_x, shown_y, note = sample(x, x)
     assert len(shown_x) == SCATTER_POINTS and "2,000 of 100,000 points shown" in note
     assert shown_x.min() < 0.01 and shown_x.max() > 0.99  # not the first 2,000 points of a sorted grid
+
+
+def test_your_own_data_has_no_true_curve_and_an_estimated_noise_band() -> None:
+    unknown = picture([2.0, 1.0, 0.75])
+    unknown.true_coefficients, unknown.noise_std, unknown.noise_estimated = None, 0.25, True
+    drawn = fit_figures(unknown)
+    fit_labels = [text.get_text() for text in drawn["fit"].axes[0].get_legend().get_texts()]
+    assert "true curve" not in fit_labels and "training points" in fit_labels
+    residual_labels = [text.get_text() for text in drawn["residuals"].axes[0].get_legend().get_texts()]
+    assert "±σ̂ = ±0.25 (68% of the noise, estimated)" in residual_labels

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import CONFIGS, read_summary
+from fitquad.batches import InMemoryBatches
 from fitquad.cli import main
-from fitquad.data import InMemoryBatches
 from fitquad.limits import check_representable
 from fitquad.validation import InvalidInput
 

@@ -156,7 +156,7 @@ class PredictionsCSV(L.Callback):
 
     A plain callback over `on_predict_batch_end`'s outputs, rather than Lightning's BasePredictionWriter,
     which also wants batch indices that only a torch DataLoader's sampler can give (fitquad's batches
-    are slices of in-memory tensors, see fitquad.data).
+    are slices of in-memory tensors, see fitquad.batches).
     """
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from fitquad.data import InMemoryBatches
+from fitquad.batches import InMemoryBatches
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput
 

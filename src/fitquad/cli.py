@@ -55,7 +55,7 @@ from fitquad.run_folders import (
     config_file_stem,
 )
 from fitquad.training import QuadraticRegression
-from fitquad.validation import InvalidInput, check_config, one_line, strict_yaml
+from fitquad.validation import InvalidInput, check_config, check_enough_points, one_line, strict_yaml
 from fitquad.verdicts import TrainingDiverged
 
 TRAINER_DEFAULTS = {
@@ -174,6 +174,7 @@ class FitquadCLI(LightningCLI):
         # package is missing): that is the config's fault, so one line, not a traceback.
         try:
             super().instantiate_classes()
+            self.read_data_file()
         except BaseException as error:
             if self.run_folder_made is not None:  # made for this run, still empty: nothing ran in it
                 with contextlib.suppress(OSError):
@@ -185,6 +186,15 @@ class FitquadCLI(LightningCLI):
                 raise cause from None
             message = " ".join(str(error).split()) or type(error).__name__
             raise InvalidInput(f"the config cannot be built as given: {message}") from None
+
+    def read_data_file(self) -> None:
+        """Points from a file (data.file), read and checked now, before anything is written: a bad file is one
+        line and leaves no run folder behind. Lightning's own setup call then finds them read."""
+        if self.datamodule.hparams.file is None:
+            return
+        self.datamodule.setup(self.subcommand or "fit")
+        if self.subcommand in (None, "fit"):
+            check_enough_points(len(self.datamodule.train_x), self.model.hparams.degree)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -23,6 +23,7 @@ from fitquad.callbacks import RunSummary, run_folder, say
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.limits import check_first_step
 from fitquad.reference import (
+    estimated_noise_std,
     float64_copy,
     loss_resolution,
     optimum,
@@ -88,17 +89,24 @@ class FitDiagnosis(L.Callback):
             self.settings,
             resolution=self.resolution,
         )
-        hp = datamodule.hparams
+        # Your own data's σ is unknown: estimated from the least-squares optimum's residuals instead.
+        self.noise_std, self.noise_estimated = datamodule.true_noise_std, datamodule.true_noise_std is None
+        if self.noise_estimated:
+            self.noise_std = estimated_noise_std(model, datamodule.train_x, datamodule.train_y)
         n_parameters = len(self.reference.parameters)
-        floors = {
-            "train_noise_floor": training_noise_floor(hp.noise_std, len(datamodule.train_x), n_parameters),
-            "val_noise_floor": validation_noise_floor(hp.noise_std),
-        }
+        floors = {"train_noise_floor": None, "val_noise_floor": None}
+        if self.noise_std is not None:
+            floors = {
+                "train_noise_floor": training_noise_floor(self.noise_std, len(datamodule.train_x), n_parameters),
+                "val_noise_floor": validation_noise_floor(self.noise_std),
+            }
         names = pl_module.coefficient_names
         pl_module.summary_extras["reference"] = {
             "train_loss_optimum": self.reference.train_loss,
             "train_mse_optimum": self.reference.train_mse,
             "coefficients": dict(zip(names, self.reference.coefficients.tolist(), strict=True)),
+            "noise_std": self.noise_std,
+            "noise_std_estimated": self.noise_estimated,
             **floors,
         }
         pl_module.summary_extras["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
@@ -131,9 +139,20 @@ class FitDiagnosis(L.Callback):
             f"full-batch GD {c.largest_stable_lr_gd:.3g}), lr {s.lr:.3g} is {where} it; predicted full-batch steps "
             f"to within {CONVERGED_GAP:.0%} of the optimum: {_steps(steps, s.lr < c.largest_stable_lr)}{sgd_only}",
             f"reference: training-loss optimum {self.reference.train_loss:.6g} at {coefficients} "
-            f"(float64, closed form); noise floors: training MSE σ²(n−p)/n = {floors['train_noise_floor']:.4g}, "
-            f"validation MSE σ² = {floors['val_noise_floor']:.4g}",
+            f"(float64, closed form); {self._floors_line(floors)}",
         ]
+
+    def _floors_line(self, floors: dict) -> str:
+        if self.noise_std is None:
+            return "noise floors unknown (your own data, with no more points than parameters to estimate σ from)"
+        sigma2 = "σ̂²" if self.noise_estimated else "σ²"
+        line = (
+            f"noise floors: training MSE {sigma2}(n−p)/n = {floors['train_noise_floor']:.4g}, "
+            f"validation MSE {sigma2} = {floors['val_noise_floor']:.4g}"
+        )
+        if self.noise_estimated:
+            line += " (σ̂² estimated from the optimum's residuals, n − p degrees of freedom: the true σ is unknown)"
+        return line
 
     def _start_in_plain_words(self, steps: float | None, floors: dict) -> str:
         """The start lines' gist for a beginner: the best possible loss, the noise it cannot go below, and whether
@@ -142,7 +161,8 @@ class FitDiagnosis(L.Callback):
         loss = self.reference.train_loss
         best = f"before training: the best this model can reach on its training points is a loss of {loss:.4g}"
         floor = floors["train_noise_floor"]
-        noise = f" (noise alone leaves a training MSE of about {floor:.3g})" if floor else ""
+        estimated = " by its estimate" if self.noise_estimated else ""
+        noise = f" (noise alone leaves a training MSE of about {floor:.3g}{estimated})" if floor else ""
         if not self.sgd or not math.isfinite(c.largest_stable_lr):
             return f"{best}{noise}."
         if s.lr >= c.largest_stable_lr:
@@ -179,7 +199,7 @@ class FitDiagnosis(L.Callback):
     # ---- fit end: the diagnosis -----------------------------------------------------------------
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
-        hp = datamodule.hparams
+        batch_size = datamodule.hparams.batch_size
         model64 = float64_copy(pl_module.model)  # the trained parameters, evaluated without rounding
         with torch.no_grad():
             train_x, train_y = datamodule.train_x.double(), datamodule.train_y.double()
@@ -216,11 +236,12 @@ class FitDiagnosis(L.Callback):
             float32_update_error=probe,
             train_mse=train_mse,
             val_mse=val_mse,
-            noise_std=hp.noise_std,
+            noise_std=self.noise_std,
+            noise_estimated=self.noise_estimated,
             n_train=len(train_x),
             n_val=len(datamodule.val_x),
             n_parameters=len(self.reference.parameters),
-            mini_batch=hp.batch_size is not None and hp.batch_size < len(train_x),
+            mini_batch=batch_size is not None and batch_size < len(train_x),
             stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
             optimizer=type(trainer.optimizers[0]).__name__,
             loss_resolution=self.resolution,
@@ -261,17 +282,16 @@ class FitDiagnosis(L.Callback):
         from fitquad import figures  # matplotlib only when a fit ends, never for `fitquad --help`
 
         datamodule = trainer.datamodule
-        hp = datamodule.hparams
-        true_coefficients = [hp.true_c, hp.true_b, hp.true_a]
         picture = figures.FitPicture(
             train_x=datamodule.train_x.double().cpu(),
             train_y=datamodule.train_y.double().cpu(),
             val_x=datamodule.val_x.double().cpu(),
             val_y=datamodule.val_y.double().cpu(),
-            true_coefficients=true_coefficients,
+            true_coefficients=datamodule.true_coefficients,
             fitted_coefficients=model64.coefficients(),
             optimum_coefficients=self.reference.coefficients,
-            noise_std=hp.noise_std,
+            noise_std=self.noise_std,
+            noise_estimated=self.noise_estimated,
         )
         drawn = figures.fit_figures(picture)
         folder = run_folder(trainer)
@@ -281,7 +301,6 @@ class FitDiagnosis(L.Callback):
             experiment = getattr(trainer.logger, "experiment", None)
             if hasattr(experiment, "add_figure"):
                 experiment.add_figure(f"diagnosis/{name}", figure, global_step=trainer.global_step, close=False)
-        figures.close(drawn)
 
 
 def _steps(steps: float | None, stable: bool) -> str:

@@ -1,7 +1,8 @@
 """The figures of a fit: the data with the true, fitted and closed-form curves, and the residuals.
 
-matplotlib is imported here and only here, with the Agg backend (files, no display), and fitquad
-imports this module only when it draws: `fitquad --help` and figure-less runs never pay for it.
+matplotlib is imported here and only here, and fitquad imports this module only when it draws: `fitquad --help`
+and figure-less runs never pay for it. Figures are built as matplotlib Figure objects, without pyplot: no
+backend is chosen, no window opens, and a notebook's own plotting is left as it was.
 
 What each shows a beginner:
 - fit.png: training points (filled) and validation points (hollow), the true curve, the SGD fit (a wide pale
@@ -17,15 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from fitquad.data import uniform_sample  # noqa: E402
-from fitquad.model import evaluate_polynomial  # noqa: E402
+from fitquad.data import uniform_sample
+from fitquad.model import evaluate_polynomial
 
 # Scatter plots draw at most this many points of each split: a seeded uniform sample of larger data.
 SCATTER_POINTS = 2_000
@@ -41,10 +38,11 @@ class FitPicture:
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
-    true_coefficients: list[float]
+    true_coefficients: list[float] | None  # None: unknown (your own data), not drawn
     fitted_coefficients: torch.Tensor
     optimum_coefficients: torch.Tensor
-    noise_std: float
+    noise_std: float | None  # None: unknown, no noise bands
+    noise_estimated: bool = False  # σ estimated from the optimum's residuals (your own data)
 
 
 def sample(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -70,8 +68,10 @@ def fit_figures(picture: FitPicture) -> dict[str, Figure]:
     def leaves(curve: torch.Tensor) -> str:
         return " (leaves the plot)" if bool(((curve < low) | (curve > high)).any()) else ""
 
-    fit, axes = plt.subplots(figsize=(7.5, 4.8))
-    axes.plot(grid, evaluate_polynomial(picture.true_coefficients, grid), color="tab:green", label="true curve")
+    fit = Figure(figsize=(7.5, 4.8))
+    axes = fit.subplots()
+    if picture.true_coefficients is not None:
+        axes.plot(grid, evaluate_polynomial(picture.true_coefficients, grid), color="tab:green", label="true curve")
     axes.plot(grid, fitted, color="tab:red", linewidth=5, alpha=0.4, label=f"fitted by SGD{leaves(fitted)}")
     axes.plot(
         grid, optimum, color="black", linestyle="--", linewidth=1.2, label=f"closed-form optimum{leaves(optimum)}"
@@ -95,11 +95,15 @@ def residual_figure(
     grid: torch.Tensor,
     fitted_minus_optimum: torch.Tensor,
 ) -> Figure:
-    figure, (above, below) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True, height_ratios=[2, 1])
+    figure = Figure(figsize=(7.5, 5.5))
+    above, below = figure.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     sigma = picture.noise_std
-    if sigma > 0:
-        above.axhspan(-2 * sigma, 2 * sigma, color="tab:green", alpha=0.08, label="±2σ (95% of the noise)")
-        above.axhspan(-sigma, sigma, color="tab:green", alpha=0.18, label=f"±σ = ±{sigma:.3g} (68% of the noise)")
+    if sigma:
+        s = "σ̂" if picture.noise_estimated else "σ"
+        estimated = ", estimated" if picture.noise_estimated else ""
+        above.axhspan(-2 * sigma, 2 * sigma, color="tab:green", alpha=0.08, label=f"±2{s} (95% of the noise)")
+        label = f"±{s} = ±{sigma:.3g} (68% of the noise{estimated})"
+        above.axhspan(-sigma, sigma, color="tab:green", alpha=0.18, label=label)
     above.axhline(0.0, color="gray", linewidth=1)
     fitted = picture.fitted_coefficients
     above.scatter(train_x, train_y - evaluate_polynomial(fitted, train_x), s=16, color="black", label="training")
@@ -113,8 +117,3 @@ def residual_figure(
     below.set(xlabel="x (input)", ylabel="SGD − optimum", title="How far SGD's curve is from the closed-form optimum")
     figure.tight_layout()
     return figure
-
-
-def close(figures: dict[str, Figure]) -> None:
-    for figure in figures.values():
-        plt.close(figure)

@@ -7,7 +7,7 @@ Ctrl-C only raises a flag here. SIGTERM keeps Lightning's own handler, which not
 training_step in progress. Either way, at the end of that training_step the flag is shared across DDP
 processes (a scheduler may signal rank 0 alone), every process saves, and `fitquad` exits with the
 shell's status for the signal (130 for SIGINT, 143 for SIGTERM). The checkpoint is taken where Lightning takes its own
-step checkpoints (on_train_batch_end), with the dataloader's position in it (data.InMemoryBatches),
+step checkpoints (on_train_batch_end), with the dataloader's position in it (batches.InMemoryBatches),
 so `fitquad fit --ckpt_path .../interrupted.ckpt` carries on bit for bit as if never stopped. A second
 Ctrl-C stops at once, the usual way.
 

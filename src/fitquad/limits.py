@@ -110,6 +110,14 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
     lr and weight decay themselves. What depends on the model's starting point and features (whose powers
     would turn a loose bound into a false refusal) is checked exactly on the drawn data: check_first_step."""
     feature_dtype, loss_dtype = compute_dtypes(precision)
+    for name in ("lr", "weight_decay"):
+        if not (model.get(name) or 0.0) < LARGEST[loss_dtype]:
+            raise InvalidInput(
+                f"model.{name} must be below {loss_dtype}'s largest number, {LARGEST[loss_dtype]:.3g}, "
+                f"got {model[name]!r}"
+            )
+    if data.get("file") is not None:  # read from a file: its values are checked as it is read
+        return
     if data["x_distribution"] == "normal":
         x_bound = abs(data["x_mean"]) + NORMAL_BOUND * data["x_std"]
         x_fields = "data.x_mean, data.x_std"
@@ -141,11 +149,6 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
             f"{culprit} makes the loss overflow {loss_dtype}: |y| reaches about {y_bound:.3g}, and the loss adds up "
             f"{data['n_train']} squared residuals of that size (about {squares_sum:.3g}; largest {largest_loss:.3g})"
         )
-    for name in ("lr", "weight_decay"):
-        if not (model.get(name) or 0.0) < largest_loss:
-            raise InvalidInput(
-                f"model.{name} must be below {loss_dtype}'s largest number, {largest_loss:.3g}, got {model[name]!r}"
-            )
 
 
 # Rows of the data a pass of check_first_step holds at once (float64 features of them).
@@ -196,7 +199,8 @@ def check_limits(config: Mapping[str, Any]) -> None:
     optimizer = config.get("optimizer")
     if optimizer and (optimizer.get("init_args") or {}).get("lr") is not None:
         model["lr"] = optimizer["init_args"]["lr"]  # --optimizer replaces the model's SGD
-    check_data_size(data, model["degree"])
+    if data.get("file") is None:  # a file's size and values are checked as it is read (fitquad.data_files)
+        check_data_size(data, model["degree"])
     check_representable(data, model, config["trainer"].get("precision"))
 
 

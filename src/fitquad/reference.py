@@ -213,3 +213,14 @@ def training_noise_floor(noise_std: float, n_train: int, n_parameters: int) -> f
 def validation_noise_floor(noise_std: float) -> float:
     """Expected MSE of the true curve on fresh points: σ²."""
     return noise_std**2
+
+
+def estimated_noise_std(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """σ estimated from the least-squares optimum's residuals, √(RSS/(n − p)): unbiased for σ² when the model
+    contains the true curve (a model too simple for the data inflates it). None with no residual degrees of
+    freedom (n ≤ p)."""
+    n, p = len(x), model.degree + 1
+    if n <= p:
+        return None
+    train_mse = optimum(model, x, y, nn.MSELoss()).train_mse
+    return (train_mse * n / (n - p)) ** 0.5

@@ -32,6 +32,7 @@ the training and validation points: near 0 when the model has converged.
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 from dataclasses import dataclass
@@ -141,7 +142,7 @@ def measure(
         value=value,
         train_mse=float(np.mean((train_prediction - train_y) ** 2)),
         val_mse=float(np.mean((val_prediction - val_y) ** 2)),
-        noise_floor=float(datamodule.hparams.noise_std) ** 2,
+        noise_floor=math.nan if datamodule.true_noise_std is None else float(datamodule.true_noise_std) ** 2,
         optimum_train_mse=optimum_train_mse,
         optimum_val_mse=optimum_val_mse,
         gap=gap,

@@ -23,7 +23,7 @@ class SweepPoint:
     value: int | float
     train_mse: float
     val_mse: float
-    noise_floor: float  # σ² = noise_std²: the expected MSE of the true curve on fresh data
+    noise_floor: float  # σ² = noise_std²: the expected MSE of the true curve on fresh data; nan: unknown (a file)
     optimum_train_mse: float  # the MSE of the loss's closed-form optimum (see fitquad.reference)
     optimum_val_mse: float
     gap: float  # RMS difference between the trained model's and the optimum's predictions
@@ -57,12 +57,18 @@ def markdown_table(points: list[SweepPoint], parameter: str) -> str:
     def number(v: float) -> str:
         return f"{v:.4g}"
 
-    lines = [
-        f"Sweep of `{parameter}`. Noise floor σ² = {number(points[0].noise_floor)}"
+    known = math.isfinite(points[0].noise_floor)
+    floor = (
+        f"Noise floor σ² = {number(points[0].noise_floor)}"
         + ("" if len({p.noise_floor for p in points}) == 1 else " (first run; see the column)")
+        if known
+        else "Noise floor σ² unknown (your own data: compare the runs' validation MSE)"
+    )
+    lines = [
+        f"Sweep of `{parameter}`. {floor}"
         + (
             f". Validation minimum at {name} = {best.value}: val MSE {number(best.val_mse)}"
-            f" = {ratio(best.val_mse, best.noise_floor):.2f}·σ²."
+            + (f" = {ratio(best.val_mse, best.noise_floor):.2f}·σ²." if known else ".")
             if best
             else ". No run has a finite validation MSE."
         ),
@@ -71,7 +77,8 @@ def markdown_table(points: list[SweepPoint], parameter: str) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
-        cells = [p.value, number(p.train_mse), number(p.val_mse), f"{ratio(p.val_mse, p.noise_floor):.3g}"]
+        over_floor = f"{ratio(p.val_mse, p.noise_floor):.3g}" if known else "n/a"
+        cells = [p.value, number(p.train_mse), number(p.val_mse), over_floor]
         cells += [number(p.optimum_train_mse), number(p.optimum_val_mse), number(p.gap), p.optimizer_steps]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += [f"\n{name} = {p.value} diverged: {p.diverged}" for p in points if p.diverged]
@@ -88,25 +95,25 @@ def frame(points: list[SweepPoint]) -> tuple[float, float]:
     """The figure's y-range: from half the smallest MSE (or σ²) to FRAME_ABOVE_BEST × the best validation MSE."""
     best = validation_minimum(points)
     finite = [v for p in points for v in (p.train_mse, p.val_mse, p.noise_floor) if math.isfinite(v) and v > 0]
-    top = FRAME_ABOVE_BEST * max(best.val_mse if best else 0.0, points[0].noise_floor, 1e-300)
+    floor = points[0].noise_floor if math.isfinite(points[0].noise_floor) else 0.0
+    top = FRAME_ABOVE_BEST * max(best.val_mse if best else 0.0, floor, 1e-300)
     return 0.5 * min(finite, default=top / 1e3), top
 
 
 def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: str, path: Path) -> None:
-    import matplotlib  # lazily: only the sweep draws figures
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # lazily: only the sweep draws figures; no pyplot, no backend chosen
 
     x = [p.value for p in points]
     floors = {p.noise_floor for p in points}
     floor_label = f"noise floor σ² = {points[0].noise_floor:.3g}" if len(floors) == 1 else "noise floor σ²"
     best = validation_minimum(points)
     bottom, top = frame(points)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
     axes.plot(x, [p.train_mse for p in points], "o-", label="train MSE")
     axes.plot(x, [p.val_mse for p in points], "s-", label="validation MSE")
-    axes.plot(x, [p.noise_floor for p in points], "k--", label=floor_label)
+    if math.isfinite(points[0].noise_floor):  # unknown for your own data
+        axes.plot(x, [p.noise_floor for p in points], "k--", label=floor_label)
     if best is not None:
         axes.plot([best.value], [best.val_mse], "r*", markersize=14, label="validation minimum")
     off_scale = [p for p in points if math.isfinite(p.val_mse) and p.val_mse > top]
@@ -129,7 +136,6 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
     axes.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def write_results(points: list[SweepPoint], parameter: str, x_scale: str, name: str, folder: Path) -> None:

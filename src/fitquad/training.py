@@ -37,7 +37,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.model import FeatureScaling, PolynomialModel, coefficient_names
-from fitquad.validation import check_model_options
+from fitquad.validation import check_enough_points, check_model_options
 from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR, TrainingDiverged
 
 # train/mse at each validation is measured on at most this many training points (see full_training_mse).
@@ -121,7 +121,9 @@ class QuadraticRegression(L.LightningModule):
         # Before Lightning restores a checkpoint (which then overwrites both), so a resumed fit keeps
         # the scaling and parameters it was trained with.
         if stage == "fit":
-            self.initialize_parameters(self.trainer.datamodule.train_x)
+            train_x = self.trainer.datamodule.train_x
+            check_enough_points(len(train_x), self.hparams.degree)  # points read from a file are counted only now
+            self.initialize_parameters(train_x)
 
     def initialize_parameters(self, train_x: torch.Tensor) -> None:
         """Fit the feature scaling to the training inputs and set the starting parameters."""
@@ -162,7 +164,7 @@ class QuadraticRegression(L.LightningModule):
         self.first_step = self.global_step  # a resumed fit starts at its checkpoint's step
 
     def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> torch.Tensor:
-        xs, ys = batch  # `fused_steps` batches, one optimizer step each (see fitquad.data.InMemoryBatches)
+        xs, ys = batch  # `fused_steps` batches, one optimizer step each (see fitquad.batches.InMemoryBatches)
         optimizer = self.optimizers()
         steps = len(xs)
         self.fusing = self.fusing or steps > 1

@@ -37,7 +37,19 @@ DATA_RULES: list[Rule] = [
     ("batch_size", lambda v: v >= 1, "≥ 1, or null for full batch"),
     ("steps_per_epoch", lambda v: v >= 1, "≥ 1, or null for one pass over the data"),
     ("fused_steps", lambda v: v >= 1, "≥ 1"),
+    ("val_fraction", lambda v: 0 <= v < 1, "in [0, 1), or null: 0.2 without data.val_file"),
+    ("test_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("x_column", lambda v: v >= 0 if isinstance(v, int) else v != "", "a column's name, or its position ≥ 0"),
+    ("y_column", lambda v: v >= 0 if isinstance(v, int) else v != "", "a column's name, or its position ≥ 0"),
 ]
+
+# What only generated data has: with data.file the points, and how many there are, are the file's.
+GENERATED_ONLY = (
+    "true_a", "true_b", "true_c", "noise_std", "x_distribution", "x_min", "x_max", "x_mean", "x_std",
+    "n_train", "n_val", "n_test",
+)  # fmt: skip
+# What only data from a file has.
+FILE_ONLY = ("val_file", "test_file", "val_fraction", "test_fraction", "x_column", "y_column")
 
 MODEL_RULES: list[Rule] = [
     ("degree", lambda v: v >= 0, "≥ 0"),
@@ -78,6 +90,44 @@ def check_data_options(options: Mapping[str, Any]) -> None:
         raise InvalidInput(
             f"data.x_max must be > data.x_min for x_distribution {options['x_distribution']}; "
             f"got x_min {options['x_min']!r}, x_max {options['x_max']!r}"
+        )
+
+
+def check_file_options(options: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Data from a file (data.file) against generated data's options: each set of options belongs to one."""
+    given = [name for name in defaults if options.get(name) != defaults[name]]
+    if options.get("file") is None:
+        needs_file = [name for name in given if name in FILE_ONLY]
+        if needs_file:
+            raise InvalidInput(f"data.{needs_file[0]} is for points read from a file: it needs data.file")
+        return
+    generated = [name for name in given if name in GENERATED_ONLY]
+    if generated:
+        raise InvalidInput(
+            f"data.{generated[0]} is for generated data and does not apply with data.file (the points, and how "
+            "many there are, are the file's): remove it"
+        )
+    if options.get("val_file") is not None and options.get("val_fraction"):
+        raise InvalidInput("data.val_fraction and data.val_file both give validation points: set one")
+    if options.get("test_file") is not None and options.get("test_fraction"):
+        raise InvalidInput("data.test_fraction and data.test_file both give test points: set one")
+    if options.get("x_column") == options.get("y_column"):
+        raise InvalidInput(f"data.x_column and data.y_column must be two columns, got {options['x_column']!r} for both")
+
+
+def has_validation_points(data: Mapping[str, Any]) -> bool:
+    """Whether data options give any validation points (generated, from a file, or held out of one)."""
+    if data.get("file") is None:
+        return data["n_val"] > 0
+    return data.get("val_file") is not None or data.get("val_fraction") != 0
+
+
+def check_enough_points(n_train: int, degree: int) -> None:
+    """At least one training point per parameter: with fewer, the least-squares optimum is not unique."""
+    if n_train < degree + 1:
+        raise InvalidInput(
+            f"the training data has {n_train} point{'s' * (n_train != 1)}, and model.degree {degree} needs at "
+            f"least {degree + 1} (one per parameter)"
         )
 
 
@@ -139,7 +189,7 @@ def check_config(config: Mapping[str, Any]) -> None:
             f"seed_everything must be in [0, 2**32) (numpy's seeds), or true for a random one, got {seed}"
         )
     parameters = model["degree"] + 1
-    if data["n_train"] < parameters:
+    if data.get("file") is None and data["n_train"] < parameters:  # a file's points are counted as it is read
         raise InvalidInput(
             f"data.n_train must be ≥ model.degree + 1 = {parameters} (one point per parameter at least), "
             f"got {data['n_train']}"
@@ -149,10 +199,10 @@ def check_config(config: Mapping[str, Any]) -> None:
         check_fused_step_callback(name, init_args, data["fused_steps"])
         monitor = init_args.get("monitor")
         # Everything but train/loss is logged by the validation loop, which needs validation points.
-        if monitor is not None and monitor != "train/loss" and data["n_val"] == 0:
+        if monitor is not None and monitor != "train/loss" and not has_validation_points(data):
+            which = "data.n_val must be ≥ 1" if data.get("file") is None else "data.val_fraction must be > 0"
             raise InvalidInput(
-                f"data.n_val must be ≥ 1 when a callback monitors a validation metric "
-                f"({name} monitors {monitor}), got 0"
+                f"{which} when a callback monitors a validation metric ({name} monitors {monitor}), got 0"
             )
     optimizer = config.get("optimizer")
     if optimizer:

@@ -130,6 +130,10 @@ IN_PLAIN_WORDS = {
 }
 
 
+def _sigma2(estimated: bool) -> str:
+    return "σ̂²" if estimated else "σ²"
+
+
 def _far_above(value: float, floor: float, relative_sd: float) -> bool:
     return value > floor * (1 + max(NOISE_FLOOR_SDS * relative_sd, NOISE_FLOOR_MIN_MARGIN))
 
@@ -146,7 +150,7 @@ def diagnose(
     float32_update_error: float | None,
     train_mse: float,
     val_mse: float | None,
-    noise_std: float,
+    noise_std: float | None,
     n_train: int,
     n_val: int,
     n_parameters: int,
@@ -154,9 +158,11 @@ def diagnose(
     stopped_early: bool = False,
     optimizer: str = "SGD",
     loss_resolution: float = 0.0,
+    noise_estimated: bool = False,
 ) -> Diagnosis:
     """The rules, in order; the first that holds is the diagnosis. The learning-rate and step predictions
-    are SGD's (fitquad.conditioning): for another `optimizer` the advice leaves them out."""
+    are SGD's (fitquad.conditioning): for another `optimizer` the advice leaves them out. `noise_std` is σ, or
+    its estimate from the optimum's residuals where `noise_estimated` (your own data), or None where unknown."""
     gap = relative_gap(train_loss, optimum_loss, loss_resolution)
     numbers = {
         "steps": steps_taken,
@@ -187,10 +193,12 @@ def diagnose(
         # Not a failure to converge: EarlyStopping ended the fit where validation stopped improving, on purpose
         # short of the training optimum (which, for a model that can fit the noise, overfits).
         val = "n/a" if val_mse is None else f"{val_mse:.4g}"
+        floor = "unknown" if noise_std is None else f"{_sigma2(noise_estimated)} = {noise_std**2:.4g}"
+        floor += " (estimated)" if noise_estimated and noise_std is not None else ""
         return Diagnosis(
             "stopped_early",
             f"stopped early by EarlyStopping after {steps_taken} steps: {where}; the validation loss had stopped "
-            f"improving (final val MSE {val}, noise floor σ² = {noise_std**2:.4g}); the best checkpoint holds the "
+            f"improving (final val MSE {val}, noise floor {floor}); the best checkpoint holds the "
             "validation minimum",
             numbers,
         )
@@ -225,6 +233,13 @@ def diagnose(
             f"(largest stable {largest_stable_lr:.3g})",
             numbers,
         )
+    if noise_std is None:
+        return Diagnosis(
+            "converged",
+            f"converged to the optimum: {where} (the noise is unknown: as many points as parameters leave no "
+            "residuals to estimate it from)",
+            numbers,
+        )
     if noise_std <= 0:
         return Diagnosis("converged", f"converged to the optimum: {where} (noise-free data: no noise floor)", numbers)
     train_floor, val_floor = training_noise_floor(noise_std, n_train, n_parameters), validation_noise_floor(noise_std)
@@ -233,8 +248,17 @@ def diagnose(
     val_sd = math.sqrt(2 / n_val) if n_val else math.inf
     # Each floor with its standard deviation: the optimum's MSE is itself random (see NOISE_FLOOR_SDS), so
     # a training MSE of 4.9 against a floor of 7.65 ± 2.6 is no surprise.
+    sigma2 = _sigma2(noise_estimated)
     mses = f"train MSE {train_mse:.4g} (floor {train_floor:.4g} ± {train_floor * train_sd:.2g}), val MSE " + (
-        f"{val_mse:.4g} (floor σ² = {val_floor:.4g} ± {val_floor * val_sd:.2g})" if val_mse is not None else "n/a"
+        f"{val_mse:.4g} (floor {sigma2} = {val_floor:.4g} ± {val_floor * val_sd:.2g})" if val_mse is not None else "n/a"
+    )
+    # An estimated σ² comes from this model's own residuals: a model too simple for the data raises the estimate
+    # with its misfit, so underfitting cannot show against it. Validation MSE across degrees can tell.
+    caveat = (
+        "; σ̂² is the noise estimated from this model's own residuals (n − p degrees of freedom), so underfitting "
+        "would raise it rather than show against it: compare degrees by validation MSE (fitquad sweep) to tell"
+        if noise_estimated
+        else ""
     )
     val_far_above = val_mse is not None and _far_above(val_mse, val_floor, val_sd)
     if _far_above(train_mse, train_floor, train_sd) and (val_mse is None or val_far_above):
@@ -251,7 +275,7 @@ def diagnose(
             "more data, regularization (model.weight_decay) or early stopping",
             numbers,
         )
-    return Diagnosis("converged", f"converged to the noise floor: {where}; {mses}", numbers)
+    return Diagnosis("converged", f"converged to the noise floor: {where}; {mses}{caveat}", numbers)
 
 
 def float32_update_error(
