@@ -28,6 +28,7 @@ SUFFIXES = (*TEXT_SUFFIXES, ".npy", ".npz")
 # Memory per point while a file is read: numpy's float64 parse of two columns, with room for its growing
 # buffer, then the float32 x and y that are kept.
 BYTES_PER_POINT_READ = 48
+TOO_LARGE = "use fewer points (a sample of the file), or a machine with more memory"
 FLOAT32_LARGEST = float(np.finfo(np.float32).max)
 # The share of a file's points held out for validation when nothing says otherwise: a common choice that leaves
 # most points for training and still measures validation MSE on a few dozen points out of a few hundred.
@@ -134,7 +135,8 @@ def _count_lines(file: Path) -> int:
 
 
 def _read_text(where: str, file: Path, x_column: Column, y_column: Column):
-    check_fits_in_memory(f"{where} ({file.stat().st_size:,} bytes)", _count_lines(file) * BYTES_PER_POINT_READ)
+    needed = _count_lines(file) * BYTES_PER_POINT_READ
+    check_fits_in_memory(f"{where} ({file.stat().st_size:,} bytes)", needed, TOO_LARGE)
     first = next(_data_lines(file), None)
     if first is None:
         raise InvalidInput(f"{where} holds no points")
@@ -148,6 +150,8 @@ def _read_text(where: str, file: Path, x_column: Column, y_column: Column):
         for option, column in (("data.x_column", x_column), ("data.y_column", y_column))
     )
     data_from = first_line + 1 if header else first_line
+    if next(_data_lines(file, data_from), None) is None:  # a header and nothing under it
+        raise InvalidInput(f"{where} holds no points")
     try:
         values = np.loadtxt(
             file, delimiter=delimiter, skiprows=data_from - 1, usecols=columns, comments="#", ndmin=2, encoding="utf-8"
@@ -198,7 +202,7 @@ def _read_npy(where: str, file: Path, x_column: Column, y_column: Column):
             f"{where} holds an array of shape {array.shape}: give a 2-D array, one column per variable, "
             "or a structured array with named fields"
         )
-    check_fits_in_memory(f"{where} ({len(columns[0]):,} rows)", len(columns[0]) * BYTES_PER_POINT_READ)
+    check_fits_in_memory(f"{where} ({len(columns[0]):,} rows)", len(columns[0]) * BYTES_PER_POINT_READ, TOO_LARGE)
     x, y = (
         _numbers(where, columns[_column_index(option, column, names, len(columns), where)], option)
         for option, column in (("data.x_column", x_column), ("data.y_column", y_column))
@@ -216,7 +220,7 @@ def _read_npz(where: str, file: Path, x_column: Column, y_column: Column):
         if not names:
             raise InvalidInput(f"{where} holds no arrays")
         sizes = sum(archive.zip.getinfo(f"{name}.npy").file_size for name in names)
-        check_fits_in_memory(f"{where} ({sizes:,} bytes of arrays)", 2 * sizes)
+        check_fits_in_memory(f"{where} ({sizes:,} bytes of arrays)", 2 * sizes, TOO_LARGE)
         x_name, y_name = (
             names[_column_index(option, column, names, len(names), where)]
             for option, column in (("data.x_column", x_column), ("data.y_column", y_column))

@@ -51,12 +51,12 @@ def available_memory() -> int | None:
         return None
 
 
-def check_fits_in_memory(what: str, needed: float) -> None:
+def check_fits_in_memory(what: str, needed: float, advice: str = "ask for less") -> None:
     """InvalidInput naming `what` if `needed` bytes exceed the memory available now."""
     available = available_memory()
     if available is not None and needed > available:
         raise InvalidInput(
-            f"{what} would need about {_size(needed)} of memory, and {_size(available)} is available: ask for less"
+            f"{what} would need about {_size(needed)} of memory, and {_size(available)} is available: {advice}"
         )
 
 
