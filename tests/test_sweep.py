@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
 from fitquad.data import QuadraticDataModule
-from fitquad.sweep import main, sweep
+from fitquad.sweep_runs import main, sweep
 from fitquad.training import QuadraticRegression
 
 
@@ -42,7 +42,7 @@ def ridge_val_mse(degree: int, weight_decay: float, train_x, train_y, val_x, val
 def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The real sweep, as configured: degrees 0..12, 3 steps each (a few seconds).
     monkeypatch.chdir(tmp_path)
-    points = sweep(["--config", str(CONFIGS / "capacity.yaml")])
+    points, _ = sweep(["--config", str(CONFIGS / "capacity.yaml")])
     degrees = [p.value for p in points]
     assert degrees == list(range(13))
     train = np.array([p.train_mse for p in points])
@@ -76,7 +76,7 @@ def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pyt
 def test_learning_curve_approaches_the_noise_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(CONFIGS / "learning_curve.yaml"), "--sweep.values", "[4, 1000]", "--trainer.max_steps", "2"]
-    few, many = sweep(args)
+    (few, many), _ = sweep(args)
     sigma2 = few.noise_floor
     assert few.val_mse > 1.5 * sigma2
     assert many.val_mse == pytest.approx(sigma2, rel=0.15)
@@ -88,7 +88,7 @@ def test_weight_decay_sweep_reaches_the_ridge_optimum(tmp_path: Path, monkeypatc
     # Two of the config's values; 3000 steps is past the ~2700 the slowest (λ = 0.03) needs.
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(CONFIGS / "weight_decay.yaml"), "--sweep.values", "[0.03, 1.0]"]
-    points = sweep([*args, "--trainer.max_steps", "3000"])
+    points, _ = sweep([*args, "--trainer.max_steps", "3000"])
     data = config_data("weight_decay.yaml")
     for point in points:
         reference_train, reference_val = ridge_val_mse(12, point.value, *data)
@@ -175,7 +175,7 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)
     sweep(["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[0]", "--trainer.max_steps", "1"])
     saved = tmp_path / "runs" / "capacity" / "version_0" / "config.yaml"
-    (point,) = sweep(["--config", str(saved), "--sweep.values", "[1]"])
+    (point,), _ = sweep(["--config", str(saved), "--sweep.values", "[1]"])
     assert point.optimizer_steps == 1  # the override saved with it
     # Saved with its name: the re-run lands beside the first run, not under runs/config/.
     assert (tmp_path / "runs" / "capacity" / "version_1" / "degree_1" / "summary.json").exists()

@@ -1,7 +1,10 @@
 """fitquad: fit a noisy quadratic by (stochastic) gradient descent with PyTorch Lightning.
 
-The classes are imported when first used, so that `fitquad` (fitquad.entry) can speak before PyTorch and
-Lightning have loaded.
+From Python (fitquad.api): `fitquad.fit`, `fitquad.sweep` and `fitquad.compare` run the commands and return
+what they made; bad input raises `fitquad.InvalidInput` with the line the command would print.
+
+Everything is imported when first used, so that `fitquad` (fitquad.entry) can speak before PyTorch and
+Lightning have loaded, and `import fitquad` costs nothing until a name is used.
 """
 
 from __future__ import annotations
@@ -9,16 +12,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_CLASSES = {
+_NAMES = {
+    "fit": "fitquad.api",
+    "sweep": "fitquad.api",
+    "compare": "fitquad.api",
+    "FitResult": "fitquad.api",
+    "TableResult": "fitquad.api",
+    "InvalidInput": "fitquad.validation",
+    "TrainingDiverged": "fitquad.verdicts",
     "PolynomialModel": "fitquad.model",
     "QuadraticDataModule": "fitquad.data",
     "QuadraticRegression": "fitquad.training",
 }
 
-__all__ = list(_CLASSES)
+__all__ = list(_NAMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLASSES:
-        return getattr(importlib.import_module(_CLASSES[name]), name)
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
     raise AttributeError(f"module 'fitquad' has no attribute {name!r}")

@@ -106,18 +106,14 @@ def report_bad_input(message: str) -> int:
     return BAD_INPUT_STATUS
 
 
-def fail(message: str) -> None:
-    """Report bad input and exit."""
-    sys.exit(report_bad_input(message))
-
-
 class OneLineErrorParser(LightningArgumentParser):
-    """jsonargparse's parser, except that an error is one line instead of the whole usage text."""
+    """jsonargparse's parser, except that an error is an InvalidInput of one line instead of the whole usage text
+    and an exit: the command reports it (run_reporting_failures), fitquad.api raises it."""
 
     def error(self, message: str, ex: Exception | None = None) -> None:
         if not self.exit_on_error:  # jsonargparse parsing internally, and catching it
             super().error(message, ex)
-        fail(message)
+        raise InvalidInput(one_line(message))
 
 
 class SaveFitConfig(SaveConfigCallback):
@@ -211,8 +207,8 @@ class FitquadCLI(LightningCLI):
 # Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only
 # when used, so `fitquad fit` pays nothing for them. Each function takes the remaining arguments.
 EXTRA_COMMANDS: dict[str, str] = {
-    "sweep": "fitquad.sweep:main",
-    "compare": "fitquad.compare:main",
+    "sweep": "fitquad.sweep_runs:main",
+    "compare": "fitquad.compare_grid:main",
     "lr-find": "fitquad.lr_find:main",
 }
 
@@ -250,7 +246,9 @@ def input_error_behind(error: BaseException) -> InvalidInput | None:
     return None
 
 
-def main(args: list[str] | None = None) -> None:
+def settle_warnings_and_yaml() -> None:
+    """What every fitquad command sets up first: Lightning's warnings that do not apply to fitquad off (each by its
+    message, with why), and the strict YAML loader for config files."""
     # The module logs every trainer.log_every_n_steps optimizer steps itself, so Lightning's warning that
     # an epoch has fewer training_steps than that interval (always true with fused steps) does not apply.
     warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
@@ -268,6 +266,10 @@ def main(args: list[str] | None = None) -> None:
         strict = strict_yaml(get_loader("yaml"))
         strict.strict = True
         set_loader("yaml", strict, exceptions=(yaml.YAMLError,))
+
+
+def main(args: list[str] | None = None) -> None:
+    settle_warnings_and_yaml()
     command_line = sys.argv[1:] if args is None else args
     if command_line[:1] in ([], ["-h"], ["--help"]):
         print(overview(), file=sys.stdout if command_line else sys.stderr)
@@ -348,7 +350,17 @@ def run_command(command_line: list[str], args: list[str] | None) -> int:
         module_name, function_name = EXTRA_COMMANDS[command_line[0]].split(":")
         getattr(importlib.import_module(module_name), function_name)(command_line[1:])
         return 128 + signal.SIGTERM if sigterm_received() else 0
-    cli = FitquadCLI(
+    cli = run_lightning_cli(command_line, args)
+    interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
+    if interrupted_by is None and sigterm_received():  # after the last training step, or in validate/test/predict
+        print("fitquad: SIGTERM arrived as the command was finishing; its results are written", file=sys.stderr)
+        interrupted_by = signal.SIGTERM
+    return 0 if interrupted_by is None else 128 + interrupted_by
+
+
+def run_lightning_cli(command_line: list[str], args: list[str] | None) -> FitquadCLI:
+    """fit, validate, test or predict: LightningCLI, built and run (its model, data and Trainer are kept on it)."""
+    return FitquadCLI(
         QuadraticRegression,
         QuadraticDataModule,
         args=args,
@@ -358,11 +370,6 @@ def run_command(command_line: list[str], args: list[str] | None) -> int:
         parser_class=OneLineErrorParser,
         save_config_callback=SaveFitConfig,
     )
-    interrupted_by = next((c.received for c in cli.trainer.callbacks if isinstance(c, CheckpointOnSignal)), None)
-    if interrupted_by is None and sigterm_received():  # after the last training step, or in validate/test/predict
-        print("fitquad: SIGTERM arrived as the command was finishing; its results are written", file=sys.stderr)
-        interrupted_by = signal.SIGTERM
-    return 0 if interrupted_by is None else 128 + interrupted_by
 
 
 if __name__ == "__main__":

@@ -233,7 +233,8 @@ def one_line(message: str) -> str:
     if message.startswith("Problems parsing config:"):
         return "--config is not valid YAML: " + " ".join(message.removeprefix("Problems parsing config:").split())
     if message.startswith("unrecognized arguments") or "does not accept option" in message:
-        return " ".join(message.split()) + " (`fitquad fit --help` lists the options)"
+        help_note = " (`fitquad fit --help` lists the options)"
+        return " ".join(message.split()).removesuffix(help_note) + help_note
     match = _PARSER_KEY.match(message)
     if match is None:
         return " ".join(message.split())

@@ -291,8 +291,8 @@ def check_comparison(config) -> None:
         check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})
 
 
-def compare(config, parser: ArgumentParser) -> None:
-    """Run the grid, draw it, write the tables, in runs/<config name>/version_N."""
+def compare(config, parser: ArgumentParser) -> Path:
+    """Run the grid, draw it, write the tables, in runs/<config name>/version_N; returns that folder."""
     name = config_name(config, default="compare")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     datamodule = QuadraticDataModule(**config.data)  # checks the data options before any folder is made
@@ -313,3 +313,4 @@ def compare(config, parser: ArgumentParser) -> None:
     parser.save(config, folder / "config.yaml", skip_unset=False, overwrite=True)
     print(markdown, end="")
     print(f"fitquad: compare finished in {folder}: compare.png, compare.csv, compare.md", flush=True)
+    return folder

@@ -168,8 +168,9 @@ def make_parser() -> LightningArgumentParser:
     return parser
 
 
-def sweep(args: list[str]) -> list[SweepPoint]:
-    """Run a sweep from command-line arguments; returns the points, also written to the sweep folder."""
+def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
+    """Run a sweep from command-line arguments; returns the points, also written to the sweep folder, and the
+    folder."""
     parser = make_parser()
     config = parser.parse_args(args)
     # Namespace has a values() method, so the sweep's values are read by key, not by attribute.
@@ -210,7 +211,7 @@ def sweep(args: list[str]) -> list[SweepPoint]:
         if len(points) < len(values):
             where = f"; their table is in {folder}" if points else ""
             print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs{where}", flush=True)
-    return points
+    return points, folder
 
 
 def run_all(points: list, parser, run_configs: list, values: list, labels: list[str], parameter: str, folder: Path):
@@ -230,7 +231,7 @@ def run_all(points: list, parser, run_configs: list, values: list, labels: list[
 
 def main(args: list[str] | None = None) -> None:
     try:
-        points = sweep(sys.argv[1:] if args is None else args)
+        points, _ = sweep(sys.argv[1:] if args is None else args)
     except ArgumentError as error:
         print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
