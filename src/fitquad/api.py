@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import html
 import json
 import logging
 import warnings
@@ -111,9 +112,10 @@ class FitResult:
     def _repr_html_(self) -> str:
         """Jupyter's view: the diagnosis in plain words and in numbers, then the figures."""
         diagnosis = self.summary.get("diagnosis", {})
-        words, details = diagnosis.get("in_plain_words", ""), diagnosis.get("message", "")
+        words, details = html.escape(diagnosis.get("in_plain_words", "")), html.escape(diagnosis.get("message", ""))
         images = "".join(_png(path) for path in self.figures.values())
-        return f"<p><b>{words}</b></p><p><code>{details}</code></p><p>Run folder: {self.run_folder}</p>{images}"
+        folder = html.escape(str(self.run_folder))
+        return f"<p><b>{words}</b></p><p><code>{details}</code></p><p>Run folder: {folder}</p>{images}"
 
 
 @dataclass
@@ -130,7 +132,8 @@ class TableResult:
 
     def _repr_html_(self) -> str:
         images = "".join(_png(path) for path in self.figures.values())
-        return f"<pre>{self.markdown}</pre><p>Run folder: {self.run_folder}</p>{images}"
+        folder = html.escape(str(self.run_folder))
+        return f"<pre>{html.escape(self.markdown)}</pre><p>Run folder: {folder}</p>{images}"
 
 
 def _rows(path: Path) -> list[dict]:
