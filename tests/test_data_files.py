@@ -3,6 +3,7 @@ that lands where the same points generated in memory do, checked against numpy's
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -132,8 +133,6 @@ def test_held_out_splits_are_seeded_disjoint_and_in_file_order():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"file": "a.csv", "n_train": 10}, "data.n_train is for generated data and does not apply with data.file"),
-        ({"file": "a.csv", "noise_std": 1.0}, "data.noise_std is for generated data and does not apply with data.file"),
         ({"val_file": "v.csv"}, "data.val_file is for points read from a file: it needs data.file"),
         ({"file": "a.csv", "val_file": "v.csv", "val_fraction": 0.1}, "data.val_fraction and data.val_file both give"),
         ({"file": "a.csv", "x_column": "t", "y_column": "t"}, "data.x_column and data.y_column must be two columns"),
@@ -235,3 +234,43 @@ def test_the_your_data_config_runs_and_estimates_the_noise(tmp_path, monkeypatch
     summary = read_summary(only_run_folder(tmp_path, "your_data"))
     assert summary["diagnosis"]["verdict"] == "converged" and summary["reference"]["noise_std_estimated"] is True
     assert 2.0 < summary["reference"]["noise_std"] < 4.0  # the file's scatter is 3 m (its header says how it was made)
+
+
+def test_test_and_predict_on_your_own_data_use_the_held_out_test_points(tmp_path, monkeypatch, capsys):
+    shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.ipynb"))
+    config = str(CONFIGS / "your_data.yaml")
+    fitquad_in_process("fit", "--config", config, "--data.test_fraction", "0.2", cwd=tmp_path, monkeypatch=monkeypatch)
+    folder = only_run_folder(tmp_path, "your_data")
+    checkpoint = str(folder / "checkpoints" / "last.ckpt")
+    fitquad_in_process("test", "--config", str(folder / "config.yaml"), "--ckpt_path", checkpoint, cwd=tmp_path,
+                       monkeypatch=monkeypatch)  # fmt: skip
+    fitquad_in_process("predict", "--config", str(folder / "config.yaml"), "--ckpt_path", checkpoint, cwd=tmp_path,
+                       monkeypatch=monkeypatch)  # fmt: skip
+    x, y = read_points("data.file", REPO / "examples/stopping_distances.csv", "speed_kmh", "distance_m")
+    test_x, test_y = held_out_splits(x, y, val_fraction=0.25, test_fraction=0.2, seed=0)["test"]
+    c, b, a = read_summary(folder)["coefficients"].values()
+    prediction = a * test_x.astype(np.float64) ** 2 + b * test_x + c
+    metrics = json.loads((folder / "test_metrics.json").read_text())
+    np.testing.assert_allclose(metrics["test/mse"], np.mean((prediction - test_y) ** 2), rtol=1e-5)
+    predicted = np.loadtxt(folder / "predictions.csv", delimiter=",", skiprows=1)
+    assert predicted[:, 0].tolist() == test_x.tolist() and len(test_x) == 12
+    np.testing.assert_allclose(predicted[:, 1], prediction, rtol=1e-5)
+    with pytest.raises(SystemExit):
+        fitquad_in_process("test", "--config", str(folder / "config.yaml"), "--data.test_fraction", "0",
+                           "--ckpt_path", checkpoint, cwd=tmp_path, monkeypatch=monkeypatch)  # fmt: skip
+    assert (
+        capsys.readouterr().err.strip().endswith("test needs test points: set data.test_fraction > 0 or data.test_file")
+    )
+
+
+def test_any_config_can_be_pointed_at_a_file_and_its_generated_data_options_are_unused(tmp_path, monkeypatch, capsys):
+    save_csv(tmp_path / "points.csv", *(np.arange(12, dtype=np.float32),) * 2)
+    lesson3 = str(CONFIGS / "lesson3.yaml")  # sets true_a, noise_std, n_train 20, ... for generated data
+    fitquad_in_process("fit", "--config", lesson3, "--data.file", "points.csv", "--trainer.max_steps", "10",
+                       cwd=tmp_path, monkeypatch=monkeypatch)  # fmt: skip
+    assert "fitquad: data: 10 training and 2 validation points from points.csv" in capsys.readouterr().out
+    assert len(read_summary(only_run_folder(tmp_path, "lesson3"))["reference"]["coefficients"]) == 3
+    with pytest.raises(SystemExit):
+        fitquad_in_process("sweep", "--config", str(CONFIGS / "learning_curve.yaml"), "--data.file", "points.csv",
+                           cwd=tmp_path, monkeypatch=monkeypatch)  # fmt: skip
+    assert "sweep.parameter data.n_train is for generated data" in capsys.readouterr().err

@@ -115,6 +115,19 @@ def test_validation_mse_within_sampling_noise_of_the_floor_is_not_overfitting() 
     assert diagnose(**facts, train_loss=4.9, train_mse=4.9, val_mse=30.0, steps_to_go=0).verdict == "overfitting"
 
 
+def test_an_estimated_noise_floor_is_labelled_and_says_what_it_cannot_tell() -> None:
+    # Your own data: σ̂² from the optimum's residuals, so the training MSE sits on its floor by construction.
+    sigma_hat = math.sqrt(4.9 * 20 / 17)
+    facts = dict(LESSON3, noise_std=sigma_hat, steps_taken=100, optimum_loss=4.9, condition_number=7.7,
+                 float32_update_error=None, noise_estimated=True)  # fmt: skip
+    converged = diagnose(**facts, train_loss=4.9, train_mse=4.9, val_mse=6.0, steps_to_go=0)
+    assert converged.verdict == "converged" and "floor σ̂² = 5.765" in converged.message
+    assert "underfitting would raise it rather than show against it" in converged.message
+    assert diagnose(**facts, train_loss=4.9, train_mse=4.9, val_mse=30.0, steps_to_go=0).verdict == "overfitting"
+    unknown = diagnose(**{**facts, "noise_std": None}, train_loss=4.9, train_mse=4.9, val_mse=6.0, steps_to_go=0)
+    assert unknown.verdict == "converged" and "the noise is unknown" in unknown.message
+
+
 # ---- each verdict on a real run of its config --------------------------------------------------------
 def fit(tmp_path, monkeypatch, config: str, *overrides: str) -> dict:
     """The real CLI, in this process (seconds saved on imports), in tmp_path; returns summary.json."""

@@ -51,6 +51,11 @@ class RunSummary(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         say(trainer, f"fitquad: run folder {run_folder(trainer)}")
+        data = trainer.datamodule
+        # Where your own points came from (the config's generated-data options are then unused).
+        if data is not None and data.hparams.get("file") is not None:
+            sizes = f"{len(data.train_x)} training and {len(data.val_x)} validation points"
+            say(trainer, f"fitquad: data: {sizes} from {data.hparams.file} (the generated data's options are not used)")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Also called by FitDiagnosis when a fit stops on divergence.

@@ -55,7 +55,14 @@ from fitquad.run_folders import (
     config_file_stem,
 )
 from fitquad.training import QuadraticRegression
-from fitquad.validation import InvalidInput, check_config, check_enough_points, one_line, strict_yaml
+from fitquad.validation import (
+    InvalidInput,
+    check_config,
+    check_enough_points,
+    check_evaluated_split,
+    one_line,
+    strict_yaml,
+)
 from fitquad.verdicts import TrainingDiverged
 
 TRAINER_DEFAULTS = {
@@ -149,6 +156,7 @@ class FitquadCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         check_config(config)
+        check_evaluated_split(config["data"], subcommand)
         check_limits(config)
         level = logging.INFO if config.get("lightning_info") else logging.WARNING
         for name in LIGHTNING_LOGGERS:

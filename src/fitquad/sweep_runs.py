@@ -57,7 +57,7 @@ from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.sweep_report import SweepPoint, write_results
 from fitquad.training import QuadraticRegression
-from fitquad.validation import check_config
+from fitquad.validation import GENERATED_ONLY, check_config
 from fitquad.verdicts import TrainingDiverged
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
@@ -182,6 +182,8 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         )
     if not values:
         parser.error("sweep.values must list at least one value")
+    if config["data.file"] is not None and parameter.removeprefix("data.") in GENERATED_ONLY:
+        parser.error(f"sweep.parameter {parameter} is for generated data: with data.file it would change nothing")
     # Each value goes through the parser like a command-line override, and is range-checked and built (model
     # and data, which check their own options), before the sweep's folder is made or any run trains.
     run_configs = [parser.parse_args([*args, f"--{parameter}", str(value)]) for value in values]

@@ -43,7 +43,8 @@ DATA_RULES: list[Rule] = [
     ("y_column", lambda v: v >= 0 if isinstance(v, int) else v != "", "a column's name, or its position ≥ 0"),
 ]
 
-# What only generated data has: with data.file the points, and how many there are, are the file's.
+# What only generated data has: with data.file the points, and how many there are, are the file's, and these
+# are not used (so that any config, e.g. lesson3.yaml, can be pointed at a file from the command line).
 GENERATED_ONLY = (
     "true_a", "true_b", "true_c", "noise_std", "x_distribution", "x_min", "x_max", "x_mean", "x_std",
     "n_train", "n_val", "n_test",
@@ -94,19 +95,13 @@ def check_data_options(options: Mapping[str, Any]) -> None:
 
 
 def check_file_options(options: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
-    """Data from a file (data.file) against generated data's options: each set of options belongs to one."""
+    """Data from a file (data.file): its options need it, and go together."""
     given = [name for name in defaults if options.get(name) != defaults[name]]
     if options.get("file") is None:
         needs_file = [name for name in given if name in FILE_ONLY]
         if needs_file:
             raise InvalidInput(f"data.{needs_file[0]} is for points read from a file: it needs data.file")
         return
-    generated = [name for name in given if name in GENERATED_ONLY]
-    if generated:
-        raise InvalidInput(
-            f"data.{generated[0]} is for generated data and does not apply with data.file (the points, and how "
-            "many there are, are the file's): remove it"
-        )
     if options.get("val_file") is not None and options.get("val_fraction"):
         raise InvalidInput("data.val_fraction and data.val_file both give validation points: set one")
     if options.get("test_file") is not None and options.get("test_fraction"):
@@ -115,11 +110,20 @@ def check_file_options(options: Mapping[str, Any], defaults: Mapping[str, Any]) 
         raise InvalidInput(f"data.x_column and data.y_column must be two columns, got {options['x_column']!r} for both")
 
 
-def has_validation_points(data: Mapping[str, Any]) -> bool:
-    """Whether data options give any validation points (generated, from a file, or held out of one)."""
+def has_points(data: Mapping[str, Any], split: str) -> bool:
+    """Whether data options give any points to the "val" or "test" split (generated, from a file, or held out)."""
     if data.get("file") is None:
-        return data["n_val"] > 0
-    return data.get("val_file") is not None or data.get("val_fraction") != 0
+        return data[f"n_{split}"] > 0
+    held_out = data.get(f"{split}_fraction")
+    return data.get(f"{split}_file") is not None or (held_out != 0 if split == "val" else bool(held_out))
+
+
+def check_evaluated_split(data: Mapping[str, Any], subcommand: str | None) -> None:
+    """validate needs validation points, test and predict test points: without them Lightning runs nothing."""
+    split = {"validate": "val", "test": "test", "predict": "test"}.get(subcommand or "")
+    if split is not None and not has_points(data, split):
+        how = f"data.n_{split} ≥ 1" if data.get("file") is None else f"data.{split}_fraction > 0 or data.{split}_file"
+        raise InvalidInput(f"{subcommand} needs {'validation' if split == 'val' else 'test'} points: set {how}")
 
 
 def check_enough_points(n_train: int, degree: int) -> None:
@@ -199,7 +203,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         check_fused_step_callback(name, init_args, data["fused_steps"])
         monitor = init_args.get("monitor")
         # Everything but train/loss is logged by the validation loop, which needs validation points.
-        if monitor is not None and monitor != "train/loss" and not has_validation_points(data):
+        if monitor is not None and monitor != "train/loss" and not has_points(data, "val"):
             which = "data.n_val must be ≥ 1" if data.get("file") is None else "data.val_fraction must be > 0"
             raise InvalidInput(
                 f"{which} when a callback monitors a validation metric ({name} monitors {monitor}), got 0"
