@@ -35,6 +35,8 @@ def write(folder: Path, name: str, text: str) -> Path:
         ("comments.csv", "# from the lab\nx,y\n1,2\n\n2,5  # a note\n3,10\n4,17\n", "x", "y"),
         ("spaces.txt", "1 2\n2   5\n3 10\n4 17\n", 0, 1),
         ("tabs.tsv", "t\tx\ty\n0\t1\t2\n0\t2\t5\n0\t3\t10\n0\t4\t17\n", "x", "y"),
+        ("excel.csv", '\ufeff"x";"y"\r\n"1";2\r\n2;5\r\n3;10\r\n4;17\r\n', "x", "y"),  # BOM, quotes, CRLF, ;
+        ("pandas.csv", ",x,y\n0,1,2\n1,2,5\n2,3,10\n3,4,17\n", "x", "y"),  # DataFrame.to_csv's index column
     ],
 )
 def test_text_files_are_read_with_or_without_a_header(tmp_path, name, text, x_column, y_column):

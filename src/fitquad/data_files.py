@@ -23,6 +23,8 @@ from fitquad.limits import check_fits_in_memory
 from fitquad.validation import InvalidInput
 
 Column = int | str
+# UTF-8, with or without the byte-order mark that spreadsheet programs put at the start of a CSV they save.
+ENCODING = "utf-8-sig"
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
 SUFFIXES = (*TEXT_SUFFIXES, ".npy", ".npz")
 # Memory per point while a file is read: numpy's float64 parse of two columns, with room for its growing
@@ -107,7 +109,7 @@ def held_out_splits(
 # ---- text --------------------------------------------------------------------------------------
 def _data_lines(file: Path, first: int = 1):
     """(line number, fields text) of each line from line `first` on that holds data: comments and blank lines out."""
-    with file.open(encoding="utf-8") as lines:
+    with file.open(encoding=ENCODING) as lines:
         for number, line in enumerate(lines, start=1):
             text = line.split("#", 1)[0].strip()
             if number >= first and text:
@@ -115,7 +117,7 @@ def _data_lines(file: Path, first: int = 1):
 
 
 def _split(text: str, delimiter: str | None) -> list[str]:
-    return [field.strip() for field in text.split(delimiter)]
+    return [field.strip().strip('"').strip() for field in text.split(delimiter)]  # "x","y" as spreadsheets quote
 
 
 def _is_number(text: str) -> bool:
@@ -154,7 +156,14 @@ def _read_text(where: str, file: Path, x_column: Column, y_column: Column):
         raise InvalidInput(f"{where} holds no points")
     try:
         values = np.loadtxt(
-            file, delimiter=delimiter, skiprows=data_from - 1, usecols=columns, comments="#", ndmin=2, encoding="utf-8"
+            file,
+            delimiter=delimiter,
+            skiprows=data_from - 1,
+            usecols=columns,
+            comments="#",
+            ndmin=2,
+            encoding=ENCODING,
+            quotechar='"',
         )
     except ValueError as error:
         raise InvalidInput(f"{where}: {_text_problem(file, data_from, delimiter, columns, names, error)}") from None
