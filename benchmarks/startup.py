@@ -4,7 +4,9 @@
     python benchmarks/startup.py --repeats 3
 
 Prints the median wall time of each command and its ratio to `python -c "import lightning"`, how soon
-`fitquad fit` prints its first line (before PyTorch loads: fitquad.entry), then
+`fitquad fit` prints its first line (before PyTorch loads: fitquad.entry), the README demo end to end
+(`fitquad fit --config configs/lesson3.yaml`: wall time, its training, and its ratio to `import lightning`
+plus that training), then
 the heaviest imports of `fitquad.cli` from `python -X importtime`, marking which come from fitquad
 itself. Most of the start-up is Lightning's own import (torch, torch._dynamo, torchmetrics, and
 matplotlib through torchmetrics), which fitquad cannot avoid.
@@ -52,6 +54,26 @@ def first_line_seconds() -> float:
     return seconds
 
 
+def demo_seconds() -> tuple[float, float]:
+    """(wall seconds, training seconds) of the README demo in a scratch folder. Training: from the line that
+    says it starts to the diagnosis's first line, which is printed as training ends."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "lesson3.yaml"
+    stamps: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        command = [FITQUAD, "fit", "--config", str(config)]
+        output = dict(stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        with subprocess.Popen(command, cwd=scratch, **output) as fit:
+            for line in fit.stdout:
+                for mark in ("fitquad: training", "fitquad: diagnosis"):
+                    if line.startswith(mark):
+                        stamps[mark] = time.perf_counter()
+        wall = time.perf_counter() - started
+    if fit.returncode:
+        raise SystemExit(f"the demo failed with exit status {fit.returncode}")
+    return wall, stamps["fitquad: diagnosis"] - stamps["fitquad: training"]
+
+
 def heaviest_imports(count: int) -> list[tuple[float, str]]:
     """(cumulative ms, module) of the top-level imports under fitquad.cli, heaviest first."""
     result = subprocess.run([PYTHON, "-X", "importtime", "-c", "import fitquad.cli"], capture_output=True, text=True)
@@ -80,6 +102,19 @@ def main() -> None:
     for name, values in times.items():
         ratio = statistics.median(v / base for v, base in zip(values, lightning, strict=True))
         print(f"| {name} | {statistics.median(values):.2f} | {ratio:.2f} |")
+    lightning_alone, demos = [], []
+    for _ in range(args.repeats):  # interleaved with import lightning, so both see the same load
+        lightning_alone.append(wall_seconds(COMMANDS["python -c 'import lightning'"]))
+        demos.append(demo_seconds())
+    wall, training = (statistics.median(values) for values in zip(*demos, strict=True))
+    lightning = statistics.median(lightning_alone)
+    # Ratio of the medians: on a shared VM one run's import can take 30% longer than the next, so the ratio of
+    # each interleaved pair scatters far more than the medians move.
+    print(
+        f"\ndemo (fitquad fit --config configs/lesson3.yaml): {wall:.2f} s end to end (median), {training:.2f} s of "
+        f"it training; 'import lightning' {lightning:.2f} s; ratio of the medians, demo / (import lightning + "
+        f"training): {wall / (lightning + training):.2f}"
+    )
     first_lines = [first_line_seconds() for _ in range(args.repeats)]
     print(f"\nfitquad fit: first line after {statistics.median(first_lines):.2f} s (median)")
     print("\nheaviest imports of fitquad.cli (cumulative ms, nested by indentation):")

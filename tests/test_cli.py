@@ -227,3 +227,16 @@ def test_the_first_line_comes_before_pytorch_loads(tmp_path):
     result = run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--trainer.max_steps", "2", cwd=tmp_path)
     arguments = f"fit --config {CONFIGS / 'sgd_article.yaml'} --trainer.max_steps 2"
     assert result.stdout.splitlines()[0] == f"fitquad: {arguments}: starting (loading PyTorch and Lightning)"
+
+
+def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
+    """`fitquad` ends a successful run without Python's slow shut-down (fitquad.entry.leave_at_once): nothing any
+    writer buffered may be lost. The TensorBoard file holds the last step, the figures and the final metrics."""
+    cwd, folder, result = lesson3_run
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    summary = read_summary(folder)
+    assert events.Scalars("train/loss")[-1].step == summary["optimizer_steps"]
+    assert events.Scalars("final/val_mse")[-1].value == pytest.approx(summary["val_mse"], rel=1e-6)
+    assert {"diagnosis/fit", "diagnosis/residuals"} <= set(events.Tags()["images"])
+    assert result.stdout.rstrip().splitlines()[-1].startswith("fitquad: run finished in")

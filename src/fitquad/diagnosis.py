@@ -282,11 +282,11 @@ class FitDiagnosis(L.Callback):
         from fitquad import figures  # matplotlib only when a fit ends, never for `fitquad --help`
 
         datamodule = trainer.datamodule
-        picture = figures.FitPicture(
-            train_x=datamodule.train_x.double().cpu(),
-            train_y=datamodule.train_y.double().cpu(),
-            val_x=datamodule.val_x.double().cpu(),
-            val_y=datamodule.val_y.double().cpu(),
+        picture = figures.FitPicture(  # the points as they are: the figures draw a sample of them
+            train_x=datamodule.train_x,
+            train_y=datamodule.train_y,
+            val_x=datamodule.val_x,
+            val_y=datamodule.val_y,
             true_coefficients=datamodule.true_coefficients,
             fitted_coefficients=model64.coefficients(),
             optimum_coefficients=self.reference.coefficients,
@@ -296,11 +296,11 @@ class FitDiagnosis(L.Callback):
         drawn = figures.fit_figures(picture)
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
+        experiment = getattr(trainer.logger, "experiment", None)
         for name, figure in drawn.items():
-            figure.savefig(folder / f"{name}.png", dpi=100)
-            experiment = getattr(trainer.logger, "experiment", None)
-            if hasattr(experiment, "add_figure"):
-                experiment.add_figure(f"diagnosis/{name}", figure, global_step=trainer.global_step, close=False)
+            image = figures.save_png(figure, folder / f"{name}.png")
+            if hasattr(experiment, "add_image"):  # TensorBoard's IMAGES tab: the same pixels, not drawn again
+                experiment.add_image(f"diagnosis/{name}", image, global_step=trainer.global_step, dataformats="HWC")
 
 
 def _steps(steps: float | None, stable: bool) -> str:

@@ -17,8 +17,12 @@ What each shows a beginner:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import matplotlib.image
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fitquad.data import uniform_sample
@@ -26,6 +30,8 @@ from fitquad.model import evaluate_polynomial
 
 # Scatter plots draw at most this many points of each split: a seeded uniform sample of larger data.
 SCATTER_POINTS = 2_000
+# Pixels per inch of the PNGs: 750 × 480 for the fit, readable on a laptop screen and small on disk.
+FIGURE_DPI = 100
 # Room above and below the data's range of y, as a fraction of it.
 Y_MARGIN = 0.25
 
@@ -47,10 +53,21 @@ class FitPicture:
 
 def sample(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
     """At most SCATTER_POINTS of the points, drawn uniformly (not the first ones, which on a sorted grid would all
-    sit at one end), and a note for the title when it is a sample."""
+    sit at one end), in float64 on the CPU, and a note for the title when it is a sample. Only the sample is
+    copied, never all the points."""
     shown_x, shown_y = uniform_sample(x, y, SCATTER_POINTS, seed)
     note = "" if len(x) <= SCATTER_POINTS else f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
-    return shown_x, shown_y, note
+    return shown_x.double().cpu(), shown_y.double().cpu(), note
+
+
+def save_png(figure: Figure, path: Path) -> np.ndarray:
+    """Render the figure once, write it as a PNG, and return its pixels (height, width, RGB) for TensorBoard's
+    add_image: drawing it again there (add_figure) cost as much as the first drawing."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())
+    matplotlib.image.imsave(path, pixels, dpi=figure.dpi)
+    return pixels[..., :3]
 
 
 def fit_figures(picture: FitPicture) -> dict[str, Figure]:
@@ -68,7 +85,7 @@ def fit_figures(picture: FitPicture) -> dict[str, Figure]:
     def leaves(curve: torch.Tensor) -> str:
         return " (leaves the plot)" if bool(((curve < low) | (curve > high)).any()) else ""
 
-    fit = Figure(figsize=(7.5, 4.8))
+    fit = Figure(figsize=(7.5, 4.8), dpi=FIGURE_DPI)
     axes = fit.subplots()
     if picture.true_coefficients is not None:
         axes.plot(grid, evaluate_polynomial(picture.true_coefficients, grid), color="tab:green", label="true curve")
@@ -95,7 +112,7 @@ def residual_figure(
     grid: torch.Tensor,
     fitted_minus_optimum: torch.Tensor,
 ) -> Figure:
-    figure = Figure(figsize=(7.5, 5.5))
+    figure = Figure(figsize=(7.5, 5.5), dpi=FIGURE_DPI)
     above, below = figure.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     sigma = picture.noise_std
     if sigma:
