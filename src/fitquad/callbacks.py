@@ -14,6 +14,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from fitquad.reference import evaluate
+
 
 def say(trainer: L.Trainer, message: str) -> None:
     """Print one of fitquad's lines (rank 0 only), through the progress bar when there is one, so that the
@@ -99,10 +101,8 @@ class RunSummary(L.Callback):
         model = pl_module.model
 
         def mse(x: torch.Tensor, y: torch.Tensor) -> float | None:
-            if len(x) == 0:
-                return None
-            x, y = x.to(pl_module.device, pl_module.dtype), y.to(pl_module.device, pl_module.dtype)
-            return torch.nn.functional.mse_loss(model(x), y).item()
+            # In the run's own precision (what it logs), a chunk at a time on millions of points.
+            return evaluate(model, x, y, torch.nn.MSELoss())[1] if len(x) else None
 
         checkpoint = trainer.checkpoint_callback
         return {

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from fitquad.model import PolynomialModel
-from fitquad.reference import design_matrix, gap_scale
+from fitquad.reference import CHUNK_POINTS, design_chunks, design_matrix, gap_scale
 
 
 @dataclass
@@ -105,9 +105,14 @@ def conditioning(
     model: PolynomialModel, train_x: torch.Tensor, loss_fn: nn.Module, settings: OptimizerSettings
 ) -> Conditioning:
     """The Hessian of the training objective (loss + weight_decay/2·|θ|²) and what it implies for SGD."""
-    a = design_matrix(model, train_x)
     curvature, description = loss_curvature(loss_fn)
-    hessian = curvature * a.T @ a / len(a) + settings.weight_decay * torch.eye(a.shape[1], dtype=torch.float64)
+    if len(train_x) <= CHUNK_POINTS:
+        a = design_matrix(model, train_x)
+        gram = a.T @ a
+    else:  # AᵀA summed a chunk at a time: no float64 copy of millions of points
+        gram = sum(a.T @ a for a, _ in design_chunks(model, train_x, train_x))
+    p = gram.shape[1]
+    hessian = curvature * gram / len(train_x) + settings.weight_decay * torch.eye(p, dtype=torch.float64)
     eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
     lambda_min, lambda_max = eigenvalues[0].item(), eigenvalues[-1].item()
     return Conditioning(

@@ -24,6 +24,7 @@ from fitquad.conditioning import OptimizerSettings, conditioning, predicted_step
 from fitquad.limits import check_first_step
 from fitquad.reference import (
     estimated_noise_std,
+    evaluate,
     float64_copy,
     loss_resolution,
     optimum,
@@ -201,15 +202,12 @@ class FitDiagnosis(L.Callback):
         datamodule = trainer.datamodule
         batch_size = datamodule.hparams.batch_size
         model64 = float64_copy(pl_module.model)  # the trained parameters, evaluated without rounding
-        with torch.no_grad():
-            train_x, train_y = datamodule.train_x.double(), datamodule.train_y.double()
-            train_loss = pl_module.loss_fn(model64(train_x), train_y).item()
-            train_mse = torch.nn.functional.mse_loss(model64(train_x), train_y).item()
-            val_mse = None
-            if len(datamodule.val_x):
-                val_mse = torch.nn.functional.mse_loss(
-                    model64(datamodule.val_x.double()), datamodule.val_y.double()
-                ).item()
+        train_x = datamodule.train_x
+        # In float64, a chunk at a time (no float64 copy of millions of points).
+        train_loss, train_mse = evaluate(model64, train_x, datamodule.train_y, pl_module.loss_fn)
+        val_mse = None
+        if len(datamodule.val_x):
+            _, val_mse = evaluate(model64, datamodule.val_x, datamodule.val_y, pl_module.loss_fn)
         steps_to_go = predicted_steps_to_gap(
             self.conditioning,
             model64.model_parameters(),

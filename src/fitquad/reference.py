@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,61 @@ def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         features = float64_copy(model).features(x.detach().cpu().double())
     return torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
+
+
+# Points a float64 pass over the data holds at once. A problem of up to this many points is solved in one
+# piece, exactly as a dense solver would; beyond it the passes stream: float64 rows of the design matrix
+# (CHUNK_POINTS × p, ≤ 27 MB at degree 12) exist one chunk at a time, so millions of points cost no float64
+# copy of the data (README, "Many points").
+CHUNK_POINTS = 1 << 18
+
+
+Chunk = tuple[torch.Tensor, torch.Tensor]
+
+
+def design_chunks(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor) -> Iterator[Chunk]:
+    """(A, y) of CHUNK_POINTS consecutive points at a time, float64 on the CPU (A as design_matrix makes it)."""
+    model64 = float64_copy(model)
+    with torch.no_grad():
+        for x_part, y_part in zip(x.split(CHUNK_POINTS), y.split(CHUNK_POINTS), strict=True):
+            features = model64.features(x_part.detach().cpu().double())
+            ones = torch.ones(len(x_part), 1, dtype=torch.float64)
+            yield torch.cat([ones, features], dim=1), y_part.detach().cpu().double()
+
+
+def _streamed_least_squares(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
+    """argmin_θ |Aθ − y|² + ridge·|θ|² over data streamed in chunks: A = QR is built up one chunk at a time (the
+    R of [R; A_chunk] and Qᵀy with it, as stable as a QR of all of A), then R·θ = Qᵀy is solved as _ridge solves
+    the whole system, with the same rank threshold (machine epsilon × the number of rows)."""
+    r = z = None
+    for a, y_part in design_chunks(model, x, y):
+        if r is not None:
+            a, y_part = torch.cat([r, a]), torch.cat([z, y_part])
+        q, r = torch.linalg.qr(a)
+        z = q.T @ y_part
+    p = r.shape[1]
+    if ridge > 0:
+        q, r = torch.linalg.qr(torch.cat([r, math.sqrt(ridge) * torch.eye(p, dtype=r.dtype)]))
+        z = q.T @ torch.cat([z, torch.zeros(p, dtype=z.dtype)])
+    rcond = torch.finfo(torch.float64).eps * max(len(x) + (p if ridge > 0 else 0), p)
+    return torch.linalg.lstsq(r, z.unsqueeze(1), rcond=rcond, driver="gelsd").solution.squeeze(1)
+
+
+def evaluate(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+    """(loss, MSE) of the model (its own dtype and parameters, or float64 for float64_copy's) on the points,
+    computed a chunk at a time; on up to CHUNK_POINTS points exactly loss_fn(model(x), y) and mse_loss."""
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    loss = squares = 0.0
+    with torch.no_grad():
+        for x_part, y_part in zip(x.split(CHUNK_POINTS), y.split(CHUNK_POINTS), strict=True):
+            x_part, y_part = x_part.to(device, dtype), y_part.to(device, dtype)
+            prediction = model(x_part)
+            if len(x) <= CHUNK_POINTS:
+                return loss_fn(prediction, y_part).item(), nn.functional.mse_loss(prediction, y_part).item()
+            loss += loss_fn(prediction, y_part).item() * len(x_part)
+            squares += (prediction - y_part).double().square().sum().item()
+    return loss / len(x), squares / len(x)
 
 
 def _ridge(a: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, ridge: float) -> torch.Tensor:
@@ -138,7 +194,13 @@ def optimum(
 
     loss_fn is one of torch's MSELoss, L1Loss, HuberLoss, SmoothL1Loss with mean reduction (the
     training module's own `loss_fn`); the value reported is computed by it, so it is what training sees.
+    MSE on more than CHUNK_POINTS points streams over the data; the robust losses' IRLS holds A whole.
     """
+    if isinstance(loss_fn, nn.MSELoss) and len(x) > CHUNK_POINTS:
+        theta = _streamed_least_squares(model, x, y, len(x) * weight_decay / 2)
+        reference_model = _with_parameters(model, theta)
+        train_loss, train_mse = evaluate(reference_model, x, y, loss_fn)
+        return Reference(theta, reference_model.coefficients(), train_loss, train_mse)
     a = design_matrix(model, x)
     y = y.detach().cpu().double()
     n = len(y)
@@ -158,10 +220,7 @@ def optimum(
         theta = _l1_optimum(a, y, weight_decay)
     else:
         raise ValueError(f"no closed-form reference for the loss {type(loss_fn).__name__}")
-    reference_model = float64_copy(model)
-    with torch.no_grad():
-        reference_model.linear.bias.copy_(theta[:1])
-        reference_model.linear.weight.copy_(theta[1:].view(1, -1))
+    reference_model = _with_parameters(model, theta)
     predictions = a @ theta
     return Reference(
         parameters=theta,
@@ -169,6 +228,15 @@ def optimum(
         train_loss=loss_fn(predictions, y).item(),
         train_mse=nn.functional.mse_loss(predictions, y).item(),
     )
+
+
+def _with_parameters(model: PolynomialModel, theta: torch.Tensor) -> PolynomialModel:
+    """A float64 copy of the model (same scaling) with parameters θ."""
+    copied = float64_copy(model)
+    with torch.no_grad():
+        copied.linear.bias.copy_(theta[:1])
+        copied.linear.weight.copy_(theta[1:].view(1, -1))
+    return copied
 
 
 # A prediction in a dtype is a sum of terms θₖ·φₖ(x), each rounded: its error is a few ulps of Σₖ|θₖ·φₖ(x)|,
@@ -181,9 +249,15 @@ def loss_resolution(
 ) -> float:
     """The smallest loss distinguishable from 0 when the model with `parameters` (its own units, e.g. the
     optimum's) predicts `y` in `dtype`: the rounding of each prediction's terms, squared (or not, for L1)."""
-    terms = design_matrix(model, x).abs() @ parameters.double().abs() + y.double().abs()
-    rounding = LOSS_ULPS * torch.finfo(dtype).eps * terms
-    return (rounding.mean() if l1 else rounding.square().mean()).item()
+    if len(x) <= CHUNK_POINTS:
+        terms = design_matrix(model, x).abs() @ parameters.double().abs() + y.double().abs()
+        rounding = LOSS_ULPS * torch.finfo(dtype).eps * terms
+        return (rounding.mean() if l1 else rounding.square().mean()).item()
+    total = 0.0
+    for a, y_part in design_chunks(model, x, y):
+        rounding = LOSS_ULPS * torch.finfo(dtype).eps * (a.abs() @ parameters.double().abs() + y_part.abs())
+        total += (rounding.sum() if l1 else rounding.square().sum()).item()
+    return total / len(x)
 
 
 def relative_gap(loss: float, optimum_loss: float, resolution: float = 0.0) -> float:

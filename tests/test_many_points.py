@@ -1,0 +1,76 @@
+"""Many points in little memory: the data drawn in chunks and the float64 passes (closed-form reference,
+conditioning, loss resolution, evaluation) streamed in chunks give today's numbers. The chunk sizes are made
+small here, so that a few thousand points take the streamed paths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import fitquad.data
+import fitquad.reference
+from fitquad.conditioning import OptimizerSettings, conditioning
+from fitquad.data import draw_quadratic
+from fitquad.model import PolynomialModel
+from fitquad.reference import evaluate, float64_copy, loss_resolution, optimum
+
+
+def whole_array_draw(rng, n, a, b, c, noise, distribution, low, high, mean, std):
+    """The article's own order of operations on whole arrays: the reference the chunked draw must equal."""
+    if distribution == "grid":
+        x = np.linspace(low, high, n).astype(np.float32)
+    elif distribution == "uniform":
+        x = rng.uniform(low, high, n).astype(np.float32)
+    else:
+        x = (mean + std * rng.randn(n)).astype(np.float32)
+    return x, (a * x**2 + b * x + c + noise * rng.randn(n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("distribution", ["grid", "uniform", "normal"])
+def test_drawing_in_chunks_gives_the_same_points_bit_for_bit(monkeypatch, distribution):
+    monkeypatch.setattr(fitquad.data, "DRAW_CHUNK", 1000)
+    for n in (1, 999, 1000, 3507):
+        args = (n, 0.75, -14.25, 68.6875, 3.0, distribution, 0.0, 19.0, 0.5, 1.5)
+        chunked, whole = np.random.RandomState(20240215), np.random.RandomState(20240215)
+        x, y = draw_quadratic(chunked, *args)
+        expected_x, expected_y = whole_array_draw(whole, *args)
+        assert x.dtype == y.dtype == np.float32
+        assert np.array_equal(x, expected_x) and np.array_equal(y, expected_y), (distribution, n)
+        assert np.array_equal(chunked.randn(4), whole.randn(4))  # the stream goes on where it would have
+
+
+@pytest.fixture
+def many_points():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(5000, generator=generator) * 4 - 2
+    y = 0.75 * x**2 + x + 2 + 0.3 * torch.randn(5000, generator=generator)
+    return x.float(), y.float()
+
+
+SETTINGS = [(2, "none", 0.0), (3, "standardize", 0.01), (8, "whiten", 0.0)]
+
+
+@pytest.mark.parametrize("degree, scaling, weight_decay", SETTINGS)
+def test_streamed_float64_passes_give_the_dense_numbers(monkeypatch, many_points, degree, scaling, weight_decay):
+    x, y = many_points
+    model = PolynomialModel(degree, scaling)
+    model.fit_feature_scaling(x)
+    loss_fn = nn.MSELoss()
+    dense = optimum(model, x, y, loss_fn, weight_decay)
+    dense_conditioning = conditioning(model, x, loss_fn, OptimizerSettings(lr=0.1, weight_decay=weight_decay))
+    dense_resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
+    model64 = float64_copy(model)
+    dense_evaluation = evaluate(model64, x, y, loss_fn)
+    monkeypatch.setattr(fitquad.reference, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.conditioning, "CHUNK_POINTS", 700)
+    streamed = optimum(model, x, y, loss_fn, weight_decay)
+    torch.testing.assert_close(streamed.parameters, dense.parameters, rtol=1e-11, atol=1e-13)
+    assert streamed.train_loss == pytest.approx(dense.train_loss, rel=1e-12)
+    assert streamed.train_mse == pytest.approx(dense.train_mse, rel=1e-12)
+    streamed_conditioning = conditioning(model, x, loss_fn, OptimizerSettings(lr=0.1, weight_decay=weight_decay))
+    torch.testing.assert_close(streamed_conditioning.eigenvalues, dense_conditioning.eigenvalues, rtol=1e-11, atol=0)
+    resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
+    assert resolution == pytest.approx(dense_resolution, rel=1e-12)
+    assert evaluate(model64, x, y, loss_fn) == pytest.approx(dense_evaluation, rel=1e-12)
