@@ -240,3 +240,10 @@ def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
     assert events.Scalars("final/val_mse")[-1].value == pytest.approx(summary["val_mse"], rel=1e-6)
     assert {"diagnosis/fit", "diagnosis/residuals"} <= set(events.Tags()["images"])
     assert result.stdout.rstrip().splitlines()[-1].startswith("fitquad: run finished in")
+
+
+def test_a_fit_without_validation_points_ends_cleanly(tmp_path, monkeypatch):
+    # No validation points: no final/val_mse to put beside the hyperparameters (TensorBoard refuses a None).
+    fitquad_in_process("fit", "--data.n_val", "0", "--trainer.max_steps", "5", cwd=tmp_path, monkeypatch=monkeypatch)
+    summary = read_summary(only_run_folder(tmp_path, "fitquad"))
+    assert summary["val_mse"] is None and summary["optimizer_steps"] == 5

@@ -74,6 +74,7 @@ class RunSummary(L.Callback):
         (folder / "train_loss.csv").write_text("\n".join(lines) + "\n")
         if trainer.logger is not None:
             metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
+            metrics = {name: value for name, value in metrics.items() if value is not None}  # no validation points
             trainer.logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
             trainer.logger.finalize("success")
         say(trainer, f"fitquad: run finished in {folder}: {_one_line(summary)}")

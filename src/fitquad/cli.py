@@ -265,6 +265,9 @@ def settle_warnings_and_yaml() -> None:
     # A step checkpoint under manual optimization holds the state after that step's update, as it does under
     # automatic optimization: what a checkpoint at global_step k should hold, not a problem to warn about.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
+    # No validation points (data.n_val 0, data.val_fraction 0) is a choice: the data module then gives Lightning an
+    # empty validation loader, which it warns about as if by mistake.
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
     # A resumed fit is a new run, in its own folder, by design: its ModelCheckpoint starts a fresh best-k list.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # `--optimizer X` replaces the model's SGD: what the option is for (README), not a surprise to warn about.
