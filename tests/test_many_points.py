@@ -74,14 +74,3 @@ def test_streamed_float64_passes_give_the_dense_numbers(monkeypatch, many_points
     resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
     assert resolution == pytest.approx(dense_resolution, rel=1e-12)
     assert evaluate(model64, x, y, loss_fn) == pytest.approx(dense_evaluation, rel=1e-12)
-
-
-def test_an_int32_permutation_is_the_int64_one_with_the_same_generator_steps():
-    """InMemoryBatches shuffles with int32 indices to halve their memory: this holds torch to drawing the same
-    permutation, and leaving its generator where the int64 one does (the bit-for-bit tests against plain loops
-    rest on it)."""
-    for n in (7, 70_000, 3_000_000):
-        wide, narrow = torch.Generator().manual_seed(n), torch.Generator().manual_seed(n)
-        order = torch.randperm(n, generator=wide)
-        assert torch.equal(torch.randperm(n, generator=narrow, dtype=torch.int32).long(), order)
-        assert torch.equal(wide.get_state(), narrow.get_state())
