@@ -64,7 +64,6 @@ def test_streamed_float64_passes_give_the_dense_numbers(monkeypatch, many_points
     model64 = float64_copy(model)
     dense_evaluation = evaluate(model64, x, y, loss_fn)
     monkeypatch.setattr(fitquad.reference, "CHUNK_POINTS", 700)
-    monkeypatch.setattr(fitquad.conditioning, "CHUNK_POINTS", 700)
     streamed = optimum(model, x, y, loss_fn, weight_decay)
     torch.testing.assert_close(streamed.parameters, dense.parameters, rtol=1e-11, atol=1e-13)
     assert streamed.train_loss == pytest.approx(dense.train_loss, rel=1e-12)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from fitquad.model import PolynomialModel
-from fitquad.reference import CHUNK_POINTS, design_chunks, design_matrix, gap_scale
+from fitquad.reference import design_chunks, gap_scale
 
 
 @dataclass
@@ -106,11 +106,8 @@ def conditioning(
 ) -> Conditioning:
     """The Hessian of the training objective (loss + weight_decay/2·|θ|²) and what it implies for SGD."""
     curvature, description = loss_curvature(loss_fn)
-    if len(train_x) <= CHUNK_POINTS:
-        a = design_matrix(model, train_x)
-        gram = a.T @ a
-    else:  # AᵀA summed a chunk at a time: no float64 copy of millions of points
-        gram = sum(a.T @ a for a, _ in design_chunks(model, train_x, train_x))
+    # AᵀA summed a chunk at a time (one chunk up to CHUNK_POINTS points): no float64 copy of millions of points.
+    gram = sum(a.T @ a for a, _ in design_chunks(model, train_x))
     p = gram.shape[1]
     hessian = curvature * gram / len(train_x) + settings.weight_decay * torch.eye(p, dtype=torch.float64)
     eigenvalues, eigenvectors = torch.linalg.eigh(hessian)

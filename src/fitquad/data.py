@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from fitquad.batches import InMemoryBatches, Shuffle
-from fitquad.data_files import DEFAULT_VAL_FRACTION, held_out_splits, read_points
-from fitquad.validation import InvalidInput, check_data_options, check_file_options
+from fitquad.data_files import held_out_splits, read_points
+from fitquad.validation import InvalidInput, check_data_options, check_file_options, held_out_fraction
 
 XDistribution = Literal["grid", "normal", "uniform"]
 
@@ -187,8 +187,7 @@ class QuadraticDataModule(L.LightningDataModule):
     def _read_splits(self) -> None:
         hp = self.hparams
         x, y = read_points("data.file", hp.file, hp.x_column, hp.y_column)
-        val_fraction = (0.0 if hp.val_file else DEFAULT_VAL_FRACTION) if hp.val_fraction is None else hp.val_fraction
-        splits = held_out_splits(x, y, val_fraction, hp.test_fraction, hp.seed)
+        splits = held_out_splits(x, y, held_out_fraction(hp, "val"), held_out_fraction(hp, "test"), hp.seed)
         for split, path in (("val", hp.val_file), ("test", hp.test_file)):
             if path is not None:
                 splits[split] = read_points(f"data.{split}_file", path, hp.x_column, hp.y_column)

@@ -32,9 +32,6 @@ SUFFIXES = (*TEXT_SUFFIXES, ".npy", ".npz")
 BYTES_PER_POINT_READ = 48
 TOO_LARGE = "use fewer points (a sample of the file), or a machine with more memory"
 FLOAT32_LARGEST = float(np.finfo(np.float32).max)
-# The share of a file's points held out for validation when nothing says otherwise: a common choice that leaves
-# most points for training and still measures validation MSE on a few dozen points out of a few hundred.
-DEFAULT_VAL_FRACTION = 0.2
 
 
 def read_points(option: str, path: str | Path, x_column: Column, y_column: Column) -> tuple[np.ndarray, np.ndarray]:

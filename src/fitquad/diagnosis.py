@@ -90,11 +90,15 @@ class FitDiagnosis(L.Callback):
             self.settings,
             resolution=self.resolution,
         )
-        # Your own data's σ is unknown: estimated from the least-squares optimum's residuals instead.
+        n_parameters = len(self.reference.parameters)
+        # Your own data's σ is unknown: estimated from the least-squares optimum's residuals instead (the
+        # reference itself, when it is that optimum: MSE without weight decay).
         self.noise_std, self.noise_estimated = datamodule.true_noise_std, datamodule.true_noise_std is None
         if self.noise_estimated:
-            self.noise_std = estimated_noise_std(model, datamodule.train_x, datamodule.train_y)
-        n_parameters = len(self.reference.parameters)
+            least_squares = self.reference
+            if not isinstance(pl_module.loss_fn, torch.nn.MSELoss) or self.settings.weight_decay:
+                least_squares = optimum(model, datamodule.train_x, datamodule.train_y, torch.nn.MSELoss())
+            self.noise_std = estimated_noise_std(least_squares.train_mse, len(datamodule.train_x), n_parameters)
         floors = {"train_noise_floor": None, "val_noise_floor": None}
         if self.noise_std is not None:
             floors = {

@@ -65,17 +65,19 @@ def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
 CHUNK_POINTS = 1 << 18
 
 
-Chunk = tuple[torch.Tensor, torch.Tensor]
+Chunk = tuple[torch.Tensor, torch.Tensor | None]
 
 
-def design_chunks(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor) -> Iterator[Chunk]:
-    """(A, y) of CHUNK_POINTS consecutive points at a time, float64 on the CPU (A as design_matrix makes it)."""
+def design_chunks(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor | None = None) -> Iterator[Chunk]:
+    """(A, y) of CHUNK_POINTS consecutive points at a time, float64 on the CPU (A as design_matrix makes it; y None
+    without targets)."""
     model64 = float64_copy(model)
+    y_parts = y.split(CHUNK_POINTS) if y is not None else [None] * math.ceil(len(x) / CHUNK_POINTS)
     with torch.no_grad():
-        for x_part, y_part in zip(x.split(CHUNK_POINTS), y.split(CHUNK_POINTS), strict=True):
+        for x_part, y_part in zip(x.split(CHUNK_POINTS), y_parts, strict=True):
             features = model64.features(x_part.detach().cpu().double())
             ones = torch.ones(len(x_part), 1, dtype=torch.float64)
-            yield torch.cat([ones, features], dim=1), y_part.detach().cpu().double()
+            yield torch.cat([ones, features], dim=1), None if y_part is None else y_part.detach().cpu().double()
 
 
 def _streamed_least_squares(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -99,17 +101,16 @@ def _streamed_least_squares(model: PolynomialModel, x: torch.Tensor, y: torch.Te
 def evaluate(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
     """(loss, MSE) of the model (its own dtype and parameters, or float64 for float64_copy's) on the points,
     computed a chunk at a time; on up to CHUNK_POINTS points exactly loss_fn(model(x), y) and mse_loss."""
-    dtype = next(model.parameters()).dtype
-    device = next(model.parameters()).device
+    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
     loss = squares = 0.0
     with torch.no_grad():
         for x_part, y_part in zip(x.split(CHUNK_POINTS), y.split(CHUNK_POINTS), strict=True):
             x_part, y_part = x_part.to(device, dtype), y_part.to(device, dtype)
             prediction = model(x_part)
-            if len(x) <= CHUNK_POINTS:
+            if len(x) <= CHUNK_POINTS:  # one chunk: torch's own means, exactly
                 return loss_fn(prediction, y_part).item(), nn.functional.mse_loss(prediction, y_part).item()
             loss += loss_fn(prediction, y_part).item() * len(x_part)
-            squares += (prediction - y_part).double().square().sum().item()
+            squares += (prediction - y_part).double().square().sum().item()  # summed in float64 across chunks
     return loss / len(x), squares / len(x)
 
 
@@ -289,12 +290,10 @@ def validation_noise_floor(noise_std: float) -> float:
     return noise_std**2
 
 
-def estimated_noise_std(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """σ estimated from the least-squares optimum's residuals, √(RSS/(n − p)): unbiased for σ² when the model
-    contains the true curve (a model too simple for the data inflates it). None with no residual degrees of
-    freedom (n ≤ p)."""
-    n, p = len(x), model.degree + 1
-    if n <= p:
+def estimated_noise_std(least_squares_mse: float, n: int, n_parameters: int) -> float | None:
+    """σ estimated from the least-squares optimum's residuals (its training MSE, RSS/n), √(RSS/(n − p)): unbiased
+    for σ² when the model contains the true curve (a model too simple for the data inflates it). None with no
+    residual degrees of freedom (n ≤ p)."""
+    if n <= n_parameters:
         return None
-    train_mse = optimum(model, x, y, nn.MSELoss()).train_mse
-    return (train_mse * n / (n - p)) ** 0.5
+    return (least_squares_mse * n / (n - n_parameters)) ** 0.5

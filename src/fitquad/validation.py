@@ -110,12 +110,25 @@ def check_file_options(options: Mapping[str, Any], defaults: Mapping[str, Any]) 
         raise InvalidInput(f"data.x_column and data.y_column must be two columns, got {options['x_column']!r} for both")
 
 
+# The share of a file's points held out for validation when nothing says otherwise: a common choice that leaves
+# most points for training and still measures validation MSE on a few dozen points out of a few hundred.
+DEFAULT_VAL_FRACTION = 0.2
+
+
+def held_out_fraction(data: Mapping[str, Any], split: str) -> float:
+    """The share of data.file's points held out for the "val" or "test" split: as set, or, where val_fraction is
+    null, DEFAULT_VAL_FRACTION (none when data.val_file gives the validation points)."""
+    fraction = data.get(f"{split}_fraction")
+    if fraction is None:
+        return 0.0 if data.get("val_file") is not None else DEFAULT_VAL_FRACTION
+    return fraction
+
+
 def has_points(data: Mapping[str, Any], split: str) -> bool:
     """Whether data options give any points to the "val" or "test" split (generated, from a file, or held out)."""
     if data.get("file") is None:
         return data[f"n_{split}"] > 0
-    held_out = data.get(f"{split}_fraction")
-    return data.get(f"{split}_file") is not None or (held_out != 0 if split == "val" else bool(held_out))
+    return data.get(f"{split}_file") is not None or held_out_fraction(data, split) > 0
 
 
 def check_evaluated_split(data: Mapping[str, Any], subcommand: str | None) -> None:
