@@ -276,3 +276,12 @@ def test_any_config_can_be_pointed_at_a_file_and_its_generated_data_options_are_
         fitquad_in_process("sweep", "--config", str(CONFIGS / "learning_curve.yaml"), "--data.file", "points.csv",
                            cwd=tmp_path, monkeypatch=monkeypatch)  # fmt: skip
     assert "sweep.parameter data.n_train is for generated data" in capsys.readouterr().err
+
+
+def test_a_sweep_on_a_bad_file_stops_before_its_folder_is_made(tmp_path):
+    write(tmp_path, "points.csv", "speed_kmh,distance_m\n1,2\n2,5\n3,oops\n4,17\n")
+    config = str(CONFIGS / "your_data_capacity.yaml")
+    result = run_fitquad("sweep", "--config", config, "--data.file", "points.csv", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and not (tmp_path / "runs").exists()
+    expected = "fitquad: error: data.file 'points.csv': line 4: column 'distance_m' holds 'oops', not a number"
+    assert result.stderr.strip() == expected

@@ -57,7 +57,7 @@ from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.sweep_report import SweepPoint, write_results
 from fitquad.training import QuadraticRegression
-from fitquad.validation import GENERATED_ONLY, check_config
+from fitquad.validation import GENERATED_ONLY, check_config, check_enough_points
 from fitquad.verdicts import TrainingDiverged
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
@@ -192,6 +192,8 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         check_limits(run_config)
         QuadraticRegression(**run_config.model)
         QuadraticDataModule(**run_config.data)
+    if config["data.file"] is not None:  # read once now, as `fitquad fit` does: a bad file leaves no sweep folder
+        check_data_file(run_configs, parameter)
     labels = [run_label(parameter, value, values) for value in values]
     repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
     if repeated is not None:
@@ -214,6 +216,16 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
             where = f"; their table is in {folder}" if points else ""
             print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs{where}", flush=True)
     return points, folder
+
+
+def check_data_file(run_configs: list[Namespace], parameter: str) -> None:
+    """The runs' data file (and validation or test files), read and checked; with the same points in every run
+    (the sweep's setting is not a data option), also enough of them for each run's degree."""
+    data = QuadraticDataModule(**run_configs[0].data)
+    data.setup("fit")
+    if not parameter.startswith("data."):
+        for run_config in run_configs:
+            check_enough_points(len(data.train_x), run_config.model.degree)
 
 
 def run_all(points: list, parser, run_configs: list, values: list, labels: list[str], parameter: str, folder: Path):
