@@ -5,10 +5,12 @@
         - class_path: fitquad.clipping.GradientClipping
           init_args: {gradient_clip_val: 0.5, gradient_clip_algorithm: norm}
 
-It clips in Lightning's `on_before_optimizer_step` hook, through `LightningModule.clip_gradients`, so it
-works under manual and automatic optimization alike, after a gradient scaler has unscaled the
+It clips in Lightning's `on_before_optimizer_step` hook, through the module's
+`configure_gradient_clipping` (Lightning's hook for custom clipping; by default `LightningModule.clip_gradients`),
+so it works under manual and automatic optimization alike, after a gradient scaler has unscaled the
 gradients (16-mixed), and through the precision plugin's own clipping (which knows, e.g., FSDP's
-sharded parameters). `--trainer.gradient_clip_val` on the command line adds this callback (see cli.py):
+sharded parameters). A module that trains many runs at once (fitquad.many_runs) clips each run's own
+gradient there. `--trainer.gradient_clip_val` on the command line adds this callback (see cli.py):
 Lightning itself refuses that Trainer option under manual optimization.
 """
 
@@ -45,4 +47,4 @@ class GradientClipping(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        pl_module.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        pl_module.configure_gradient_clipping(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)

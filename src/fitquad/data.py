@@ -11,7 +11,8 @@ Batches are served straight from in-memory tensors (fitquad.batches.InMemoryBatc
 from __future__ import annotations
 
 import inspect
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -74,6 +75,14 @@ def _grid_part(x_min: float, x_max: float, n: int, start: int, stop: int) -> np.
     if stop == n:
         part[-1] = x_max  # linspace sets its last point to the end exactly
     return part
+
+
+CURVE_OPTIONS = ("true_a", "true_b", "true_c", "noise_std", "x_distribution", "x_min", "x_max", "x_mean", "x_std")
+
+
+def curve_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The data options that draw_quadratic takes: the true curve, the noise and where x comes from."""
+    return {name: hparams[name] for name in CURVE_OPTIONS}
 
 
 def uniform_sample(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,17 +174,7 @@ class QuadraticDataModule(L.LightningDataModule):
     def _draw_splits(self) -> None:
         hp = self.hparams
         rng = np.random.RandomState(hp.seed)
-        curve = dict(
-            true_a=hp.true_a,
-            true_b=hp.true_b,
-            true_c=hp.true_c,
-            noise_std=hp.noise_std,
-            x_distribution=hp.x_distribution,
-            x_min=hp.x_min,
-            x_max=hp.x_max,
-            x_mean=hp.x_mean,
-            x_std=hp.x_std,
-        )
+        curve = curve_options(hp)
         # Order matters: train, then validation, then test, so each split is independent of the
         # sizes of the ones drawn after it.
         splits = {}

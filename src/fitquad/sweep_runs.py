@@ -55,6 +55,7 @@ from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
+from fitquad.sweep_batched import train_batched, why_not_batched
 from fitquad.sweep_report import SweepPoint, write_results
 from fitquad.training import QuadraticRegression
 from fitquad.validation import GENERATED_ONLY, check_config, check_enough_points
@@ -73,6 +74,12 @@ class SweepSettings:
     values: list[int | float]
     # The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
     x_scale: Literal["linear", "log"] = "linear"
+    # Independent data draws per value (draw k: data.seed + k): > 1 gives each value's mean and spread, and
+    # bias² and variance (fitquad.bias_variance). Needs the runs batched.
+    draws: int = 1
+    # null: train all runs as one batched model whenever they allow it (fitquad.sweep_batched), else one Trainer
+    # per value; false: one Trainer per value; true: batched, or say why not.
+    batched: bool | None = None
 
 
 # ---- one run -----------------------------------------------------------------------------------
@@ -198,17 +205,31 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
     if repeated is not None:
         parser.error(f"sweep.values must be distinct: {repeated} appears twice (its runs would share one folder)")
+    draws, batched = config["sweep.draws"], config["sweep.batched"]
+    if draws < 1:
+        parser.error(f"sweep.draws must be ≥ 1, got {draws}")
+    reason = why_not_batched(run_configs, draws)
+    if reason is not None and (batched or draws > 1):
+        what = f"sweep.draws {draws}" if draws > 1 else "sweep.batched true"
+        parser.error(f"{what} needs the runs batched, and these cannot be: {reason}")
+    batched = reason is None if batched is None else batched
 
     name = config_name(config, default="sweep")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the sweep config's name")
     parser.save(config, folder / "config.yaml", skip_validation=True)
-    print(f"fitquad sweep: {len(values)} runs of {parameter} in {folder}", flush=True)
+    how = f"{len(values)} values × {draws} data draws, as one batched fit" if batched else f"{len(values)} runs"
+    print(f"fitquad sweep: {how} of {parameter} in {folder}", flush=True)
 
     points: list[SweepPoint] = []
     try:
         with lightning_quiet():  # each Trainer would announce its hardware (GPU available: ...) once per run
-            run_all(points, parser, run_configs, values, labels, parameter, folder)
+            if batched:
+                for point in train_batched(parser, run_configs, values, labels, folder, draws):
+                    points.append(point)
+                    print(f"fitquad sweep: {parameter}={point.value}: {result_line(point)}", flush=True)
+            else:
+                run_all(points, parser, run_configs, values, labels, parameter, folder)
     finally:  # the runs that finished are tabulated whatever stopped the sweep
         if points:
             write_results(points, parameter, x_scale, name, folder)
@@ -233,14 +254,17 @@ def run_all(points: list, parser, run_configs: list, values: list, labels: list[
     for value, run_config, label in zip(values, run_configs, labels, strict=True):
         point, signalled = train_one(parser, run_config, value, folder, label)
         points.append(point)
-        result = (
-            f"diverged ({point.diverged})"
-            if point.diverged
-            else (f"train MSE {point.train_mse:.4g}, val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}")
-        )
-        print(f"fitquad sweep: {parameter}={value}: {result}", flush=True)
+        print(f"fitquad sweep: {parameter}={value}: {result_line(point)}", flush=True)
         if signalled is not None:  # after this run had finished: it is kept, the sweep stops here
             raise Interrupted(signalled)
+
+
+def result_line(point: SweepPoint) -> str:
+    if point.diverged and point.draws == 1:
+        return f"diverged ({point.diverged})"
+    mean = "mean " if point.draws > 1 else ""
+    result = f"{mean}train MSE {point.train_mse:.4g}, {mean}val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}"
+    return result + (f"; {point.diverged}" if point.diverged else "")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -59,6 +59,21 @@ def make_loss(name: LossName, huber_delta: float = 1.0, smooth_l1_beta: float = 
     raise ValueError(f"model.loss must be one of mse, l1, huber, smooth_l1; got {name!r}")
 
 
+def initialize(
+    model: PolynomialModel, train_x: torch.Tensor, init_coefficients: list[float] | None, init_seed: int
+) -> None:
+    """Fit the model's feature scaling to the training inputs and set its starting parameters: the polynomial
+    init_coefficients (original units), or N(0, 1) parameters in the model's own units drawn with init_seed."""
+    model.fit_feature_scaling(train_x)
+    if init_coefficients is not None:
+        model.set_coefficients(init_coefficients)
+        return
+    theta = torch.randn(model.degree + 1, generator=torch.Generator().manual_seed(init_seed))
+    with torch.no_grad():
+        model.linear.bias.copy_(theta[:1])
+        model.linear.weight.copy_(theta[1:].view(1, -1))
+
+
 def evaluation_metrics(prefix: str) -> MetricCollection:
     """MSE, MAE and R² from torchmetrics: MSE is what the noise floor σ² is measured in."""
     return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}, prefix=prefix)
@@ -127,15 +142,7 @@ class QuadraticRegression(L.LightningModule):
 
     def initialize_parameters(self, train_x: torch.Tensor) -> None:
         """Fit the feature scaling to the training inputs and set the starting parameters."""
-        self.model.fit_feature_scaling(train_x)
-        if self.hparams.init_coefficients is not None:
-            self.model.set_coefficients(self.hparams.init_coefficients)
-            return
-        generator = torch.Generator().manual_seed(self.hparams.init_seed)
-        theta = torch.randn(self.hparams.degree + 1, generator=generator)
-        with torch.no_grad():
-            self.model.linear.bias.copy_(theta[:1])
-            self.model.linear.weight.copy_(theta[1:].view(1, -1))
+        initialize(self.model, train_x, self.hparams.init_coefficients, self.hparams.init_seed)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams

@@ -1,0 +1,197 @@
+"""`fitquad sweep`'s values, each over `sweep.draws` data draws, trained as one batched fit (fitquad.many_runs).
+
+Draw k of a value is the run that value would train alone with `data.seed + k`: the same points, starting
+parameters and SGD settings. Every value gets one TensorBoard run (its draws' mean curves, and its HPARAMS
+row), not one per draw, and a summary.json with each draw's results.
+
+The runs can be batched when they are full-batch torch.optim.SGD fits on one device in float32 or float64,
+with at most a GradientClipping callback, and differ only in model and data settings (`why_not_batched` says
+which of these a sweep misses). Otherwise the sweep trains one Trainer per value (fitquad.sweep_runs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from fitquad import reference
+from fitquad.bias_variance import Decomposition, decompose, evaluation_points
+from fitquad.callbacks import _finite
+from fitquad.clipping import GradientClipping
+from fitquad.conditioning import OptimizerSettings, conditioning
+from fitquad.config_adjustments import gradient_clipping_as_callback
+from fitquad.data import QuadraticDataModule
+from fitquad.interrupts import CheckpointOnSignal, Interrupted
+from fitquad.many_runs import ManyRuns, ManyRunsData
+from fitquad.sweep_report import SweepPoint
+from fitquad.training import make_loss
+from fitquad.validation import check_enough_points
+from fitquad.verdicts import TrainingDiverged
+
+# What the runs must share to train as one model: everything but model and data settings.
+SHARED_DATA_OPTIONS = ("batch_size", "steps_per_epoch", "fused_steps", "shuffle")
+BATCHABLE_PRECISIONS = ("32-true", "32", "64-true", "64")
+
+
+def why_not_batched(run_configs: list[Namespace], draws: int) -> str | None:
+    """Why these runs cannot train as one batched fit, or None if they can."""
+    first = run_configs[0]
+    if any(c.trainer != first.trainer for c in run_configs):
+        return "the sweep's values differ in a trainer setting"
+    if any(c.data[k] != first.data[k] for c in run_configs for k in SHARED_DATA_OPTIONS):
+        return "the sweep's values differ in how the data is batched"
+    if any(c.data.batch_size is not None and c.data.batch_size < c.data.n_train for c in run_configs):
+        return "data.batch_size makes mini-batches (batched runs are full batch: data.batch_size null)"
+    trainer = first.trainer
+    if str(trainer.precision) not in BATCHABLE_PRECISIONS:
+        return f"trainer.precision {trainer.precision} (batched runs train in 32-true or 64-true)"
+    if trainer.strategy != "auto" or trainer.num_nodes != 1 or trainer.devices not in ("auto", 1, "1"):
+        return "the trainer runs on several devices (batched runs train on one)"
+    clipping = f"{GradientClipping.__module__}.{GradientClipping.__name__}"
+    others = [c.class_path for c in trainer.callbacks or [] if c.class_path != clipping]
+    if others:
+        return f"trainer.callbacks has {others[0].rsplit('.', 1)[-1]} (batched runs take only GradientClipping)"
+    if draws > 1 and first.data.file is not None:
+        return "sweep.draws needs generated data: data.file has one draw"
+    return None
+
+
+def train_batched(
+    parser: LightningArgumentParser, run_configs: list[Namespace], values: list, labels: list[str], folder: Path,
+    draws: int,
+) -> list[SweepPoint]:  # fmt: skip
+    """Train every value's draws as one model, log each value as its own TensorBoard run, and return the points."""
+    first = run_configs[0]
+    L.seed_everything(first.seed_everything, verbose=False)
+    data_modules = [draw_data(run_config, draw) for run_config in run_configs for draw in range(draws)]
+    groups = [run_config.model.as_dict() for run_config in run_configs]
+    for data, run in zip(data_modules, range(len(data_modules)), strict=True):
+        check_enough_points(len(data.train_x), groups[run // draws]["degree"])
+    data = ManyRunsData(
+        train=[(d.train_x, d.train_y) for d in data_modules],
+        val=[(d.val_x, d.val_y) for d in data_modules],
+        steps_per_epoch=first.data.steps_per_epoch or 1,
+        fused_steps=first.data.fused_steps,
+    )
+    module = ManyRuns(groups, draws)
+    gradient_clipping_as_callback(first)
+    trainer_options = dict(parser.instantiate(first).trainer.items())
+    loggers = [TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False) for label in labels]
+    hparams = [value_hparams(run_config, draws) for run_config in run_configs]
+    for logger, value_hparams_ in zip(loggers, hparams, strict=True):
+        logger.log_hyperparams(value_hparams_)  # kept for hparams.yaml, which Lightning writes as the fit starts
+    on_signal = CheckpointOnSignal(filename=None)  # Ctrl-C or SIGTERM: stop cleanly, nothing to keep mid-fit
+    trainer_options.update(
+        logger=loggers,
+        callbacks=[*(trainer_options.get("callbacks") or []), on_signal],
+        devices=1,
+        enable_checkpointing=False,  # each draw's coefficients are kept in its value's summary.json instead
+        num_sanity_val_steps=0,
+        default_root_dir=folder,
+    )
+    trainer = L.Trainer(**trainer_options)
+    trainer.fit(module, datamodule=data)
+    if on_signal.received is not None:
+        raise Interrupted(on_signal.received)
+    points = []
+    for group, (value, label, logger) in enumerate(zip(values, labels, loggers, strict=True)):
+        runs = range(group * draws, (group + 1) * draws)
+        point, summary = measure_group(module, data_modules, runs, trainer, value, label)
+        (folder / label / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
+        logger.log_hyperparams(hparams[group], point.final_metrics())
+        logger.finalize("success")
+        points.append(point)
+    return points
+
+
+def value_hparams(run_config: Namespace, draws: int) -> dict[str, int | float | str | bool]:
+    """One value's settings for TensorBoard's HPARAMS tab: the model's and the data's (first draw's seed), the
+    number of draws and the precision."""
+    given = {**run_config.model.as_dict(), **run_config.data.as_dict(), "draws": draws}
+    given["precision"] = str(run_config.trainer.precision)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in given.items()}
+
+
+def draw_data(run_config: Namespace, draw: int) -> QuadraticDataModule:
+    """The data of one draw: the value's data settings with seed data.seed + draw, set up."""
+    options = run_config.data.as_dict()
+    options["seed"] += draw
+    data = QuadraticDataModule(**options)
+    data.setup("fit")
+    return data
+
+
+def measure_group(
+    module: ManyRuns, data_modules: list[QuadraticDataModule], runs: range, trainer: L.Trainer, value: float,
+    label: str,
+) -> tuple[SweepPoint, dict]:  # fmt: skip
+    """One value's point (its draws' mean and spread, bias² and variance) and its summary.json."""
+    options = module.groups[runs[0] // module.draws]
+    loss_fn = make_loss(options["loss"], options["huber_delta"], options["smooth_l1_beta"])
+    train_mse, val_mse = module.mse("train").double().cpu(), module.mse("val").double().cpu()
+    per_draw = []
+    for run in runs:
+        data = data_modules[run]
+        model = module.trained_model(run)
+        best = reference.optimum(model, data.train_x, data.train_y, loss_fn, options["weight_decay"])
+        both_x = torch.cat([data.train_x, data.val_x])
+        gap = (reference.design_matrix(model, both_x) @ (model.model_parameters() - best.parameters)).square()
+        optimum_val = reference.design_matrix(model, data.val_x) @ best.parameters - data.val_y.double()
+        per_draw.append(
+            {
+                "seed": data.hparams.seed,
+                "coefficients": model.coefficients().tolist(),
+                "train_mse": train_mse[run].item(),
+                "val_mse": val_mse[run].item() if len(data.val_x) else float("nan"),
+                "optimum_train_mse": best.train_mse,
+                "optimum_val_mse": optimum_val.square().mean().item() if len(data.val_x) else float("nan"),
+                "gap": gap.mean().sqrt().item(),
+                "diverged": divergence(module, run, model, data, loss_fn, options),
+            }
+        )
+    kept = [d for d in per_draw if d["diverged"] is None]
+    decomposition = bias_and_variance(module, data_modules, runs, kept, per_draw)
+    point = SweepPoint.of_draws(value, label, kept or per_draw, per_draw, trainer.global_step, trainer.current_epoch,
+                                data_modules[runs[0]].true_noise_std, decomposition)  # fmt: skip
+    summary = {
+        "value": value,
+        "draws": len(per_draw),
+        "optimizer_steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        **point.final_metrics(),
+        "per_draw": per_draw,
+    }
+    return point, summary
+
+
+def divergence(module: ManyRuns, run: int, model, data: QuadraticDataModule, loss_fn, options: dict) -> str | None:
+    """The run's TrainingDiverged line, as `fitquad fit` would print it, or None if it did not diverge."""
+    if not module.frozen[run]:
+        return None
+    settings = OptimizerSettings(**{k: options[k] for k in ("lr", "momentum", "dampening", "nesterov", "weight_decay")})
+    stable = conditioning(model, data.train_x, loss_fn, settings).largest_stable_lr
+    step, loss, first = module.diverged_step[run].item(), module.diverged_loss[run].item(), module.first_loss[run]
+    return str(TrainingDiverged(step, loss, first.item(), settings.lr, stable))
+
+
+def bias_and_variance(
+    module: ManyRuns, data_modules: list[QuadraticDataModule], runs: range, kept: list[dict], per_draw: list[dict]
+) -> Decomposition | None:
+    """Bias² and variance of the value's trained draws against the true curve (generated data, ≥ 2 draws)."""
+    data = data_modules[runs[0]]
+    if data.true_coefficients is None or len(kept) < 2:
+        return None
+    x, truth = evaluation_points(data.hparams)
+    with torch.no_grad():
+        predictions = np.stack(
+            [module.trained_model(run)(x.double()).numpy() for run, d in zip(runs, per_draw, strict=True)
+             if d["diverged"] is None]
+        )  # fmt: skip
+    return decompose(predictions, truth.numpy(), data.true_noise_std**2)
