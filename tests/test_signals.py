@@ -94,3 +94,24 @@ def test_ctrl_c_after_a_sweep_run_finished_keeps_that_run(tmp_path: Path) -> Non
     assert result.returncode == 128 + signal.SIGINT and "Traceback" not in result.stderr, result.stderr
     rows = (tmp_path / "runs" / "capacity" / "version_0" / "sweep.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["1"]  # its training was done: tabulated, not thrown away
+
+
+def test_sigterm_during_a_batched_sweep_exits_143_and_keeps_its_config(tmp_path: Path) -> None:
+    # The batched fit of all the sweep's runs (no helper callback here: it would make the sweep unbatched).
+    fitquad = Path(sys.executable).with_name("fitquad")
+    command = [str(fitquad), "sweep", "--config", str(CONFIGS / "weight_decay.yaml"), "--trainer.max_steps", "100000"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as p:
+        line = p.stdout.readline()
+        while line and "as one batched fit" not in line:
+            line = p.stdout.readline()
+        assert "as one batched fit" in line, line
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == SIGTERM_STATUS, err
+    assert err.strip() == "fitquad: stopped by SIGTERM"
+    folder = tmp_path / "runs" / "weight_decay" / "version_0"
+    assert (folder / "config.yaml").is_file() and not (folder / "sweep.csv").exists()

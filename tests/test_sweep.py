@@ -75,7 +75,8 @@ def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pyt
 
 def test_learning_curve_approaches_the_noise_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["--config", str(CONFIGS / "learning_curve.yaml"), "--sweep.values", "[4, 1000]", "--trainer.max_steps", "2"]
+    args = ["--config", str(CONFIGS / "learning_curve.yaml"), "--sweep.values", "[4, 1000]", "--trainer.max_steps", "2",
+            "--sweep.draws", "1"]  # fmt: skip
     (few, many), _ = sweep(args)
     sigma2 = few.noise_floor
     assert few.val_mse > 1.5 * sigma2
@@ -87,7 +88,7 @@ def test_learning_curve_approaches_the_noise_floor(tmp_path: Path, monkeypatch: 
 def test_weight_decay_sweep_reaches_the_ridge_optimum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two of the config's values; 3000 steps is past the ~2700 the slowest (λ = 0.03) needs.
     monkeypatch.chdir(tmp_path)
-    args = ["--config", str(CONFIGS / "weight_decay.yaml"), "--sweep.values", "[0.03, 1.0]"]
+    args = ["--config", str(CONFIGS / "weight_decay.yaml"), "--sweep.values", "[0.03, 1.0]", "--sweep.draws", "1"]
     points, _ = sweep([*args, "--trainer.max_steps", "3000"])
     data = config_data("weight_decay.yaml")
     for point in points:

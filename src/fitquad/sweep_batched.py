@@ -37,7 +37,7 @@ from fitquad.verdicts import TrainingDiverged
 
 # What the runs must share to train as one model: everything but model and data settings.
 SHARED_DATA_OPTIONS = ("batch_size", "steps_per_epoch", "fused_steps", "shuffle")
-BATCHABLE_PRECISIONS = ("32-true", "32", "64-true", "64")
+BATCHABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "None")  # None: Lightning's default, 32-true
 
 
 def why_not_batched(run_configs: list[Namespace], draws: int) -> str | None:

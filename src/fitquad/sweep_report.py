@@ -269,10 +269,11 @@ def draw_bias_variance(points: list[SweepPoint], parameter: str, x_scale: str, t
               label="bias² + variance + σ²")  # fmt: skip
     axes.errorbar(x, [p.val_mse for p in points], yerr=[2 * p.val_mse_error for p in points], fmt="D", color="tab:red",
                   markersize=5, capsize=3, label="measured mean validation MSE ± 2 s.e.")  # fmt: skip
-    bottom, top = frame(points)
+    # The whole range, not sweep.png's frame: how far variance climbs with an overfit model is the point here.
+    drawn = [v for p in points for v in (p.bias_squared, p.variance, p.noise_floor, p.val_mse) if math.isfinite(v)]
     axes.set_xscale(x_scale)
     axes.set_yscale("log")
-    axes.set_ylim(min(bottom, *(p.variance / 2 for p in points if p.variance > 0)), top)
+    axes.set_ylim(0.5 * min(v for v in drawn if v > 0), 2 * max(drawn))
     axes.set_xlabel(parameter)
     axes.set_ylabel("MSE (log scale)")
     axes.set_title(title)

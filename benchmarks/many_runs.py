@@ -1,0 +1,107 @@
+"""Many runs as one batched model (fitquad.sweep_batched) against one Lightning Trainer per run, and its memory.
+
+    python benchmarks/many_runs.py                 # speed (capacity.yaml, 13 runs) and memory (draws 25..200)
+    python benchmarks/many_runs.py --repeats 5 --skip-memory
+
+Speed: `fitquad sweep --config configs/capacity.yaml` (degrees 0-12, one draw, 3 steps each) in this process,
+batched and with `--sweep.batched false`, after one warm-up of each (imports and first-call costs excluded, the
+shared Python start-up with them), interleaved; the median of the repeats and their ratio. The numbers are the
+same either way (tests/test_many_runs.py).
+
+Memory: peak RSS of the whole `fitquad sweep --config configs/capacity_draws.yaml` process at 25, 50, 100 and
+200 draws (325 to 2,600 runs), each in a fresh process; the slope of a least-squares line through them is the
+memory per run, printed beside one run's own data and parameters (float64 training and validation designs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CAPACITY = str(REPO / "configs" / "capacity.yaml")
+DRAWS_CONFIG = str(REPO / "configs" / "capacity_draws.yaml")
+
+
+def time_sweep(args: list[str]) -> float:
+    from fitquad.sweep_runs import sweep
+
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        previous = os.getcwd()
+        os.chdir(folder)
+        try:
+            start = time.perf_counter()
+            sweep(args)
+            return time.perf_counter() - start
+        finally:
+            os.chdir(previous)
+
+
+def speed(repeats: int) -> None:
+    modes = {"batched": ["--sweep.batched", "true"], "one Trainer per run": ["--sweep.batched", "false"]}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for extra in modes.values():  # warm-up
+        time_sweep(["--config", CAPACITY, *extra])
+    for _ in range(repeats):
+        for mode, extra in modes.items():
+            times[mode].append(time_sweep(["--config", CAPACITY, *extra]))
+    medians = {mode: statistics.median(t) for mode, t in times.items()}
+    for mode, median in medians.items():
+        each = ", ".join(f"{t:.2f}" for t in times[mode])
+        print(f"capacity.yaml, 13 runs, {mode}: median {median:.2f} s (runs: {each})")
+    print(f"batched is {medians['one Trainer per run'] / medians['batched']:.1f}x faster", flush=True)
+
+
+def peak_rss(draws: int) -> int:
+    """Peak RSS in bytes of one whole sweep process."""
+    fitquad = Path(sys.executable).with_name("fitquad")
+    with tempfile.TemporaryDirectory() as folder:
+        command = [str(fitquad), "sweep", "--config", DRAWS_CONFIG, "--sweep.draws", str(draws)]
+        process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        if status:
+            raise SystemExit(f"{' '.join(command)} failed")
+        return usage.ru_maxrss * 1024
+
+
+def memory() -> None:
+    draws = [25, 50, 100, 200]
+    peaks = [peak_rss(d) for d in draws]
+    runs = [13 * d for d in draws]
+    slope, intercept = np.polyfit(runs, peaks, 1)
+    for d, r, p in zip(draws, runs, peaks, strict=True):
+        print(f"capacity_draws.yaml, {d} draws ({r} runs): peak RSS {p / 2**20:.0f} MiB")
+    # One run: 15 training and 200 validation points, a (points, 13) float64 design each, x and y in float32.
+    one_run = (15 + 200) * (13 * 8 + 8)
+    print(
+        f"per run: {slope / 1024:.1f} KiB (least-squares slope; constant {intercept / 2**20:.0f} MiB); "
+        f"one run's designs, points and parameters: {one_run / 1024:.1f} KiB",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    speed(args.repeats)
+    if not args.skip_memory:
+        memory()
+    print(f"this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
