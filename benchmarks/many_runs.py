@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
+    from fitquad.cli import settle_warnings_and_yaml
+
+    settle_warnings_and_yaml()  # as every fitquad command starts: Lightning's known warnings off, by message
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     speed(args.repeats)
     if not args.skip_memory:

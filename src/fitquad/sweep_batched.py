@@ -20,6 +20,7 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
 
 from fitquad import reference
 from fitquad.bias_variance import Decomposition, decompose, evaluation_points
@@ -30,6 +31,7 @@ from fitquad.config_adjustments import gradient_clipping_as_callback
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.many_runs import ManyRuns, ManyRunsData
+from fitquad.model import PolynomialModel
 from fitquad.sweep_report import SweepPoint
 from fitquad.training import make_loss
 from fitquad.validation import check_enough_points
@@ -70,16 +72,17 @@ def train_batched(
     """Train every value's draws as one model, log each value as its own TensorBoard run, and return the points."""
     first = run_configs[0]
     L.seed_everything(first.seed_everything, verbose=False)
-    data_modules = [draw_data(run_config, draw) for run_config in run_configs for draw in range(draws)]
+    splits = [draw_splits(run_config, draw) for run_config in run_configs for draw in range(draws)]
     groups = [run_config.model.as_dict() for run_config in run_configs]
-    for data, run in zip(data_modules, range(len(data_modules)), strict=True):
-        check_enough_points(len(data.train_x), groups[run // draws]["degree"])
+    for run, (train, _) in enumerate(splits):
+        check_enough_points(len(train[0]), groups[run // draws]["degree"])
     data = ManyRunsData(
-        train=[(d.train_x, d.train_y) for d in data_modules],
-        val=[(d.val_x, d.val_y) for d in data_modules],
+        train=[train for train, _ in splits],
+        val=[val for _, val in splits],
         steps_per_epoch=first.data.steps_per_epoch or 1,
         fused_steps=first.data.fused_steps,
     )
+    del splits  # the stacked copies are all that is kept
     module = ManyRuns(groups, draws)
     gradient_clipping_as_callback(first)
     trainer_options = dict(parser.instantiate(first).trainer.items())
@@ -103,7 +106,7 @@ def train_batched(
     points = []
     for group, (value, label, logger) in enumerate(zip(values, labels, loggers, strict=True)):
         runs = range(group * draws, (group + 1) * draws)
-        point, summary = measure_group(module, data_modules, runs, trainer, value, label)
+        point, summary = measure_group(module, data, run_configs[group], runs, trainer, value, label)
         (folder / label / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         logger.log_hyperparams(hparams[group], point.final_metrics())
         logger.finalize("success")
@@ -119,47 +122,52 @@ def value_hparams(run_config: Namespace, draws: int) -> dict[str, int | float | 
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in given.items()}
 
 
-def draw_data(run_config: Namespace, draw: int) -> QuadraticDataModule:
-    """The data of one draw: the value's data settings with seed data.seed + draw, set up."""
+Points = tuple[torch.Tensor, torch.Tensor]
+
+
+def draw_splits(run_config: Namespace, draw: int) -> tuple[Points, Points]:
+    """The training and validation points of one draw: the value's data settings with seed data.seed + draw."""
     options = run_config.data.as_dict()
     options["seed"] += draw
     data = QuadraticDataModule(**options)
     data.setup("fit")
-    return data
+    return (data.train_x, data.train_y), (data.val_x, data.val_y)
 
 
 def measure_group(
-    module: ManyRuns, data_modules: list[QuadraticDataModule], runs: range, trainer: L.Trainer, value: float,
+    module: ManyRuns, data: ManyRunsData, run_config: Namespace, runs: range, trainer: L.Trainer, value: float,
     label: str,
 ) -> tuple[SweepPoint, dict]:  # fmt: skip
     """One value's point (its draws' mean and spread, bias² and variance) and its summary.json."""
-    options = module.groups[runs[0] // module.draws]
+    options = run_config.model.as_dict()
     loss_fn = make_loss(options["loss"], options["huber_delta"], options["smooth_l1_beta"])
     train_mse, val_mse = module.mse("train").double().cpu(), module.mse("val").double().cpu()
     per_draw = []
-    for run in runs:
-        data = data_modules[run]
+    for draw, run in enumerate(runs):
+        (train_x, train_y), (val_x, val_y) = data.train.points(run), data.val.points(run)
         model = module.trained_model(run)
-        best = reference.optimum(model, data.train_x, data.train_y, loss_fn, options["weight_decay"])
-        both_x = torch.cat([data.train_x, data.val_x])
+        best = reference.optimum(model, train_x, train_y, loss_fn, options["weight_decay"])
+        both_x = torch.cat([train_x, val_x])
         gap = (reference.design_matrix(model, both_x) @ (model.model_parameters() - best.parameters)).square()
-        optimum_val = reference.design_matrix(model, data.val_x) @ best.parameters - data.val_y.double()
+        optimum_val = reference.design_matrix(model, val_x) @ best.parameters - val_y.double()
         per_draw.append(
             {
-                "seed": data.hparams.seed,
+                "seed": run_config.data.seed + draw,
                 "coefficients": model.coefficients().tolist(),
                 "train_mse": train_mse[run].item(),
-                "val_mse": val_mse[run].item() if len(data.val_x) else float("nan"),
+                "val_mse": val_mse[run].item() if len(val_x) else float("nan"),
                 "optimum_train_mse": best.train_mse,
-                "optimum_val_mse": optimum_val.square().mean().item() if len(data.val_x) else float("nan"),
+                "optimum_val_mse": optimum_val.square().mean().item() if len(val_x) else float("nan"),
                 "gap": gap.mean().sqrt().item(),
-                "diverged": divergence(module, run, model, data, loss_fn, options),
+                "diverged": divergence(module, run, model, train_x, loss_fn, options),
             }
         )
     kept = [d for d in per_draw if d["diverged"] is None]
-    decomposition = bias_and_variance(module, data_modules, runs, kept, per_draw)
+    generated = run_config.data.file is None
+    decomposition = bias_and_variance(module, run_config.data.as_dict(), runs, per_draw) if generated else None
+    noise_std = run_config.data.noise_std if generated else None
     point = SweepPoint.of_draws(value, label, kept or per_draw, per_draw, trainer.global_step, trainer.current_epoch,
-                                data_modules[runs[0]].true_noise_std, decomposition)  # fmt: skip
+                                noise_std, decomposition)  # fmt: skip
     summary = {
         "value": value,
         "draws": len(per_draw),
@@ -171,27 +179,24 @@ def measure_group(
     return point, summary
 
 
-def divergence(module: ManyRuns, run: int, model, data: QuadraticDataModule, loss_fn, options: dict) -> str | None:
+def divergence(
+    module: ManyRuns, run: int, model: PolynomialModel, train_x: torch.Tensor, loss_fn: nn.Module, options: dict
+) -> str | None:
     """The run's TrainingDiverged line, as `fitquad fit` would print it, or None if it did not diverge."""
     if not module.frozen[run]:
         return None
     settings = OptimizerSettings(**{k: options[k] for k in ("lr", "momentum", "dampening", "nesterov", "weight_decay")})
-    stable = conditioning(model, data.train_x, loss_fn, settings).largest_stable_lr
+    stable = conditioning(model, train_x, loss_fn, settings).largest_stable_lr
     step, loss, first = module.diverged_step[run].item(), module.diverged_loss[run].item(), module.first_loss[run]
     return str(TrainingDiverged(step, loss, first.item(), settings.lr, stable))
 
 
-def bias_and_variance(
-    module: ManyRuns, data_modules: list[QuadraticDataModule], runs: range, kept: list[dict], per_draw: list[dict]
-) -> Decomposition | None:
-    """Bias² and variance of the value's trained draws against the true curve (generated data, ≥ 2 draws)."""
-    data = data_modules[runs[0]]
-    if data.true_coefficients is None or len(kept) < 2:
+def bias_and_variance(module: ManyRuns, data_options: dict, runs: range, per_draw: list[dict]) -> Decomposition | None:
+    """Bias² and variance of the value's trained draws against the true curve (≥ 2 draws that did not diverge)."""
+    kept = [run for run, d in zip(runs, per_draw, strict=True) if d["diverged"] is None]
+    if len(kept) < 2:
         return None
-    x, truth = evaluation_points(data.hparams)
+    x, truth = evaluation_points(data_options)
     with torch.no_grad():
-        predictions = np.stack(
-            [module.trained_model(run)(x.double()).numpy() for run, d in zip(runs, per_draw, strict=True)
-             if d["diverged"] is None]
-        )  # fmt: skip
-    return decompose(predictions, truth.numpy(), data.true_noise_std**2)
+        predictions = np.stack([module.trained_model(run)(x.double()).numpy() for run in kept])
+    return decompose(predictions, truth.numpy(), data_options["noise_std"] ** 2)

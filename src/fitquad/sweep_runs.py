@@ -11,14 +11,19 @@ section naming the one setting that varies, as a dotted key (`model.degree`, `da
 line as with `fitquad fit`. Each value is parsed and type-checked like a command-line override before any
 training starts, so a bad value fails at once with one line.
 
-All runs train in this one process, each with its own Lightning Trainer (its callbacks from the
-config, TensorBoard logger, checkpoints, `RunSummary`), and land side by side in one folder:
+All runs train in this one process: as one batched model in one Lightning Trainer whenever they allow it
+(full-batch SGD; fitquad.sweep_batched), otherwise each with its own Trainer (its callbacks from the config,
+TensorBoard logger, checkpoints, `RunSummary`). With `sweep.draws: K` each value trains on K independent draws
+of the data (draw k: data.seed + k), and the table and figure show the draws' means, their spread, and the
+bias² + variance + σ² split of the expected validation MSE (fitquad.bias_variance). The runs land side by side:
 
     runs/<config name>/version_N/
-        degree_00/, degree_01/, ...   one TensorBoard run per value (events, checkpoints/, summary.json)
-        sweep.csv, sweep.md           the table: train and validation MSE per value, the noise floor σ²,
-                                      and the closed-form optimum each trained model is checked against
+        degree_00/, degree_01/, ...   one TensorBoard run per value (events, summary.json; one Trainer per value:
+                                      also checkpoints/)
+        sweep.csv, sweep.md           the table: train and validation MSE per value, the noise floor σ², and
+                                      the closed-form optimum each trained model is checked against
         sweep.png                     train and validation MSE against the swept value, σ² dashed
+        bias_variance.png             with draws: bias², variance, σ² and their sum against the value
         config.yaml                   the resolved sweep config (re-run with --config)
 
 `tensorboard --logdir runs/<config name>` shows the runs' curves together, and its HPARAMS tab each
