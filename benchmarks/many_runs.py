@@ -1,7 +1,11 @@
-"""Many runs as one batched model (fitquad.sweep_batched) against one Lightning Trainer per run, and its memory.
+"""Many runs in one Trainer against one Lightning Trainer per run, and the batched sweep's memory.
 
-    python benchmarks/many_runs.py                 # speed (capacity.yaml, 13 runs) and memory (draws 25..200)
+    python benchmarks/many_runs.py                 # the article's grid, capacity.yaml, memory (draws 25..200)
     python benchmarks/many_runs.py --repeats 5 --skip-memory
+
+The article's grid: `fitquad compare`'s 20 runs (4 losses × 5 SGD settings, 100 steps) side by side in one
+Trainer (fitquad.side_by_side) against one Trainer per run, in this process after a warm-up; the final (w, b) of
+every run compared bit for bit.
 
 Speed: `fitquad sweep --config configs/capacity.yaml` (degrees 0-12, one draw, 3 steps each) in this process,
 batched and with `--sweep.batched false`, after one warm-up of each (imports and first-call costs excluded, the
@@ -32,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CAPACITY = str(REPO / "configs" / "capacity.yaml")
 DRAWS_CONFIG = str(REPO / "configs" / "capacity_draws.yaml")
+GRID_CONFIG = str(REPO / "configs" / "sgd_article_grid.yaml")
 
 
 def time_sweep(args: list[str]) -> float:
@@ -61,6 +66,55 @@ def speed(repeats: int) -> None:
         each = ", ".join(f"{t:.2f}" for t in times[mode])
         print(f"capacity.yaml, 13 runs, {mode}: median {median:.2f} s (runs: {each})")
     print(f"batched is {medians['one Trainer per run'] / medians['batched']:.1f}x faster", flush=True)
+
+
+def grid_runs(side_by_side: bool) -> list:
+    """The article's 20-run grid (configs/sgd_article_grid.yaml, 100 steps each): trained side by side in one
+    Trainer, as `fitquad compare` trains it, or one Trainer per run; returns each run's final parameters."""
+    import lightning as L
+
+    from fitquad.compare_grid import build_parser, run_options
+    from fitquad.data import QuadraticDataModule
+    from fitquad.parameter_path import ParameterPath
+    from fitquad.side_by_side import SideBySide
+    from fitquad.training import QuadraticRegression
+
+    config = build_parser().parse_args(["--config", GRID_CONFIG])
+    data = QuadraticDataModule(**config.data)
+    data.setup("fit")
+    runs = [run_options(config, loss, setting) for loss in config.losses for setting in config.settings]
+    quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                 enable_model_summary=False, max_steps=config.max_steps)  # fmt: skip
+    if side_by_side:
+        module = SideBySide(runs, data.train_x)
+        L.Trainer(**quiet).fit(module, train_dataloaders=data.train_dataloader())
+        return [module.path(run)[-1] for run in range(len(runs))]
+    finals = []
+    for options in runs:  # as `fitquad compare` trained its grid before
+        recorder = ParameterPath()
+        trainer = L.Trainer(**quiet, callbacks=[recorder], num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(QuadraticRegression(**options), datamodule=data)
+        finals.append(recorder.path()[-1])
+    return finals
+
+
+def grid(repeats: int) -> None:
+    import torch
+
+    from fitquad.cli import lightning_quiet
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with lightning_quiet():
+        finals = {mode: grid_runs(mode) for mode in times}  # warm-up, and the results compared
+        for _ in range(repeats):
+            for mode in times:
+                start = time.perf_counter()
+                grid_runs(mode)
+                times[mode].append(time.perf_counter() - start)
+    same = all(torch.equal(a, b) for a, b in zip(finals[True], finals[False], strict=True))
+    together, apart = statistics.median(times[True]), statistics.median(times[False])
+    print(f"article grid, 20 runs × 100 steps: side by side {together:.3f} s, one Trainer per run {apart:.3f} s "
+          f"(medians of {repeats}): {apart / together:.1f}x; final (w, b) of every run identical: {same}")  # fmt: skip
 
 
 def peak_rss(draws: int) -> int:
@@ -100,6 +154,7 @@ def main() -> None:
 
     settle_warnings_and_yaml()  # as every fitquad command starts: Lightning's known warnings off, by message
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
+    grid(args.repeats)
     speed(args.repeats)
     if not args.skip_memory:
         memory()

@@ -77,3 +77,47 @@ def test_compare_rejects_bad_input_in_one_line(tmp_path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("fitquad compare: error:") and "losses" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_run_of_the_article_grid_is_bit_for_bit_the_run_alone(tmp_path) -> None:
+    # The 20 runs train side by side in one Trainer (fitquad.side_by_side); each must be the run alone.
+    run_fitquad("compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--resolution", "11", cwd=tmp_path)
+    table = (tmp_path / "runs" / "sgd_article_grid" / "version_0" / "compare.csv").read_text()
+    rows = list(csv.DictReader(table.splitlines()))
+    assert len(rows) == 20
+    datamodule = QuadraticDataModule(n_train=50, n_val=0, n_test=0, seed=20240215)
+    datamodule.setup("fit")
+    losses = {"mse": torch.nn.MSELoss(), "l1": torch.nn.L1Loss(), "huber": torch.nn.HuberLoss(),
+              "smooth_l1": torch.nn.SmoothL1Loss()}  # fmt: skip
+    for row in rows:
+        sgd = {k: float(row[k]) for k in ("momentum", "dampening", "weight_decay")}
+        neuron = PolynomialModel(degree=1)
+        with torch.no_grad():
+            neuron.linear.weight.fill_(6.0)
+            neuron.linear.bias.fill_(-3.0)
+        path = plain_sgd_path(neuron, datamodule.train_x, datamodule.train_y, 100, losses[row["loss"]], lr=0.1,
+                              nesterov=row["nesterov"] == "True", **sgd)  # fmt: skip
+        assert (float(row["final_w"]), float(row["final_b"])) == (path[-1, 1].item(), path[-1, 0].item()), row
+
+
+def test_a_diverging_run_is_marked_and_the_others_train_on(tmp_path) -> None:
+    # lr 3 is above MSE's largest stable lr (0.976); L1's gradient is bounded, so its runs do not blow up.
+    result = run_fitquad(
+        "compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--losses", "[mse, l1]",
+        "--settings", "[{name: plain}]", "--model.lr", "3", "--max_steps", str(STEPS), "--resolution", "11",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().endswith("1 run(s) diverged (mse, plain): see the table")
+    folder = tmp_path / "runs" / "sgd_article_grid" / "version_0"
+    assert (folder / "compare.png").stat().st_size > 0
+    mse, l1 = csv.DictReader((folder / "compare.csv").read_text().splitlines())
+    assert (
+        mse["diverged"].startswith("training diverged at step") and "the largest stable lr is 0.976" in mse["diverged"]
+    )
+    assert l1["diverged"] == ""
+    datamodule = QuadraticDataModule(n_train=50, n_val=0, n_test=0, seed=20240215)
+    datamodule.setup("fit")
+    _, w, b = plain_gd(datamodule.train_x, datamodule.train_y, torch.nn.L1Loss(), lr=3.0)
+    assert (float(l1["final_w"]), float(l1["final_b"])) == (w, b)
+    assert "mse, plain: training diverged at step" in (folder / "compare.md").read_text()

@@ -186,5 +186,5 @@ def compare(config: str | Path | None = None, **options: Any) -> TableResult:
         parser = build_parser()
         parsed = parser.parse_args(command_line(config, options))
         check_comparison(parsed)
-        folder = run_compare(parsed, parser).resolve()
+        folder = run_compare(parsed, parser)[0].resolve()
     return TableResult(folder, _rows(folder / "compare.csv"), (folder / "compare.md").read_text(), _figures(folder))

@@ -14,8 +14,10 @@ The config is a YAML file with these keys (all optional; each is also a command-
     max_steps:   optimizer steps per run
     resolution, margin, parameters, levels: the landscape's grid, as for fitquad.landscape.LossLandscape
 
-Every pair runs in this process on the same data, with a quiet Lightning Trainer per run (CPU, no logger,
-no checkpoints, no validation: only the recorded path is used). The output lands in
+Every pair trains on the same data side by side in one quiet Lightning Trainer (fitquad.side_by_side: each
+run's path bit for bit the one it takes alone; CPU, no logger, no checkpoints, no validation: only the recorded
+paths are used). A run that diverges is marked in the table and the figure, its path ending at its last good
+parameters; the others train on, and the command exits with status 1 after writing everything. The output lands in
 runs/<config name>/version_N: compare.png (a panel per loss and setting on shared axes, each path on its
 own loss's surface), compare.csv and compare.md (final loss, final coefficients, the loss's optimum, and
 the steps taken to get within 1% of it), and config.yaml (the resolved comparison, to re-run it).
@@ -34,6 +36,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from fitquad.cli import lightning_quiet
+from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.landscape import (
@@ -49,10 +52,11 @@ from fitquad.landscape import (
 )
 from fitquad.limits import check_landscape_grid, check_limits
 from fitquad.model import PolynomialModel, polynomial_basis
-from fitquad.parameter_path import ParameterPath
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
+from fitquad.side_by_side import SGD_OPTIONS, SideBySide
 from fitquad.training import LossName, QuadraticRegression
 from fitquad.validation import InvalidInput
+from fitquad.verdicts import TrainingDiverged
 
 if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
     from matplotlib.figure import Figure
@@ -92,6 +96,7 @@ class RunResult:
     optimum: torch.Tensor  # of the loss, original units
     optimum_loss: float
     decay_optimum: torch.Tensor | None  # of loss + weight decay (None without weight decay)
+    diverged: str | None = None  # why the run diverged (its path ends at its last good parameters), if it did
 
     @property
     def steps_to_within(self) -> int | None:
@@ -123,50 +128,51 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run_one(config, datamodule: QuadraticDataModule, loss: str, setting: OptimizerSetting) -> torch.Tensor:
-    """Fit one loss × setting; returns the recorded path in original-unit coefficients."""
-    model_args = dict(config.model)
-    if setting.lr is not None:
-        model_args["lr"] = setting.lr
-    sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
-    model = QuadraticRegression(**model_args, loss=loss, weight_decay=setting.weight_decay, **sgd)
-    recorder = ParameterPath()
+def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
+    """Every loss × setting on the same data, side by side in one Trainer, in config order (row by row)."""
+    pairs = [(loss, setting) for loss in config.losses for setting in config.settings]
+    module = SideBySide([run_options(config, loss, setting) for loss, setting in pairs], datamodule.train_x)
     on_signal = CheckpointOnSignal(filename=None)  # Ctrl-C or SIGTERM: stop the grid after this step
     trainer = L.Trainer(
         accelerator="cpu",
-        callbacks=[recorder, on_signal],
+        callbacks=[on_signal],
         max_steps=config.max_steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,  # the path is all we need
     )
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader())  # no validation: the paths are all we need
     if on_signal.received is not None:
         raise Interrupted(on_signal.received)
-    return model.model.coefficients_of(recorder.path())
-
-
-def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
-    """Every loss × setting on the same data, in config order (row by row)."""
     # The model's basis, for the closed-form optima (fitquad.reference); coefficients come out in original units.
     model = PolynomialModel(config.model.degree, config.model.feature_scaling)
     model.fit_feature_scaling(datamodule.train_x)
     results = []
-    for loss in config.losses:
-        loss_fn = QuadraticRegression(loss=loss, **_loss_options(config)).loss_fn
+    for run, (loss, setting) in enumerate(pairs):
+        loss_fn = module.loss_fns[run]
         optimum = loss_optimum(model, datamodule.train_x, y, loss_fn)
         optimum_loss = loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
-        for setting in config.settings:
-            path = run_one(config, datamodule, loss, setting)
-            path_loss = loss_at(loss_fn, basis, y, path)
-            decay_optimum = None
-            if setting.weight_decay > 0:
-                decay_optimum = loss_optimum(model, datamodule.train_x, y, loss_fn, setting.weight_decay)
-            results.append(RunResult(loss, setting, path, path_loss, optimum, optimum_loss, decay_optimum))
+        path = module.models[run].coefficients_of(module.path(run))
+        decay_optimum = None
+        if setting.weight_decay > 0:
+            decay_optimum = loss_optimum(model, datamodule.train_x, y, loss_fn, setting.weight_decay)
+        diverged = None
+        if module.diverged[run] is not None:
+            step, bad_loss, first = module.diverged[run]
+            sgd = OptimizerSettings(**{k: module.runs[run][k] for k in SGD_OPTIONS})
+            stable = conditioning(module.models[run], datamodule.train_x, loss_fn, sgd).largest_stable_lr
+            diverged = str(TrainingDiverged(step, bad_loss, first, sgd.lr, stable))
+        path_loss = loss_at(loss_fn, basis, y, path)
+        results.append(RunResult(loss, setting, path, path_loss, optimum, optimum_loss, decay_optimum, diverged))
     return results
+
+
+def run_options(config, loss: str, setting: OptimizerSetting) -> dict:
+    """QuadraticRegression's arguments for one loss × setting."""
+    options = {**dict(config.model), "loss": loss, "lr": setting.lr if setting.lr is not None else config.model.lr}
+    return {**options, "momentum": setting.momentum, "dampening": setting.dampening, "nesterov": setting.nesterov,
+            "weight_decay": setting.weight_decay}  # fmt: skip
 
 
 def _loss_options(config) -> dict:
@@ -198,6 +204,8 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
         steps = result.steps_to_within
         arrived = f"from step {steps} on" if steps is not None else "not at the end"
         note = f"final {result.path_loss[-1].item():.4g}\nwithin 1%: {arrived}"
+        if result.diverged:
+            note = f"diverged\nlast good loss {result.path_loss[-1].item():.4g}"
         ax.text(0.03, 0.97, note, transform=ax.transAxes, va="top", fontsize="x-small", color="white")
         ax.label_outer()
     for ax, setting in zip(panels[0], config.settings, strict=True):
@@ -218,7 +226,7 @@ def write_tables(results: list[RunResult], names: list[str], folder: Path) -> st
     """compare.csv and compare.md; returns the Markdown table."""
     csv_header = ["loss", "setting", "lr", "momentum", "dampening", "nesterov", "weight_decay", "final_loss"]
     csv_header += [f"final_{n}" for n in names] + ["optimum_loss"] + [f"optimum_{n}" for n in names]
-    csv_header += ["steps_to_within_1pct"]
+    csv_header += ["steps_to_within_1pct", "diverged"]
     csv_lines = [",".join(csv_header)]
     shown = list(reversed(names))  # w before b, a before b before c
     md_header = ["loss", "setting", "final loss", *[f"final {n}" for n in shown], "optimum loss", "steps to within 1%"]
@@ -228,12 +236,14 @@ def write_tables(results: list[RunResult], names: list[str], folder: Path) -> st
         final = r.path[-1].tolist()
         row = [r.loss, f'"{s.name}"', s.lr if s.lr is not None else "", s.momentum, s.dampening, s.nesterov]
         row += [s.weight_decay, repr(r.path_loss[-1].item()), *map(repr, final), repr(r.optimum_loss)]
-        row += [*map(repr, r.optimum.tolist()), "" if steps is None else steps]
+        row += [*map(repr, r.optimum.tolist()), "" if steps is None or r.diverged else steps]
+        row.append(f'"{r.diverged}"' if r.diverged else "")
         csv_lines.append(",".join(str(v) for v in row))
         final_shown = [f"{final[names.index(n)]:.4f}" for n in shown]
         md_row = [r.loss, s.name, f"{r.path_loss[-1].item():.4f}", *final_shown, f"{r.optimum_loss:.4f}"]
-        md_row.append("never" if steps is None else str(steps))
+        md_row.append("diverged (below)" if r.diverged else "never" if steps is None else str(steps))
         md_lines.append("| " + " | ".join(md_row) + " |")
+    md_lines += [f"\n{r.loss}, {r.setting.name}: {r.diverged}" for r in results if r.diverged]
     (folder / "compare.csv").write_text("\n".join(csv_lines) + "\n")
     markdown = "\n".join(md_lines) + "\n"
     (folder / "compare.md").write_text(markdown)
@@ -245,11 +255,16 @@ def main(argv: list[str]) -> None:
     try:
         config = parser.parse_args(argv)
         check_comparison(config)
-        compare(config, parser)
+        _, results = compare(config, parser)
     # InvalidInput: a range the data or the model checks (fitquad.validation). One line each.
     except (ArgumentError, InvalidInput) as error:
         print(f"fitquad compare: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
+    diverged = [f"{r.loss}, {r.setting.name}" for r in results if r.diverged]
+    if diverged:  # as `fitquad sweep` does: everything is written, the status says some runs blew up
+        print(f"fitquad compare: error: {len(diverged)} run(s) diverged ({'; '.join(diverged)}): see the table",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
 
 
 def check_comparison(config) -> None:
@@ -291,8 +306,8 @@ def check_comparison(config) -> None:
         check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})
 
 
-def compare(config, parser: ArgumentParser) -> Path:
-    """Run the grid, draw it, write the tables, in runs/<config name>/version_N; returns that folder."""
+def compare(config, parser: ArgumentParser) -> tuple[Path, list[RunResult]]:
+    """Run the grid, draw it, write the tables, in runs/<config name>/version_N; returns that folder and the runs."""
     name = config_name(config, default="compare")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     datamodule = QuadraticDataModule(**config.data)  # checks the data options before any folder is made
@@ -313,4 +328,4 @@ def compare(config, parser: ArgumentParser) -> Path:
     parser.save(config, folder / "config.yaml", skip_unset=False, overwrite=True)
     print(markdown, end="")
     print(f"fitquad: compare finished in {folder}: compare.png, compare.csv, compare.md", flush=True)
-    return folder
+    return folder, results

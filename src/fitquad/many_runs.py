@@ -99,6 +99,11 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def loss_of(options: dict[str, Any]) -> tuple:
+    """What decides a group's loss function."""
+    return options["loss"], options["huber_delta"], options["smooth_l1_beta"]
+
+
 class ManyRuns(L.LightningModule):
     """Groups of runs, each group one model and SGD setting trained on `draws` data draws.
 
@@ -115,14 +120,14 @@ class ManyRuns(L.LightningModule):
         self.runs = len(groups) * draws
         self.width = max(options["degree"] for options in groups) + 1
         self.thetas = nn.ParameterList()
-        self.models: list[PolynomialModel] = []  # each run's feature scaling (float64, outside the module's dtype)
+        # Each run's feature scaling: a plain list, not submodules, so Lightning's precision leaves it in float64.
+        self.models: list[PolynomialModel] = []
         # Consecutive groups with the same loss share one loss evaluation: (first run, end run, group's options).
         self.loss_segments: list[tuple[int, int, dict[str, Any]]] = []
         for group, options in enumerate(groups):
-            start, key = group * draws, [options[k] for k in ("loss", "huber_delta", "smooth_l1_beta")]
-            previous = self.loss_segments[-1] if self.loss_segments else None
-            if previous and [previous[2][k] for k in ("loss", "huber_delta", "smooth_l1_beta")] == key:
-                self.loss_segments[-1] = (previous[0], start + draws, previous[2])
+            start = group * draws
+            if self.loss_segments and loss_of(self.loss_segments[-1][2]) == loss_of(options):
+                self.loss_segments[-1] = (self.loss_segments[-1][0], start + draws, self.loss_segments[-1][2])
             else:
                 self.loss_segments.append((start, start + draws, options))
 
@@ -141,11 +146,7 @@ class ManyRuns(L.LightningModule):
             parameters = model.model_parameters()
             rows[run, : len(parameters)] = parameters
             self.models.append(model)
-        self.thetas.extend(nn.Parameter(rows[g * self.draws : (g + 1) * self.draws].clone()) for g in self.groups_range)
-
-    @property
-    def groups_range(self) -> range:
-        return range(len(self.groups))
+        self.thetas.extend(nn.Parameter(group_rows.clone()) for group_rows in rows.split(self.draws))
 
     def design(self, split_x: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         """(runs, points, P) design rows [1, z, z², …] of every run, in the module's dtype, zero where padded."""
