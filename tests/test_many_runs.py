@@ -266,6 +266,14 @@ def test_the_draws_config_writes_bands_bias_variance_and_one_run_per_value(tmp_p
             "trainer.callbacks has EarlyStopping (batched runs take only GradientClipping)",
         ),
         (
+            ["--sweep.draws", "2", "--sweep.batched", "false"],
+            "sweep.draws 2 needs the runs batched: set sweep.batched null (or true), or sweep.draws 1",
+        ),
+        (
+            ["--sweep.draws", "100000000"],
+            "sweep.draws 100000000 × 2 values (200000000 runs of up to 215 points) would need about",
+        ),
+        (
             [
                 "--sweep.draws",
                 "2",

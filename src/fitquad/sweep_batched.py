@@ -30,6 +30,7 @@ from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.config_adjustments import gradient_clipping_as_callback
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
+from fitquad.limits import check_fits_in_memory
 from fitquad.many_runs import ManyRuns, ManyRunsData
 from fitquad.model import PolynomialModel
 from fitquad.sweep_report import SweepPoint
@@ -63,6 +64,23 @@ def why_not_batched(run_configs: list[Namespace], draws: int) -> str | None:
     if draws > 1 and first.data.file is not None:
         return "sweep.draws needs generated data: data.file has one draw"
     return None
+
+
+# Per run, beyond its points' float64 designs: its feature scaling (a PolynomialModel, ~17 KiB measured), its
+# parameters and its results. Per point: x and y stacked, the training and validation designs, and the
+# evaluation's temporaries.
+BYTES_PER_RUN = 24 * 1024
+BYTES_PER_POINT_AND_FEATURE = 24
+
+
+def check_batched_memory(run_configs: list[Namespace], draws: int) -> None:
+    """InvalidInput if the batched fit of all values × draws would not fit in the memory available."""
+    runs = len(run_configs) * draws
+    points = max(c.data.n_train + c.data.n_val for c in run_configs)
+    width = max(c.model.degree for c in run_configs) + 1
+    needed = runs * (BYTES_PER_RUN + points * (16 + BYTES_PER_POINT_AND_FEATURE * width))
+    check_fits_in_memory(f"sweep.draws {draws} × {len(run_configs)} values ({runs} runs of up to {points} points)",
+                         needed, "ask for fewer draws or values")  # fmt: skip
 
 
 def train_batched(

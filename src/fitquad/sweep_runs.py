@@ -60,10 +60,10 @@ from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.limits import check_limits
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
-from fitquad.sweep_batched import train_batched, why_not_batched
+from fitquad.sweep_batched import check_batched_memory, train_batched, why_not_batched
 from fitquad.sweep_report import SweepPoint, write_results
 from fitquad.training import QuadraticRegression
-from fitquad.validation import GENERATED_ONLY, check_config, check_enough_points
+from fitquad.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
 from fitquad.verdicts import TrainingDiverged
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
@@ -213,11 +213,18 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     draws, batched = config["sweep.draws"], config["sweep.batched"]
     if draws < 1:
         parser.error(f"sweep.draws must be ≥ 1, got {draws}")
+    if draws > 1 and batched is False:
+        parser.error(f"sweep.draws {draws} needs the runs batched: set sweep.batched null (or true), or sweep.draws 1")
     reason = why_not_batched(run_configs, draws)
     if reason is not None and (batched or draws > 1):
         what = f"sweep.draws {draws}" if draws > 1 else "sweep.batched true"
         parser.error(f"{what} needs the runs batched, and these cannot be: {reason}")
     batched = reason is None if batched is None else batched
+    if batched:
+        try:
+            check_batched_memory(run_configs, draws)
+        except InvalidInput as error:
+            parser.error(str(error))
 
     name = config_name(config, default="sweep")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
