@@ -31,7 +31,6 @@ from torch import nn
 from torch.nn import functional
 
 from fitquad.model import PolynomialModel
-from fitquad.reference import float64_copy
 from fitquad.training import initialize
 from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR
 
@@ -120,8 +119,11 @@ class ManyRuns(L.LightningModule):
         self.runs = len(groups) * draws
         self.width = max(options["degree"] for options in groups) + 1
         self.thetas = nn.ParameterList()
-        # Each run's feature scaling: a plain list, not submodules, so Lightning's precision leaves it in float64.
-        self.models: list[PolynomialModel] = []
+        # Each group's feature scaling, PolynomialModel's buffers stacked over its runs (shift, scale: (draws,);
+        # feature_mean: (draws, degree); whitening: (draws, degree, degree)). Plain tensors, not buffers, so that
+        # Lightning's precision leaves them in float64; stacked, not a model per run, so that a run costs its data
+        # and parameters only.
+        self.scalings: list[dict[str, torch.Tensor]] = []
         # Consecutive groups with the same loss share one loss evaluation: (first run, end run, group's options).
         self.loss_segments: list[tuple[int, int, dict[str, Any]]] = []
         for group, options in enumerate(groups):
@@ -135,27 +137,40 @@ class ManyRuns(L.LightningModule):
     def setup(self, stage: str) -> None:
         # As QuadraticRegression.setup: each run's scaling and starting parameters from its own training points,
         # before Lightning converts the parameters to the run's precision.
-        if stage != "fit" or self.models:
+        if stage != "fit" or self.scalings:
             return
         train = self.trainer.datamodule.train
         rows = torch.zeros(self.runs, self.width)
-        for run in range(self.runs):
-            options = self.groups[run // self.draws]
-            model = PolynomialModel(options["degree"], options["feature_scaling"])
-            initialize(model, train.points(run)[0], options["init_coefficients"], options["init_seed"])
-            parameters = model.model_parameters()
-            rows[run, : len(parameters)] = parameters
-            self.models.append(model)
+        for group, options in enumerate(self.groups):
+            buffers = []
+            for run in range(group * self.draws, (group + 1) * self.draws):
+                model = PolynomialModel(options["degree"], options["feature_scaling"])
+                initialize(model, train.points(run)[0], options["init_coefficients"], options["init_seed"])
+                parameters = model.model_parameters()
+                rows[run, : len(parameters)] = parameters
+                buffers.append(dict(model.named_buffers()))
+            self.scalings.append({name: torch.stack([b[name] for b in buffers]) for name in buffers[0]})
         self.thetas.extend(nn.Parameter(group_rows.clone()) for group_rows in rows.split(self.draws))
 
     def design(self, split_x: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """(runs, points, P) design rows [1, z, z², …] of every run, in the module's dtype, zero where padded."""
+        """(runs, points, P) design rows [1, z, z², …] of every run, in the module's dtype, zero where padded: each
+        group's runs at once, computed as PolynomialModel.features computes one run's."""
         design = torch.zeros(self.runs, split_x.shape[1], self.width, dtype=self.dtype, device=self.device)
-        for run, model in enumerate(self.models):
-            n = int(count[run])
-            design[run, :n, 0] = 1.0
-            design[run, :n, 1 : model.degree + 1] = model.features(split_x[run, :n].to(self.device, self.dtype))
-        return design
+        real = torch.arange(split_x.shape[1]) < count.unsqueeze(-1)  # (runs, points): not padding
+        for group, (options, scaling) in enumerate(zip(self.groups, self.scalings, strict=True)):
+            runs = slice(group * self.draws, (group + 1) * self.draws)
+            degree, kind = options["degree"], options["feature_scaling"]
+            z = split_x[runs].to(self.device, self.dtype)
+            as_dtype = {name: value.to(self.device, self.dtype) for name, value in scaling.items()}
+            if kind != "none":
+                z = (z - as_dtype["shift"].unsqueeze(-1)) / as_dtype["scale"].unsqueeze(-1)
+            if degree > 0:
+                powers = torch.stack([z**k for k in range(1, degree + 1)], dim=-1)
+                if kind == "whiten":
+                    powers = (powers - as_dtype["feature_mean"].unsqueeze(1)) @ as_dtype["whitening"]
+                design[runs, :, 1 : degree + 1] = powers
+            design[runs, :, 0] = 1.0
+        return design.mul_(real.to(self.device).unsqueeze(-1))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         sgd = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
@@ -267,10 +282,12 @@ class ManyRuns(L.LightningModule):
             logger.log_metrics({name: mean[group] for name, mean in means.items()}, step=self.global_step)
 
     def trained_model(self, run: int) -> PolynomialModel:
-        """Run `run`'s PolynomialModel (its scaling) holding its trained parameters, float64."""
-        model = float64_copy(self.models[run])
+        """Run `run` as a float64 PolynomialModel: its scaling and its trained parameters."""
+        group, draw = divmod(run, self.draws)
+        options = self.groups[group]
+        model = PolynomialModel(options["degree"], options["feature_scaling"]).to(torch.float64)
         theta = self.parameters_now()[run].double().cpu()
-        with torch.no_grad():
-            model.linear.bias.copy_(theta[:1])
-            model.linear.weight.copy_(theta[1 : model.degree + 1].view(1, -1))
+        state = {name: value[draw] for name, value in self.scalings[group].items()}
+        state["linear.bias"], state["linear.weight"] = theta[:1], theta[1 : model.degree + 1].view(1, -1)
+        model.load_state_dict(state)
         return model
