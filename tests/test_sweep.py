@@ -204,7 +204,8 @@ def test_bad_sweep_input_is_one_line(
 
 
 def test_the_sweep_figure_frames_the_u_not_the_largest_error() -> None:
-    from fitquad.sweep_report import SweepPoint, frame
+    from fitquad.sweep_figures import frame
+    from fitquad.sweep_report import SweepPoint
 
     def point(degree: int, train: float, val: float) -> SweepPoint:
         return SweepPoint(degree, train, val, 0.09, train, val, 0.0, 10, 1, f"degree_{degree}")
