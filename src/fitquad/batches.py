@@ -20,6 +20,26 @@ Shuffle = Literal["every_pass", "blocks"]
 Batches = torch.Tensor | tuple[torch.Tensor, ...]  # one batch per optimizer step: (steps, size) or a tuple
 
 
+# Points gathered at a time when shuffling: only this many indices are ever widened to int64.
+GATHER_CHUNK = 1 << 22
+
+
+def permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """torch.randperm(n) in int32 where n allows: 4 bytes a point instead of 8, the same permutation, and the
+    generator left in the same state (so every later draw is unchanged)."""
+    return torch.randperm(n, generator=generator, dtype=torch.int32 if n <= torch.iinfo(torch.int32).max else None)
+
+
+def gathered(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """values[order], a chunk at a time: indexing takes int64 indices, and a whole int64 copy of the order would
+    cost 8 bytes a point at the peak of the shuffle."""
+    out = torch.empty_like(values)
+    for start in range(0, len(order), GATHER_CHUNK):
+        part = order[start : start + GATHER_CHUNK].to(values.device, torch.int64)
+        out[start : start + len(part)] = values[part]
+    return out
+
+
 class InMemoryBatches:
     """An iterable that Lightning uses as a dataloader: it yields batches sliced from in-memory tensors.
 
@@ -65,8 +85,9 @@ class InMemoryBatches:
         self.generator = torch.Generator().manual_seed(seed)
         self.x, self.y = x, y
         if shuffle == "blocks" and not self.full_batch:
-            order = torch.randperm(self.n, generator=self.generator)
-            self.blocks_x, self.blocks_y = x[order].split(self.batch_size), y[order].split(self.batch_size)
+            order = permutation(self.n, self.generator)
+            self.blocks_x = gathered(x, order).split(self.batch_size)
+            self.blocks_y = gathered(y, order).split(self.batch_size)
         self.batch_in_pass = self.batches_per_pass  # position in the current pass: at its end, so a new one starts
         self.epoch_start = self.batch_in_pass  # batch_in_pass where the current epoch started
         self.items_served = 0  # items of the current epoch already yielded
@@ -154,8 +175,8 @@ class InMemoryBatches:
         if self.shuffle == "blocks":
             self.block_order = torch.randperm(self.batches_per_pass, generator=self.generator).tolist()
         else:
-            order = torch.randperm(self.n, generator=self.generator)
-            self.pass_x, self.pass_y = self.x[order.to(self.x.device)], self.y[order.to(self.y.device)]
+            order = permutation(self.n, self.generator)
+            self.pass_x, self.pass_y = gathered(self.x, order), gathered(self.y, order)
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         return {
