@@ -11,10 +11,12 @@ from torch import nn
 
 import fitquad.data
 import fitquad.reference
+import fitquad.streaming
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import draw_quadratic
 from fitquad.model import PolynomialModel
 from fitquad.reference import evaluate, float64_copy, loss_resolution, optimum
+from fitquad.validation import InvalidInput
 
 
 def whole_array_draw(rng, n, a, b, c, noise, distribution, low, high, mean, std):
@@ -73,3 +75,32 @@ def test_streamed_float64_passes_give_the_dense_numbers(monkeypatch, many_points
     resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
     assert resolution == pytest.approx(dense_resolution, rel=1e-12)
     assert evaluate(model64, x, y, loss_fn) == pytest.approx(dense_evaluation, rel=1e-12)
+
+
+@pytest.mark.parametrize("degree", [1, 4, 8])
+def test_streamed_feature_scaling_gives_the_dense_scaling(monkeypatch, many_points, degree):
+    x, _ = many_points
+    dense = {kind: PolynomialModel(degree, kind) for kind in ("standardize", "whiten")}
+    for model in dense.values():
+        model.fit_feature_scaling(x)
+    monkeypatch.setattr(fitquad.streaming, "CHUNK_POINTS", 700)
+    for kind, reference in dense.items():
+        model = PolynomialModel(degree, kind)
+        model.fit_feature_scaling(x)
+        assert model.shift.item() == pytest.approx(reference.shift.item(), rel=1e-12, abs=1e-15)
+        assert model.scale.item() == pytest.approx(reference.scale.item(), rel=1e-12)
+        features, expected = float64_copy(model).features(x.double()), float64_copy(reference).features(x.double())
+        if kind == "whiten":  # orthonormal on the points, and the dense features up to each column's sign
+            identity = torch.eye(degree, dtype=torch.float64)
+            torch.testing.assert_close(features.mean(dim=0), torch.zeros_like(identity[0]), atol=1e-9, rtol=0)
+            torch.testing.assert_close(features.T @ features / len(x), identity, atol=1e-8, rtol=0)
+            signs = torch.sign((features * expected).sum(dim=0))
+            features = features * signs
+        torch.testing.assert_close(features, expected, rtol=1e-8, atol=1e-8)
+
+
+def test_too_few_distinct_values_are_counted_on_many_points(monkeypatch):
+    monkeypatch.setattr(fitquad.streaming, "CHUNK_POINTS", 700)
+    x = torch.tensor([0.0, 1.0, 2.0]).repeat(2000)  # 6,000 points, 3 distinct
+    with pytest.raises(InvalidInput, match="training x values, and the training data has 3"):
+        PolynomialModel(4, "whiten").fit_feature_scaling(x)

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fitquad.streaming import distinct_count, mean_and_std, powers_mean_and_r
 from fitquad.validation import InvalidInput
 
 FeatureScaling = Literal["none", "standardize", "whiten"]
@@ -67,30 +68,26 @@ class PolynomialModel(nn.Module):
         self.register_buffer("whitening", torch.eye(degree, dtype=float64))
 
     def fit_feature_scaling(self, train_x: torch.Tensor) -> None:
-        """Set the scaling from the training inputs (no-op for feature_scaling='none')."""
+        """Set the scaling from the training inputs (no-op for feature_scaling='none'), in float64; on millions of
+        points a chunk at a time (fitquad.streaming)."""
         if self.feature_scaling == "none":
             return
-        x = train_x.double()
-        self.shift.fill_(x.mean().item())
-        # Population std; a constant x (std 0) keeps scale 1 rather than dividing by zero.
-        self.scale.fill_(x.std(correction=0).item() or 1.0)
+        shift, scale = mean_and_std(train_x)
+        self.shift.fill_(shift)
+        self.scale.fill_(scale or 1.0)  # a constant x (std 0) keeps scale 1 rather than dividing by zero
         if self.feature_scaling == "whiten" and self.degree > 0:
-            # QR of the centred powers of z, in float64: (P − mean) = Q·R, and Q·√n has orthonormal
-            # columns of mean square 1, so whitening = R⁻¹·√n.
-            z = (x - self.shift.double()) / self.scale.double()
-            powers = torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
-            mean = powers.mean(dim=0)
-            _, r = torch.linalg.qr(powers - mean)
-            distinct = len(torch.unique(x))
+            # QR of the centred powers of z: (P − mean) = Q·R, and Q·√n has orthonormal columns of mean square 1,
+            # so whitening = R⁻¹·√n.
+            mean, r = powers_mean_and_r(train_x, self.shift.item(), self.scale.item(), self.degree)
+            distinct = distinct_count(train_x, self.degree + 1)
             if distinct <= self.degree or not (r.diagonal().abs() > 0).all():  # the powers are linearly dependent
                 raise InvalidInput(
                     f"model.feature_scaling whiten needs at least model.degree + 1 = {self.degree + 1} distinct "
                     f"training x values, and the training data has {distinct}: use standardize, a lower degree, "
                     "or x spread wider"
                 )
-            whitening = torch.linalg.inv(r) * len(x) ** 0.5
             self.feature_mean.copy_(mean)
-            self.whitening.copy_(whitening)
+            self.whitening.copy_(torch.linalg.inv(r) * len(train_x) ** 0.5)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The (n, degree) matrix of z, z², …, z^degree."""

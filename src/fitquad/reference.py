@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from fitquad.model import PolynomialModel
+from fitquad.streaming import CHUNK_POINTS
 
 # IRLS stops when no parameter moves by more than this, relative to the parameters' size.
 IRLS_TOLERANCE = 1e-13
@@ -60,11 +61,9 @@ def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
 
 
-# Points a float64 pass over the data holds at once. A problem of up to this many points is solved in one
-# piece, exactly as a dense solver would; beyond it the passes stream: float64 rows of the design matrix
-# (CHUNK_POINTS × p, ≤ 27 MB at degree 12) exist one chunk at a time, so millions of points cost no float64
-# copy of the data (README, "Many points").
-CHUNK_POINTS = 1 << 18
+# CHUNK_POINTS (fitquad.streaming): a problem of up to this many points is solved in one piece, exactly as a dense
+# solver would; beyond it the passes stream: float64 rows of the design matrix (CHUNK_POINTS × p) exist one chunk
+# at a time, so millions of points cost no float64 copy of the data (README, "Many points").
 
 
 Chunk = tuple[torch.Tensor, torch.Tensor | None]
