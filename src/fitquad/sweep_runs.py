@@ -71,19 +71,22 @@ SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
 
 @dataclass
 class SweepSettings:
-    """The `sweep:` section of a sweep config."""
+    """The `sweep:` section of a sweep config.
 
-    # The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
+    Args:
+        parameter: The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
+        values: Its values, one run each, in this order (also the x-axis of the figure).
+        x_scale: The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
+        draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
+            and bias² + variance + σ² (fitquad.bias_variance); needs the runs batched.
+        batched: null: all runs as one batched model whenever they allow it (full-batch SGD; fitquad.sweep_batched),
+            else one Trainer per value; false: one Trainer per value; true: batched, or say why not.
+    """
+
     parameter: str
-    # Its values, one run each, in this order (also the x-axis of the figure).
     values: list[int | float]
-    # The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
     x_scale: Literal["linear", "log"] = "linear"
-    # Independent data draws per value (draw k: data.seed + k): > 1 gives each value's mean and spread, and
-    # bias² and variance (fitquad.bias_variance). Needs the runs batched.
     draws: int = 1
-    # null: train all runs as one batched model whenever they allow it (fitquad.sweep_batched), else one Trainer
-    # per value; false: one Trainer per value; true: batched, or say why not.
     batched: bool | None = None
 
 
