@@ -167,8 +167,9 @@ def fit(config: str | Path | None = None, **options: Any) -> FitResult:
 
 
 def sweep(config: str | Path | None = None, **options: Any) -> TableResult:
-    """`fitquad sweep --config <config> <options>`: its table and figure. A run that diverged is marked in the
-    table (its MSEs inf or nan), as the command leaves it."""
+    """`fitquad sweep --config <config> <options>`: its table and figures. A run that diverged is marked in the
+    table, as the command leaves it (batched, its MSEs are those of its last good parameters; with one Trainer per
+    value, inf or nan)."""
     from fitquad.sweep_runs import sweep as run_sweep
 
     with as_a_command_runs():
