@@ -4,6 +4,8 @@ where one process does."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -65,3 +67,31 @@ def test_full_batch_ddp_on_two_processes_matches_one_process(tmp_path: Path, mon
     torch.testing.assert_close(
         torch.tensor(read_train_losses(ddp_folder)), torch.tensor(read_train_losses(single_folder))
     )
+
+
+def test_torchrun_launches_every_rank_into_one_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchrun (like SLURM's srun) starts every rank itself with the same command line: they must agree on one
+    # run folder without talking (the job's id names it), rank 0 alone makes it, and the fit lands where one
+    # process does. Lightning's sync_dist warnings about epoch-level metrics do not appear (they are synced).
+    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "25"]
+    (tmp_path / "ddp").mkdir()
+    fitquad = str(Path(sys.executable).with_name("fitquad"))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", "localhost:0", "--rdzv-id", "job7", fitquad]  # fmt: skip
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    result = subprocess.run([*launch, "fit", *config, *ddp], cwd=tmp_path / "ddp", capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sync_dist" not in result.stderr
+    assert [p.name for p in (tmp_path / "ddp" / "runs" / "lesson3").iterdir()] == ["version_torchrun-job7"]
+    ddp_summary = read_summary(tmp_path / "ddp" / "runs" / "lesson3" / "version_torchrun-job7")
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *config])
+    single = read_summary(only_run_folder(tmp_path, "lesson3"))
+    assert ddp_summary["optimizer_steps"] == single["optimizer_steps"] == 25
+    torch.testing.assert_close(
+        torch.tensor(list(ddp_summary["coefficients"].values())), torch.tensor(list(single["coefficients"].values()))
+    )
+    # The same job id again: rank 0 refuses the folder that holds the first run, in one line.
+    again = subprocess.run([*launch, "fit", *config, *ddp], cwd=tmp_path / "ddp", capture_output=True, text=True)
+    assert again.returncode != 0
+    assert "of this job id already holds a run: give the launcher another job id (torchrun --rdzv-id)" in again.stderr

@@ -100,7 +100,8 @@ def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None
         claim_logger_folder(logger, field)
         if not had_version:
             parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
-            made = parent / f"version_{init_args['version']}"
+            version = init_args["version"]
+            made = parent / (version if isinstance(version, str) else f"version_{version}")
     return made
 
 

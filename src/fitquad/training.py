@@ -210,12 +210,12 @@ class QuadraticRegression(L.LightningModule):
         # Mini-batches: each batch's features just before its step, while its data is in cache.
         return ((self.model.features(x), y) for x, y in zip(xs, ys, strict=True))
 
-    def log_optimizer_step(self, logger: bool) -> None:
+    def log_optimizer_step(self, logger: bool, sync_dist: bool = False) -> None:
         # Lightning's step for self.log'd metrics, and the {step} in checkpoint names, is the count of
         # training_steps, which is global_step only without fusion. With fused steps, a metric named
         # "step" is what Lightning then uses instead (for the logger's x-axis and checkpoint names).
         if self.fusing:
-            self.log("step", float(self.global_step), logger=logger)
+            self.log("step", float(self.global_step), logger=logger, sync_dist=sync_dist)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning's hook for inspecting gradients: after a gradient scaler has unscaled them and after
@@ -287,7 +287,9 @@ class QuadraticRegression(L.LightningModule):
         loss = self.loss_fn(prediction, y)
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(prediction, y)
-        self.log(f"{split}/loss", loss, prog_bar=split == "val")
+        # sync_dist: under DDP every process evaluates the whole split, so the mean over processes is the same
+        # number; Lightning asks for it on epoch-level metrics (and warns without it).
+        self.log(f"{split}/loss", loss, prog_bar=split == "val", sync_dist=True)
         self.log_dict(metrics)
         return loss
 
@@ -300,8 +302,8 @@ class QuadraticRegression(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         # MSE on the whole training set beside the validation MSE: the two curves that tell
         # under- from overfitting, measured on the same parameters at the same moment.
-        self.log("train/mse", self.full_training_mse())
-        self.log_optimizer_step(logger=self.logger is not None)
+        self.log("train/mse", self.full_training_mse(), sync_dist=True)  # the same in every process, as above
+        self.log_optimizer_step(logger=self.logger is not None, sync_dist=True)
 
     @torch.no_grad()
     def full_training_mse(self) -> torch.Tensor:
