@@ -213,21 +213,8 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
     if repeated is not None:
         parser.error(f"sweep.values must be distinct: {repeated} appears twice (its runs would share one folder)")
-    draws, batched = config["sweep.draws"], config["sweep.batched"]
-    if draws < 1:
-        parser.error(f"sweep.draws must be ≥ 1, got {draws}")
-    if draws > 1 and batched is False:
-        parser.error(f"sweep.draws {draws} needs the runs batched: set sweep.batched null (or true), or sweep.draws 1")
-    reason = why_not_batched(run_configs, draws)
-    if reason is not None and (batched or draws > 1):
-        what = f"sweep.draws {draws}" if draws > 1 else "sweep.batched true"
-        parser.error(f"{what} needs the runs batched, and these cannot be: {reason}")
-    batched = reason is None if batched is None else batched
-    if batched:
-        try:
-            check_batched_memory(run_configs, draws)
-        except InvalidInput as error:
-            parser.error(str(error))
+    draws = config["sweep.draws"]
+    batched = choose_batching(parser, run_configs, draws, config["sweep.batched"])
 
     name = config_name(config, default="sweep")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
@@ -262,6 +249,27 @@ def check_data_file(run_configs: list[Namespace], parameter: str) -> None:
     if not parameter.startswith("data."):
         for run_config in run_configs:
             check_enough_points(len(data.train_x), run_config.model.degree)
+
+
+def choose_batching(parser: LightningArgumentParser, run_configs: list[Namespace], draws: int,
+                    batched: bool | None) -> bool:  # fmt: skip
+    """Whether the runs train as one batched fit: sweep.batched, or when null whether they can. Draws need it;
+    what cannot be batched, or would not fit in memory, is refused in one line."""
+    if draws < 1:
+        parser.error(f"sweep.draws must be ≥ 1, got {draws}")
+    if draws > 1 and batched is False:
+        parser.error(f"sweep.draws {draws} needs the runs batched: set sweep.batched null (or true), or sweep.draws 1")
+    reason = why_not_batched(run_configs, draws)
+    if reason is not None and (batched or draws > 1):
+        what = f"sweep.draws {draws}" if draws > 1 else "sweep.batched true"
+        parser.error(f"{what} needs the runs batched, and these cannot be: {reason}")
+    if reason is not None or batched is False:
+        return False
+    try:
+        check_batched_memory(run_configs, draws)
+    except InvalidInput as error:
+        parser.error(str(error))
+    return True
 
 
 def run_all(points: list, parser, run_configs: list, values: list, labels: list[str], parameter: str, folder: Path):
