@@ -84,7 +84,9 @@ def draw_bias_variance(points: list[SweepPoint], parameter: str, x_scale: str, t
     axes = figure.subplots()
     axes.plot(x, [p.bias_squared for p in points], "o-", label="bias²")
     axes.plot(x, [p.variance for p in points], "s-", label="variance")
-    axes.plot(x, [p.noise_floor for p in points], "k--", label=f"σ² = {points[0].noise_floor:.3g}")
+    floors = {p.noise_floor for p in points}
+    axes.plot(x, [p.noise_floor for p in points], "k--", label=f"σ² = {points[0].noise_floor:.3g}" if len(floors) == 1
+              else "σ²")  # fmt: skip
     axes.plot(x, [p.bias_squared + p.variance + p.noise_floor for p in points], "-", color="tab:purple", linewidth=2,
               label="bias² + variance + σ²")  # fmt: skip
     axes.errorbar(x, [p.val_mse for p in points], yerr=[2 * p.val_mse_error for p in points], fmt="D", color="tab:red",

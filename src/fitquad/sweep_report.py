@@ -162,8 +162,8 @@ def markdown_table_of_draws(points: list[SweepPoint], parameter: str) -> str:
     """The table of a sweep over data draws: means and spreads, and bias² + variance + σ² beside the measured mean."""
     name = parameter.rsplit(".", 1)[-1]
     best = validation_minimum(points)
-    known = math.isfinite(points[0].noise_floor)
-    floor = f"σ² = {points[0].noise_floor:.4g}" if known else "σ² unknown"
+    floors = sorted({p.noise_floor for p in points})
+    floor = f"σ² = {floors[0]:.4g}" if len(floors) == 1 else f"σ² from {floors[0]:.4g} to {floors[-1]:.4g}"
     lines = [
         f"Sweep of `{parameter}` over {points[0].draws} data draws per value (draw k: data.seed + k). {floor}. "
         f"Means over the draws; the spread is the middle 80% (10th–90th percentile); ± is the mean's standard "
