@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from fitquad.conditioning import SGD_OPTIONS
 from fitquad.reference import evaluate
 
 
@@ -118,7 +119,6 @@ class RunSummary(L.Callback):
         }
 
 
-SGD_OPTIONS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 # torch optimizers' options that choose an implementation, not the mathematics: left out of HPARAMS.
 IMPLEMENTATION_FLAGS = ("foreach", "fused", "differentiable", "capturable")
 

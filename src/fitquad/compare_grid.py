@@ -36,7 +36,7 @@ import torch
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
 from fitquad.cli import lightning_quiet
-from fitquad.conditioning import OptimizerSettings, conditioning
+from fitquad.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.landscape import (
@@ -53,7 +53,7 @@ from fitquad.landscape import (
 from fitquad.limits import check_landscape_grid, check_limits
 from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
-from fitquad.side_by_side import SGD_OPTIONS, SideBySide
+from fitquad.side_by_side import SideBySide
 from fitquad.training import LossName, QuadraticRegression
 from fitquad.validation import InvalidInput
 from fitquad.verdicts import TrainingDiverged

@@ -31,6 +31,9 @@ from torch import nn
 from fitquad.model import PolynomialModel
 from fitquad.reference import design_chunks, gap_scale
 
+# QuadraticRegression's SGD arguments: the fields of OptimizerSettings, and a param group's options.
+SGD_OPTIONS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
 
 @dataclass
 class OptimizerSettings:

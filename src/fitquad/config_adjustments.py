@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 
+from fitquad.conditioning import SGD_OPTIONS
 from fitquad.run_folders import RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
 
 # Loggers that write into a version folder of their own (run_folders.py makes it).
@@ -29,9 +30,8 @@ def give_lr_scheduler_the_models_sgd(config: Namespace) -> None:
     # (--optimizer); without one it drops the scheduler silently. So hand it the model's own SGD.
     if config.get("lr_scheduler") is None or config.get("optimizer") is not None:
         return
-    sgd_options = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
     config.optimizer = Namespace(
-        class_path="torch.optim.SGD", init_args=Namespace({name: config.model[name] for name in sgd_options})
+        class_path="torch.optim.SGD", init_args=Namespace({name: config.model[name] for name in SGD_OPTIONS})
     )
 
 

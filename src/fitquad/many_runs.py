@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from fitquad.conditioning import SGD_OPTIONS
 from fitquad.model import PolynomialModel
 from fitquad.training import initialize
 from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR
@@ -173,9 +174,8 @@ class ManyRuns(L.LightningModule):
         return design.mul_(real.to(self.device).unsqueeze(-1))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        sgd = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
         groups = zip(self.thetas, self.groups, strict=True)
-        return torch.optim.SGD([{"params": [theta], **{k: options[k] for k in sgd}} for theta, options in groups])
+        return torch.optim.SGD([{"params": [theta], **{k: o[k] for k in SGD_OPTIONS}} for theta, o in groups])
 
     def on_fit_start(self) -> None:
         # After Lightning has converted the parameters to the run's precision (64-true: float64), before any step.
@@ -187,6 +187,9 @@ class ManyRuns(L.LightningModule):
         self.val_y = data.val.y.to(self.device, self.dtype)
         self.val_count = data.val.count.to(self.device, self.dtype)
         self.padded = bool((data.train.count != data.train.x.shape[1]).any())
+        # Which design rows are points, not padding (a point's constant feature is 1).
+        self.train_real = (self.train_design[..., 0] != 0).to(self.dtype)
+        self.val_real = (self.val_design[..., 0] != 0).to(self.dtype)
         self.first_loss = torch.full((self.runs,), torch.nan, dtype=self.dtype, device=self.device)
         self.frozen = torch.zeros(self.runs, dtype=torch.bool, device=self.device)
         self.diverged_step = torch.zeros(self.runs, dtype=torch.long, device=self.device)
@@ -208,7 +211,7 @@ class ManyRuns(L.LightningModule):
             [LOSSES[o["loss"]](prediction[a:b], self.train_y[a:b], o) for a, b, o in self.loss_segments]
         )
         if self.padded:  # runs with fewer points than the longest: their padding is no data
-            pointwise = pointwise * (self.train_design[..., 0] != 0)
+            pointwise = pointwise * self.train_real
         return pointwise.sum(-1) / self.train_count
 
     def training_step(self, steps: int, batch_idx: int) -> None:
@@ -262,13 +265,12 @@ class ManyRuns(L.LightningModule):
     @torch.no_grad()
     def mse(self, split: str) -> torch.Tensor:
         """(runs,) each run's MSE on its own points of the split, in the module's dtype."""
-        design, y, count = (
-            (self.train_design, self.train_y, self.train_count)
+        design, y, count, real = (
+            (self.train_design, self.train_y, self.train_count, self.train_real)
             if split == "train"
-            else (self.val_design, self.val_y, self.val_count)
+            else (self.val_design, self.val_y, self.val_count, self.val_real)
         )
-        squared = (self.predictions(design, self.parameters_now()) - y) ** 2 * (design[..., 0] != 0)
-        return squared.sum(-1) / count
+        return ((self.predictions(design, self.parameters_now()) - y) ** 2 * real).sum(-1) / count
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
         self.log_group_means({"train/mse": self.mse("train"), "val/mse": self.mse("val")})

@@ -22,11 +22,10 @@ import lightning as L
 import torch
 from torch import nn
 
+from fitquad.conditioning import SGD_OPTIONS
 from fitquad.model import PolynomialModel
 from fitquad.training import initialize, make_loss
 from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR
-
-SGD_OPTIONS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
 
 
 class SideBySide(L.LightningModule):

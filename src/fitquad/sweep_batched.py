@@ -26,7 +26,7 @@ from fitquad import reference
 from fitquad.bias_variance import Decomposition, decompose, evaluation_points
 from fitquad.callbacks import _finite
 from fitquad.clipping import GradientClipping
-from fitquad.conditioning import OptimizerSettings, conditioning
+from fitquad.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
 from fitquad.config_adjustments import gradient_clipping_as_callback
 from fitquad.data import QuadraticDataModule
 from fitquad.interrupts import CheckpointOnSignal, Interrupted
@@ -203,7 +203,7 @@ def divergence(
     """The run's TrainingDiverged line, as `fitquad fit` would print it, or None if it did not diverge."""
     if not module.frozen[run]:
         return None
-    settings = OptimizerSettings(**{k: options[k] for k in ("lr", "momentum", "dampening", "nesterov", "weight_decay")})
+    settings = OptimizerSettings(**{k: options[k] for k in SGD_OPTIONS})
     stable = conditioning(model, train_x, loss_fn, settings).largest_stable_lr
     step, loss, first = module.diverged_step[run].item(), module.diverged_loss[run].item(), module.first_loss[run]
     return str(TrainingDiverged(step, loss, first.item(), settings.lr, stable))
