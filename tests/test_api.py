@@ -83,6 +83,9 @@ def test_sweep_and_compare_from_python_return_their_tables(tmp_path, monkeypatch
     swept = fitquad.sweep(str(CONFIGS / "capacity.yaml"), sweep={"values": [1, 2]})
     assert [row["degree"] for row in swept.rows] == [1, 2] and swept.rows[1]["run"] == "degree_2"
     assert swept.markdown == (swept.run_folder / "sweep.md").read_text() and set(swept.figures) == {"sweep"}
+    draws = fitquad.sweep(str(CONFIGS / "capacity_draws.yaml"), sweep={"values": [1, 2], "draws": 5})
+    assert [row["draws"] for row in draws.rows] == [5, 5] and set(draws.figures) == {"sweep", "bias_variance"}
+    assert draws.rows[0]["bias_squared"] > draws.rows[1]["bias_squared"]  # the line misses the curve, degree 2 not
     grid = fitquad.compare(
         str(CONFIGS / "sgd_article_grid.yaml"), losses=["mse"], settings=[{"name": "plain"}], max_steps=5,
         resolution=11, data={"steps_per_epoch": 5},
