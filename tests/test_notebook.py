@@ -40,12 +40,13 @@ def test_the_notebook_runs_end_to_end(tmp_path, monkeypatch):
         return "".join(parts)
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    raw, standardized, curves, whitened, capacity, mine, degrees, mistake = [text(cell) for cell in code[1:]]
+    raw, standardized, curves, whitened, capacity, draws, mine, degrees, mistake = [text(cell) for cell in code[1:]]
     assert "Gradient descent has stalled" in raw and 'src="data:image/png;base64,' in raw  # figures inline
     assert "The fit reached the best the model can do" in standardized
     assert any("image/png" in output.get("data", {}) for output in code[3].outputs)  # matplotlib's own, inline
     assert "κ = 1.0" in whitened
     assert "Validation minimum at degree = 3" in capacity  # 1% below degree 2 on this draw (the notebook says so)
+    assert "Lowest mean validation MSE at degree = 2" in draws and "degree 0: bias²" in draws
     assert "σ̂² estimated from the optimum's residuals" in mine
     assert "lowest validation MSE at degree 2" in degrees
     assert "data.y_column 'distance' is not a column of data.file 'stopping_distances.csv'" in mistake
