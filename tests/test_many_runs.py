@@ -135,6 +135,22 @@ SWEEPS = {
         ["--config", str(CONFIGS / "learning_curve.yaml"), "--sweep.values", "[4, 15, 100]", "--sweep.draws", "1"],
         1e-5,
     ),  # fmt: skip
+    # a loss per value (values given as names), float64
+    "losses": (
+        [
+            "--config",
+            str(CONFIGS / "capacity.yaml"),
+            "--sweep.parameter",
+            "model.loss",
+            "--sweep.values",
+            "[mse, l1, huber, smooth_l1]",
+            "--trainer.max_steps",
+            "30",
+            "--model.huber_delta",
+            "0.2",
+        ],
+        1e-9,
+    ),  # fmt: skip
     # gradient clipping by norm, per run
     "clipped": (
         [

@@ -72,7 +72,7 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
     for p in points:
         if p.diverged:  # no finite MSE to plot: marked where it would be
             axes.axvline(p.value, color="red", alpha=0.3, linestyle=":")
-    finish(figure, axes, parameter, x_scale, (bottom, top), title, path)
+    finish(figure, axes, points, parameter, x_scale, (bottom, top), title, path)
 
 
 def draw_bias_variance(points: list[SweepPoint], parameter: str, x_scale: str, title: str, path: Path) -> None:
@@ -93,13 +93,15 @@ def draw_bias_variance(points: list[SweepPoint], parameter: str, x_scale: str, t
                   markersize=5, capsize=3, label="measured mean validation MSE ± 2 s.e.")  # fmt: skip
     # The whole range, not sweep.png's frame: how far variance climbs with an overfit model is the point here.
     drawn = [v for p in points for v in (p.bias_squared, p.variance, p.noise_floor, p.val_mse) if math.isfinite(v)]
-    finish(figure, axes, parameter, x_scale, (0.5 * min(v for v in drawn if v > 0), 2 * max(drawn)), title, path)
+    finish(figure, axes, points, parameter, x_scale, (0.5 * min(v for v in drawn if v > 0), 2 * max(drawn)), title,
+           path)  # fmt: skip
 
 
-def finish(figure: Figure, axes: Axes, parameter: str, x_scale: str, y_range: tuple[float, float], title: str,
-           path: Path) -> None:  # fmt: skip
+def finish(figure: Figure, axes: Axes, points: list[SweepPoint], parameter: str, x_scale: str,
+           y_range: tuple[float, float], title: str, path: Path) -> None:  # fmt: skip
     """Both figures' axes: the swept value across, MSE up on a log scale (the MSEs span decades), then saved."""
-    axes.set_xscale(x_scale)
+    if not any(isinstance(p.value, str) for p in points):  # names (model.loss) keep matplotlib's category axis
+        axes.set_xscale(x_scale)
     axes.set_yscale("log")
     axes.set_ylim(*y_range)
     axes.set_xlabel(parameter)

@@ -20,7 +20,7 @@ BAND_PERCENTILES = (10, 90)
 
 @dataclass
 class SweepPoint:
-    value: int | float
+    value: int | float | str
     train_mse: float
     val_mse: float
     noise_floor: float  # σ² = noise_std²: the expected MSE of the true curve on fresh data; nan: unknown (a file)
@@ -41,7 +41,7 @@ class SweepPoint:
 
     @classmethod
     def of_draws(
-        cls, value: int | float, label: str, kept: list[dict], per_draw: list[dict], steps: int, epochs: int,
+        cls, value: int | float | str, label: str, kept: list[dict], per_draw: list[dict], steps: int, epochs: int,
         noise_std: float | None, decomposition: Decomposition | None,
     ) -> SweepPoint:  # fmt: skip
         """A value's point from its draws' results (dicts of train_mse, val_mse, optimum_*, gap, diverged)."""

@@ -75,7 +75,8 @@ class SweepSettings:
 
     Args:
         parameter: The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
-        values: Its values, one run each, in this order (also the x-axis of the figure).
+        values: Its values, one run each, in this order (also the x-axis of the figure): numbers, or names for a
+            setting that takes them (model.loss: [mse, l1, huber, smooth_l1]; model.feature_scaling).
         x_scale: The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
         draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
             and bias² + variance + σ² (fitquad.bias_variance); needs the runs batched.
@@ -84,16 +85,18 @@ class SweepSettings:
     """
 
     parameter: str
-    values: list[int | float]
+    values: list[int | float | str]
     x_scale: Literal["linear", "log"] = "linear"
     draws: int = 1
     batched: bool | None = None
 
 
 # ---- one run -----------------------------------------------------------------------------------
-def run_label(parameter: str, value: int | float, values: list[int | float]) -> str:
-    """The run's folder name: degree_03, n_train_0015, weight_decay_0.001."""
+def run_label(parameter: str, value: int | float | str, values: list[int | float | str]) -> str:
+    """The run's folder name: degree_03, n_train_0015, weight_decay_0.001, loss_huber."""
     name = parameter.rsplit(".", 1)[-1]
+    if isinstance(value, str):
+        return f"{name}_{value}"
     if all(isinstance(v, int) for v in values):
         width = len(str(max(abs(v) for v in values)))
         return f"{name}_{value:0{width}d}"
