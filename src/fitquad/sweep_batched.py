@@ -153,8 +153,8 @@ def draw_splits(run_config: Namespace, draw: int) -> tuple[Points, Points]:
 
 
 def measure_group(
-    module: ManyRuns, data: ManyRunsData, run_config: Namespace, runs: range, trainer: L.Trainer, value: float,
-    label: str,
+    module: ManyRuns, data: ManyRunsData, run_config: Namespace, runs: range, trainer: L.Trainer,
+    value: int | float | str, label: str,
 ) -> tuple[SweepPoint, dict]:  # fmt: skip
     """One value's point (its draws' mean and spread, bias² and variance) and its summary.json."""
     options = run_config.model.as_dict()

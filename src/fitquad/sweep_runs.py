@@ -104,7 +104,7 @@ def run_label(parameter: str, value: int | float | str, values: list[int | float
 
 
 def train_one(
-    parser: LightningArgumentParser, config: Namespace, value: int | float, folder: Path, label: str
+    parser: LightningArgumentParser, config: Namespace, value: int | float | str, folder: Path, label: str
 ) -> tuple[SweepPoint, signal.Signals | None]:
     """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum.
     Returns the point and the signal that arrived after its training was done, if one did."""
@@ -132,8 +132,8 @@ def train_one(
 
 
 def measure(
-    module: QuadraticRegression, datamodule: QuadraticDataModule, trainer: L.Trainer, value: float, label: str,
-    diverged: str | None,
+    module: QuadraticRegression, datamodule: QuadraticDataModule, trainer: L.Trainer, value: int | float | str,
+    label: str, diverged: str | None,
 ) -> SweepPoint:  # fmt: skip
     """The trained run's point: its train and validation MSE beside those of its loss's closed-form optimum."""
 
