@@ -15,6 +15,7 @@ import torch
 from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses, run_fitquad
 from fitquad.cli import main
 from fitquad.data import QuadraticDataModule
+from fitquad.run_folders import make_run_folder
 from fitquad.validation import InvalidInput
 
 
@@ -91,7 +92,26 @@ def test_torchrun_launches_every_rank_into_one_run_folder(tmp_path: Path, monkey
     torch.testing.assert_close(
         torch.tensor(list(ddp_summary["coefficients"].values())), torch.tensor(list(single["coefficients"].values()))
     )
-    # The same job id again: rank 0 refuses the folder that holds the first run, in one line.
-    again = subprocess.run([*launch, "fit", *config, *ddp], cwd=tmp_path / "ddp", capture_output=True, text=True)
-    assert again.returncode != 0
-    assert "of this job id already holds a run: give the launcher another job id (torchrun --rdzv-id)" in again.stderr
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_a_launchers_ranks_share_the_jobs_run_folder_and_refuse_a_used_one(tmp_path, monkeypatch, launcher) -> None:
+    # What each rank sees under torchrun (TORCHELASTIC_RUN_ID, RANK) or srun (SLURM_JOB_ID, SLURM_PROCID).
+    for name in ("LOCAL_RANK", "FITQUAD_RUN_FOLDER", "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    if launcher == "torchrun":
+        job, rank = {"TORCHELASTIC_RUN_ID": "job7", "WORLD_SIZE": "2"}, "RANK"
+    else:
+        job, rank = {"SLURM_JOB_ID": "123", "SLURM_STEP_ID": "4", "SLURM_NTASKS": "2"}, "SLURM_PROCID"
+    for name, value in job.items():
+        monkeypatch.setenv(name, value)
+    expected = tmp_path / "runs" / ("version_torchrun-job7" if launcher == "torchrun" else "version_slurm-123.4")
+    monkeypatch.setenv(rank, "1")
+    assert make_run_folder(tmp_path / "runs", "name") == expected and not expected.exists()  # only rank 0 makes it
+    monkeypatch.setenv(rank, "0")
+    assert make_run_folder(tmp_path / "runs", "name") == expected and expected.is_dir()
+    (expected / "summary.json").write_text("{}")  # a run landed there: the same job id again is refused by all
+    for rank_value in ("0", "1"):
+        monkeypatch.setenv(rank, rank_value)
+        with pytest.raises(InvalidInput, match="of this job id already holds a run: give the launcher another job id"):
+            make_run_folder(tmp_path / "runs", "name")
