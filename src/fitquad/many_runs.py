@@ -288,7 +288,7 @@ class ManyRuns(L.LightningModule):
         group, draw = divmod(run, self.draws)
         options = self.groups[group]
         model = PolynomialModel(options["degree"], options["feature_scaling"]).to(torch.float64)
-        theta = self.parameters_now()[run].double().cpu()
+        theta = self.thetas[group][draw].detach().double().cpu()  # this run's row only
         state = {name: value[draw] for name, value in self.scalings[group].items()}
         state["linear.bias"], state["linear.weight"] = theta[:1], theta[1 : model.degree + 1].view(1, -1)
         model.load_state_dict(state)

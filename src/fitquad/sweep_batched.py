@@ -122,9 +122,10 @@ def train_batched(
     if on_signal.received is not None:
         raise Interrupted(on_signal.received)
     points = []
+    mses = module.mse("train").double().cpu(), module.mse("val").double().cpu()  # every run's, at once
     for group, (value, label, logger) in enumerate(zip(values, labels, loggers, strict=True)):
         runs = range(group * draws, (group + 1) * draws)
-        point, summary = measure_group(module, data, run_configs[group], runs, trainer, value, label)
+        point, summary = measure_group(module, data, mses, run_configs[group], runs, trainer, value, label)
         (folder / label / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         logger.log_hyperparams(hparams[group], point.final_metrics())
         logger.finalize("success")
@@ -153,21 +154,23 @@ def draw_splits(run_config: Namespace, draw: int) -> tuple[Points, Points]:
 
 
 def measure_group(
-    module: ManyRuns, data: ManyRunsData, run_config: Namespace, runs: range, trainer: L.Trainer,
-    value: int | float | str, label: str,
+    module: ManyRuns, data: ManyRunsData, mses: tuple[torch.Tensor, torch.Tensor], run_config: Namespace,
+    runs: range, trainer: L.Trainer, value: int | float | str, label: str,
 ) -> tuple[SweepPoint, dict]:  # fmt: skip
-    """One value's point (its draws' mean and spread, bias² and variance) and its summary.json."""
+    """One value's point (its draws' mean and spread, bias² and variance) and its summary.json; `mses` are every
+    run's train and validation MSE."""
     options = run_config.model.as_dict()
     loss_fn = make_loss(options["loss"], options["huber_delta"], options["smooth_l1_beta"])
-    train_mse, val_mse = module.mse("train").double().cpu(), module.mse("val").double().cpu()
-    per_draw = []
+    train_mse, val_mse = mses
+    per_draw, models = [], []
     for draw, run in enumerate(runs):
         (train_x, train_y), (val_x, val_y) = data.train.points(run), data.val.points(run)
         model = module.trained_model(run)
+        models.append(model)
         best = reference.optimum(model, train_x, train_y, loss_fn, options["weight_decay"])
-        both_x = torch.cat([train_x, val_x])
-        gap = (reference.design_matrix(model, both_x) @ (model.model_parameters() - best.parameters)).square()
-        optimum_val = reference.design_matrix(model, val_x) @ best.parameters - val_y.double()
+        design = reference.design_matrix(model, torch.cat([train_x, val_x]))
+        gap = (design @ (model.model_parameters() - best.parameters)).square()
+        optimum_val = design[len(train_x) :] @ best.parameters - val_y.double()
         per_draw.append(
             {
                 "seed": run_config.data.seed + draw,
@@ -182,7 +185,8 @@ def measure_group(
         )
     kept = [d for d in per_draw if d["diverged"] is None]
     generated = run_config.data.file is None
-    decomposition = bias_and_variance(module, run_config.data.as_dict(), runs, per_draw) if generated else None
+    kept_models = [model for model, d in zip(models, per_draw, strict=True) if d["diverged"] is None]
+    decomposition = bias_and_variance(kept_models, run_config.data.as_dict()) if generated else None
     noise_std = run_config.data.noise_std if generated else None
     point = SweepPoint.of_draws(value, label, kept or per_draw, per_draw, trainer.global_step, trainer.current_epoch,
                                 noise_std, decomposition)  # fmt: skip
@@ -209,12 +213,12 @@ def divergence(
     return str(TrainingDiverged(step, loss, first.item(), settings.lr, stable))
 
 
-def bias_and_variance(module: ManyRuns, data_options: dict, runs: range, per_draw: list[dict]) -> Decomposition | None:
-    """Bias² and variance of the value's trained draws against the true curve (≥ 2 draws that did not diverge)."""
-    kept = [run for run, d in zip(runs, per_draw, strict=True) if d["diverged"] is None]
-    if len(kept) < 2:
+def bias_and_variance(models: list[PolynomialModel], data_options: dict) -> Decomposition | None:
+    """Bias² and variance of a value's trained draws (those that did not diverge; at least 2) against the true
+    curve."""
+    if len(models) < 2:
         return None
     x, truth = evaluation_points(data_options)
     with torch.no_grad():
-        predictions = np.stack([module.trained_model(run)(x.double()).numpy() for run in kept])
+        predictions = np.stack([model(x.double()).numpy() for model in models])
     return decompose(predictions, truth.numpy(), data_options["noise_std"] ** 2)
