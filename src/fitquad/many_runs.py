@@ -33,7 +33,7 @@ from torch.nn import functional
 from fitquad.conditioning import SGD_OPTIONS
 from fitquad.model import PolynomialModel
 from fitquad.training import initialize
-from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR
+from fitquad.verdicts import diverging
 
 
 @dataclass
@@ -234,7 +234,7 @@ class ManyRuns(L.LightningModule):
         # On the device, without a host sync per step. A run's first loss is its yardstick, as in
         # QuadraticRegression.stop_if_diverged; a bad loss freezes the run at the parameters of its last good one.
         self.first_loss = torch.where(self.first_loss.isnan(), losses, self.first_loss)
-        bad = ~torch.isfinite(losses) | ((losses > DIVERGENCE_LOSS_FACTOR * self.first_loss) & (self.first_loss > 0))
+        bad = diverging(losses, self.first_loss)
         newly = bad & ~self.frozen
         self.diverged_step = torch.where(newly, self.global_step + 1, self.diverged_step)
         self.diverged_loss = torch.where(newly, losses, self.diverged_loss)

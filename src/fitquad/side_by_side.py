@@ -25,7 +25,7 @@ from torch import nn
 from fitquad.conditioning import SGD_OPTIONS
 from fitquad.model import PolynomialModel
 from fitquad.training import initialize, make_loss
-from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR
+from fitquad.verdicts import diverging
 
 
 class SideBySide(L.LightningModule):
@@ -46,7 +46,7 @@ class SideBySide(L.LightningModule):
         self.models = nn.ModuleList(PolynomialModel(o["degree"], o["feature_scaling"]) for o in runs)
         self.loss_fns = [make_loss(o["loss"], o["huber_delta"], o["smooth_l1_beta"]) for o in runs]
         self.paths: list[list[torch.Tensor]] = [[] for _ in runs]  # [bias, weight_1, …] at the start and each step
-        self.first_losses: list[float | None] = [None] * len(runs)
+        self.first_losses = torch.full((len(runs),), math.nan)  # each run's first loss, the divergence yardstick
         self.diverged: list[tuple[int, float, float] | None] = [None] * len(runs)  # (step, loss, first loss)
 
     def setup(self, stage: str) -> None:
@@ -77,14 +77,16 @@ class SideBySide(L.LightningModule):
         for step in range(steps):
             x, y = xs[step], ys[step]
             optimizer.zero_grad()
+            live = [run for run in range(len(self.models)) if self.diverged[run] is None]
+            losses = []
+            for run in live:
+                model = self.models[run]
+                inputs = features[run] if full_batch else model.features(x)
+                losses.append(self.loss_fns[run](model.forward_features(inputs), y))
             total = None
-            for run, (model, loss_fn) in enumerate(zip(self.models, self.loss_fns, strict=True)):
-                if self.diverged[run] is not None:
-                    continue
-                loss = loss_fn(model.forward_features(features[run] if full_batch else model.features(x)), y)
-                if self.is_diverging(run, loss.item()):
-                    continue
-                total = loss if total is None else total + loss
+            for loss, bad in zip(losses, self.judge(live, losses), strict=True):
+                if not bad:  # a run's loss enters the sum alone, in run order: the gradient it gets alone
+                    total = loss if total is None else total + loss
             if total is None:  # every run has diverged
                 self.trainer.should_stop = True
                 return
@@ -92,15 +94,19 @@ class SideBySide(L.LightningModule):
             optimizer.step()
             self.record()
 
-    def is_diverging(self, run: int, loss: float) -> bool:
-        """Whether this loss marks the run diverged, as QuadraticRegression.stop_if_diverged judges one run."""
-        first = self.first_losses[run] = loss if self.first_losses[run] is None else self.first_losses[run]
-        if math.isfinite(loss) and not (first > 0 and loss > DIVERGENCE_LOSS_FACTOR * first):
-            return False
-        self.diverged[run] = (self.global_step + 1, loss, first)
-        if len(self.paths[run]) > 1:  # the parameters that gave this loss: the path ends at the last good ones
-            self.paths[run].pop()
-        return True
+    def judge(self, live: list[int], losses: list[torch.Tensor]) -> list[bool]:
+        """Which of these runs' losses mark them diverged, by the rule QuadraticRegression.stop_if_diverged applies
+        to one run (one host sync for all runs); a diverged run's path ends at its last good parameters."""
+        values = torch.stack([loss.detach() for loss in losses])
+        known = self.first_losses[live]
+        self.first_losses[live] = first = torch.where(known.isnan(), values, known)
+        bad = diverging(values, first).tolist()
+        for run, loss, first_loss, is_bad in zip(live, values.tolist(), first.tolist(), bad, strict=True):
+            if is_bad:
+                self.diverged[run] = (self.global_step + 1, loss, first_loss)
+                if len(self.paths[run]) > 1:  # the parameters that gave this loss: drop them
+                    self.paths[run].pop()
+        return bad
 
     def path(self, run: int) -> torch.Tensor:
         """(rows, degree + 1) [bias, weight_1, …] of the run: its start and every step it took."""

@@ -38,7 +38,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.model import FeatureScaling, PolynomialModel, coefficient_names
 from fitquad.validation import check_enough_points, check_model_options
-from fitquad.verdicts import DIVERGENCE_LOSS_FACTOR, TrainingDiverged
+from fitquad.verdicts import TrainingDiverged, diverging
 
 # train/mse at each validation is measured on at most this many training points (see full_training_mse).
 TRAIN_MSE_POINTS = 100_000
@@ -266,7 +266,7 @@ class QuadraticRegression(L.LightningModule):
         # exception: no validation and no checkpoint of the diverged parameters, so the last good one stays.
         losses = self.train_losses[first_recorded : self.steps_recorded]
         first = self.train_losses[0]
-        bad = ~torch.isfinite(losses) | ((losses > DIVERGENCE_LOSS_FACTOR * first) & (first > 0))
+        bad = diverging(losses, first)
         if not bad.any():
             return
         index = first_recorded + int(bad.nonzero()[0])

@@ -52,6 +52,12 @@ OVERFIT_RATIO = 1.5
 DIVERGENCE_LOSS_FACTOR = 1e4
 
 
+def diverging(losses: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """The divergence guard's rule, element-wise (one run's steps, or many runs' losses): a loss is bad when it is
+    non-finite or DIVERGENCE_LOSS_FACTOR times a positive first loss."""
+    return ~torch.isfinite(losses) | ((losses > DIVERGENCE_LOSS_FACTOR * first) & (first > 0))
+
+
 class TrainingDiverged(RuntimeError):
     """Raised by the training loop when the loss is non-finite or exploding; the CLI prints it as one line."""
 
