@@ -52,7 +52,7 @@ from fitquad.landscape import (
     path_extent,
 )
 from fitquad.limits import check_landscape_grid, check_limits
-from fitquad.model import PolynomialModel, polynomial_basis
+from fitquad.model import polynomial_basis
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.side_by_side import SideBySide
 from fitquad.training import LossName, QuadraticRegression
@@ -146,14 +146,17 @@ def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: to
     trainer.fit(module, train_dataloaders=datamodule.train_dataloader())  # no validation: the paths are all we need
     if on_signal.received is not None:
         raise Interrupted(on_signal.received)
-    # The model's basis, for the closed-form optima (fitquad.reference); coefficients come out in original units.
-    model = PolynomialModel(config.model.degree, config.model.feature_scaling)
-    model.fit_feature_scaling(datamodule.train_x)
+    # Every run has the same degree and feature scaling, fitted to the same points: any run's model gives the basis
+    # of the closed-form optima (fitquad.reference), whose coefficients come out in original units.
+    model = module.models[0]
+    optima = {}  # each loss's optimum, once per loss (a row of the grid), not once per run
     results = []
     for run, (loss, setting) in enumerate(pairs):
         loss_fn = module.loss_fns[run]
-        optimum = loss_optimum(model, datamodule.train_x, y, loss_fn)
-        optimum_loss = loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
+        if loss not in optima:
+            optimum = loss_optimum(model, datamodule.train_x, y, loss_fn)
+            optima[loss] = optimum, loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
+        optimum, optimum_loss = optima[loss]
         path = module.models[run].coefficients_of(module.path(run))
         decay_optimum = None
         if setting.weight_decay > 0:
