@@ -232,6 +232,26 @@ def optimum(
     )
 
 
+def against_optimum(
+    model: PolynomialModel, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+    loss_fn: nn.Module, weight_decay: float, predictions: torch.Tensor | None = None,
+) -> tuple[float, float, float]:  # fmt: skip
+    """A trained run beside the closed-form optimum of its loss (with weight decay) on its training points: the
+    optimum's train and validation MSE, and the RMS gap between the run's `predictions` (the training points then
+    the validation points; None: the model's own, in float64) and the optimum's there (near 0 once converged)."""
+    (train_x, train_y), (val_x, val_y) = train, val
+    best = optimum(model, train_x, train_y, loss_fn, weight_decay)
+    design = design_matrix(model, torch.cat([train_x, val_x]))
+    at_optimum = design @ best.parameters
+    if predictions is None:
+        predictions = design @ model.model_parameters()
+    errors = at_optimum - torch.cat([train_y, val_y]).double()
+    n = len(train_x)
+    val_mse = errors[n:].square().mean().item() if len(val_x) else math.nan
+    gap = (predictions.double() - at_optimum).square().mean().sqrt().item()
+    return errors[:n].square().mean().item(), val_mse, gap
+
+
 def _with_parameters(model: PolynomialModel, theta: torch.Tensor) -> PolynomialModel:
     """A float64 copy of the model (same scaling) with parameters θ."""
     copied = float64_copy(model)

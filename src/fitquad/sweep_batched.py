@@ -167,19 +167,18 @@ def measure_group(
         (train_x, train_y), (val_x, val_y) = data.train.points(run), data.val.points(run)
         model = module.trained_model(run)
         models.append(model)
-        best = reference.optimum(model, train_x, train_y, loss_fn, options["weight_decay"])
-        design = reference.design_matrix(model, torch.cat([train_x, val_x]))
-        gap = (design @ (model.model_parameters() - best.parameters)).square()
-        optimum_val = design[len(train_x) :] @ best.parameters - val_y.double()
+        optimum_train_mse, optimum_val_mse, gap = reference.against_optimum(
+            model, (train_x, train_y), (val_x, val_y), loss_fn, options["weight_decay"]
+        )
         per_draw.append(
             {
                 "seed": run_config.data.seed + draw,
                 "coefficients": model.coefficients().tolist(),
                 "train_mse": train_mse[run].item(),
                 "val_mse": val_mse[run].item() if len(val_x) else float("nan"),
-                "optimum_train_mse": best.train_mse,
-                "optimum_val_mse": optimum_val.square().mean().item() if len(val_x) else float("nan"),
-                "gap": gap.mean().sqrt().item(),
+                "optimum_train_mse": optimum_train_mse,
+                "optimum_val_mse": optimum_val_mse,
+                "gap": gap,
                 "diverged": divergence(module, run, model, train_x, loss_fn, options),
             }
         )

@@ -140,22 +140,16 @@ def measure(
     def as_numpy(t: torch.Tensor) -> np.ndarray:
         return t.detach().cpu().double().numpy()
 
-    train_x, train_y = as_numpy(datamodule.train_x), as_numpy(datamodule.train_y)
-    val_y = as_numpy(datamodule.val_y)
+    train_y, val_y = as_numpy(datamodule.train_y), as_numpy(datamodule.val_y)
     with torch.no_grad():
         predict = module.model.cpu()
-        train_prediction = as_numpy(predict(datamodule.train_x.to(module.dtype)))
-        val_prediction = as_numpy(predict(datamodule.val_x.to(module.dtype)))
-    # The closed-form optimum of this model's loss (with its weight decay) on the training points.
-    best = reference.optimum(
-        module.model, datamodule.train_x, datamodule.train_y, module.loss_fn, module.hparams.weight_decay
-    )
-    both_x = torch.cat([datamodule.train_x, datamodule.val_x])
-    optimum = as_numpy(reference.design_matrix(module.model, both_x) @ best.parameters)
-    optimum_train, optimum_val = optimum[: len(train_x)], optimum[len(train_x) :]
-    optimum_train_mse = float(np.mean((optimum_train - train_y) ** 2))
-    optimum_val_mse = float(np.mean((optimum_val - val_y) ** 2))
-    gap = float(np.sqrt(np.mean((np.concatenate([train_prediction, val_prediction]) - optimum) ** 2)))
+        train_prediction = predict(datamodule.train_x.to(module.dtype)).double()
+        val_prediction = predict(datamodule.val_x.to(module.dtype)).double()
+    optimum_train_mse, optimum_val_mse, gap = reference.against_optimum(
+        module.model, (datamodule.train_x, datamodule.train_y), (datamodule.val_x, datamodule.val_y), module.loss_fn,
+        module.hparams.weight_decay, torch.cat([train_prediction, val_prediction]),
+    )  # fmt: skip
+    train_prediction, val_prediction = as_numpy(train_prediction), as_numpy(val_prediction)
     return SweepPoint(
         value=value,
         train_mse=float(np.mean((train_prediction - train_y) ** 2)),
