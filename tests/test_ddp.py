@@ -4,6 +4,7 @@ where one process does."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,40 +13,100 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses, run_fitquad
+import fitquad.data
+from conftest import CONFIGS, HELPERS, only_run_folder, read_summary, read_train_losses, run_fitquad
 from fitquad.cli import main
 from fitquad.data import QuadraticDataModule
 from fitquad.run_folders import make_run_folder
+from fitquad.shards import WHOLE, Shards
 from fitquad.validation import InvalidInput
 
 
 def attach_fake_trainer(datamodule: QuadraticDataModule, rank: int, world_size: int, device: str) -> None:
-    """What train_dataloader reads from the Trainer: the process's device, rank and number of processes."""
+    """What the datamodule reads from the Trainer: the process's device, rank and number of processes."""
     strategy = SimpleNamespace(root_device=torch.device(device))
     datamodule.trainer = SimpleNamespace(strategy=strategy, global_rank=rank, world_size=world_size)
 
 
-def test_each_process_gets_its_own_shard_on_its_own_device() -> None:
-    shards = []
-    for rank in range(2):
-        datamodule = QuadraticDataModule(n_train=20, x_distribution="grid")
+@pytest.mark.parametrize("distribution", ["grid", "uniform", "normal"])
+@pytest.mark.parametrize("processes", [2, 3])
+def test_each_process_draws_exactly_its_own_shard_and_no_other_point(monkeypatch, distribution, processes) -> None:
+    # Chunks of 1,000 points of 6,000 (and a grid longer than one chunk): a shard's points of each chunk are kept
+    # as the chunk is drawn, and the arrays are the shard's size from the start.
+    monkeypatch.setattr(fitquad.data, "DRAW_CHUNK", 1000)
+    whole = QuadraticDataModule(n_train=6000, n_val=7, x_distribution=distribution)
+    whole.setup("fit")
+    shard_x = []
+    for rank in range(processes):
+        datamodule = QuadraticDataModule(n_train=6000, n_val=7, x_distribution=distribution)
+        attach_fake_trainer(datamodule, rank, processes, "cpu")
         datamodule.setup("fit")
-        # "meta": a device that is not the CPU, to see the tensors moved once, when the loader is made.
-        attach_fake_trainer(datamodule, rank, world_size=2, device="meta")
-        loader = datamodule.train_dataloader()
-        assert loader.x.device.type == loader.y.device.type == "meta"
-        attach_fake_trainer(datamodule, rank, world_size=2, device="cpu")
-        shards.append(datamodule.train_dataloader().x)
-    assert len(shards[0]) == len(shards[1]) == 10
-    assert torch.equal(torch.sort(torch.cat(shards)).values, torch.sort(datamodule.train_x).values)
+        assert datamodule.shards == Shards(rank, processes) and datamodule.train_size == 6000
+        assert torch.equal(datamodule.train_x, whole.train_x[rank::processes])  # bit for bit
+        assert torch.equal(datamodule.train_y, whole.train_y[rank::processes])
+        assert torch.equal(datamodule.val_x, whole.val_x) and torch.equal(datamodule.val_y, whole.val_y)
+        assert datamodule.train_dataloader().x.data_ptr() == datamodule.train_x.data_ptr()  # no copy on the CPU
+        shard_x.append(datamodule.train_x)
+    # Together, the shards are exactly the single process's points.
+    assert torch.equal(torch.stack(shard_x, dim=1).flatten(), whole.train_x)
+
+
+def test_a_shard_is_moved_to_its_processs_device_once() -> None:
+    datamodule = QuadraticDataModule(n_train=20, x_distribution="grid")
+    # "meta": a device that is not the CPU, to see the tensors moved once, when the loader is made.
+    attach_fake_trainer(datamodule, 1, world_size=2, device="meta")
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    assert loader.x.device.type == loader.y.device.type == "meta" and len(loader.x) == 10
+
+
+def test_points_from_a_file_are_read_whole_then_sharded(tmp_path) -> None:
+    points = tmp_path / "points.csv"
+    points.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(12)))
+    whole = QuadraticDataModule(file=str(points), val_fraction=0.25)
+    whole.setup("fit")
+    datamodule = QuadraticDataModule(file=str(points), val_fraction=0.25)
+    datamodule.setup("fit")  # as the CLI reads the file, before the Trainer exists
+    attach_fake_trainer(datamodule, 1, world_size=3, device="cpu")
+    datamodule.setup("fit")
+    assert torch.equal(datamodule.train_x, whole.train_x[1::3]) and datamodule.train_size == 9
 
 
 def test_unequal_shards_are_refused() -> None:
     datamodule = QuadraticDataModule(n_train=21)
-    datamodule.setup("fit")
     attach_fake_trainer(datamodule, rank=0, world_size=2, device="cpu")
     with pytest.raises(InvalidInput, match="data.n_train must be a multiple of the 2 processes under DDP"):
-        datamodule.train_dataloader()
+        datamodule.setup("fit")
+
+
+def test_every_whole_data_statistic_combined_from_shards_equals_one_processs(tmp_path) -> None:
+    # Two real processes (torchrun, gloo), each holding half the points, against this process holding all of them:
+    # the feature scaling, the optimum of every loss (with and without weight decay), the conditioning, the
+    # evaluation, the loss resolution and the samples, each pass streamed in chunks and combined across processes.
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", "localhost:0", str(HELPERS / "shard_statistics.py"), str(tmp_path)]  # fmt: skip
+    result = subprocess.run(launch, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+    spec = importlib.util.spec_from_file_location("shard_statistics", HELPERS / "shard_statistics.py")
+    shard_statistics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shard_statistics)
+    whole = QuadraticDataModule(n_train=shard_statistics.POINTS, n_val=10, x_distribution="uniform")
+    whole.setup("fit")
+    expected = shard_statistics.statistics(whole.train_x, whole.train_y, WHOLE)
+    for rank, found in enumerate(ranks):
+        x, y, size, val_x = found.pop("shard")
+        assert len(x) == size // 2 and torch.equal(x, whole.train_x[rank::2]) and torch.equal(y, whole.train_y[rank::2])
+        assert torch.equal(val_x, whole.val_x)
+        samples = found.pop("samples")
+        assert all(torch.equal(a, b) for a, b in zip(samples[0], whole.training_sample(100), strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(samples[1], (whole.train_x, whole.train_y), strict=True))
+        assert found.keys() == expected.keys()
+        for name, value in expected.items():
+            if name == "whiten":  # R's rows are signed positive either way: the same whitening to rounding
+                value = {key: tensor.abs() for key, tensor in value.items()}
+                found[name] = {key: tensor.abs() for key, tensor in found[name].items()}
+            torch.testing.assert_close(found[name], value, rtol=1e-9, atol=1e-12, msg=name)
 
 
 def test_full_batch_ddp_on_two_processes_matches_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,6 +144,7 @@ def test_torchrun_launches_every_rank_into_one_run_folder(tmp_path: Path, monkey
     result = subprocess.run([*launch, "fit", *config, *ddp], cwd=tmp_path / "ddp", capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sync_dist" not in result.stderr
+    assert "fitquad: data: 20 training points, 10 in each of 2 processes" in result.stdout
     assert [p.name for p in (tmp_path / "ddp" / "runs" / "lesson3").iterdir()] == ["version_torchrun-job7"]
     ddp_summary = read_summary(tmp_path / "ddp" / "runs" / "lesson3" / "version_torchrun-job7")
     monkeypatch.chdir(tmp_path)

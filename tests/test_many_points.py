@@ -15,7 +15,8 @@ import fitquad.streaming
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import draw_quadratic
 from fitquad.model import PolynomialModel
-from fitquad.reference import evaluate, float64_copy, loss_resolution, optimum
+from fitquad.passes import evaluate, float64_copy
+from fitquad.reference import loss_resolution, optimum
 from fitquad.validation import InvalidInput
 
 
@@ -51,21 +52,31 @@ def many_points():
     return x.float(), y.float()
 
 
-SETTINGS = [(2, "none", 0.0), (3, "standardize", 0.01), (8, "whiten", 0.0)]
+SETTINGS = [
+    (2, "none", 0.0, nn.MSELoss()),
+    (3, "standardize", 0.01, nn.MSELoss()),
+    (8, "whiten", 0.0, nn.MSELoss()),
+    # The robust losses' IRLS streams too: each iteration one weighted least-squares pass, then the exact step.
+    (2, "standardize", 0.0, nn.HuberLoss(delta=0.2)),
+    (2, "none", 0.01, nn.SmoothL1Loss(beta=0.3)),
+    (2, "standardize", 0.0, nn.L1Loss()),
+    (1, "none", 0.01, nn.L1Loss()),
+]
 
 
-@pytest.mark.parametrize("degree, scaling, weight_decay", SETTINGS)
-def test_streamed_float64_passes_give_the_dense_numbers(monkeypatch, many_points, degree, scaling, weight_decay):
+@pytest.mark.parametrize("degree, scaling, weight_decay, loss_fn", SETTINGS)
+def test_streamed_float64_passes_give_the_dense_numbers(
+    monkeypatch, many_points, degree, scaling, weight_decay, loss_fn
+):
     x, y = many_points
     model = PolynomialModel(degree, scaling)
     model.fit_feature_scaling(x)
-    loss_fn = nn.MSELoss()
     dense = optimum(model, x, y, loss_fn, weight_decay)
     dense_conditioning = conditioning(model, x, loss_fn, OptimizerSettings(lr=0.1, weight_decay=weight_decay))
     dense_resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
     model64 = float64_copy(model)
     dense_evaluation = evaluate(model64, x, y, loss_fn)
-    monkeypatch.setattr(fitquad.reference, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.streaming, "CHUNK_POINTS", 700)
     streamed = optimum(model, x, y, loss_fn, weight_decay)
     torch.testing.assert_close(streamed.parameters, dense.parameters, rtol=1e-11, atol=1e-13)
     assert streamed.train_loss == pytest.approx(dense.train_loss, rel=1e-12)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from conftest import lesson3_data, scaled_model
-from fitquad.reference import design_matrix, optimum, training_noise_floor
+from fitquad.passes import design_matrix
+from fitquad.reference import optimum, training_noise_floor
 
 
 @pytest.mark.parametrize("scaling", ["none", "standardize", "whiten"])

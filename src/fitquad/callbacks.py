@@ -15,7 +15,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from fitquad.conditioning import SGD_OPTIONS
-from fitquad.reference import evaluate
+from fitquad.passes import evaluate
+from fitquad.shards import WHOLE, Shards
 
 
 def say(trainer: L.Trainer, message: str) -> None:
@@ -57,16 +58,19 @@ class RunSummary(L.Callback):
         data = trainer.datamodule
         # Where your own points came from (the config's generated-data options are then unused).
         if data is not None and data.hparams.get("file") is not None:
-            sizes = f"{len(data.train_x)} training and {len(data.val_x)} validation points"
+            sizes = f"{data.train_size} training and {len(data.val_x)} validation points"
             say(trainer, f"fitquad: data: {sizes} from {data.hparams.file} (the generated data's options are not used)")
+        if data is not None and data.shards.count > 1:
+            each = f"{len(data.train_x)} in each of {data.shards.count} processes"
+            say(trainer, f"fitquad: data: {data.train_size} training points, {each} (every process holds only its own)")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Also called by FitDiagnosis when a fit stops on divergence.
+        summary = self.summarize(trainer, pl_module)  # by every process: under DDP it combines their shards
         if not trainer.is_global_zero:
             return
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        summary = self.summarize(trainer, pl_module)
         (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         losses = pl_module.train_losses[: pl_module.steps_recorded].tolist()
         # Numbered as TensorBoard numbers them: a resumed fit carries on from its checkpoint's step.
@@ -102,14 +106,14 @@ class RunSummary(L.Callback):
         datamodule = trainer.datamodule
         model = pl_module.model
 
-        def mse(x: torch.Tensor, y: torch.Tensor) -> float | None:
+        def mse(x: torch.Tensor, y: torch.Tensor, shards: Shards = WHOLE) -> float | None:
             # In the run's own precision (what it logs), a chunk at a time on millions of points.
-            return evaluate(model, x, y, torch.nn.MSELoss())[1] if len(x) else None
+            return evaluate(model, x, y, torch.nn.MSELoss(), shards)[1] if len(x) else None
 
         checkpoint = trainer.checkpoint_callback
         return {
             "coefficients": pl_module.coefficients(),
-            "train_mse": mse(datamodule.train_x, datamodule.train_y),
+            "train_mse": mse(datamodule.train_x, datamodule.train_y, datamodule.shards),
             "val_mse": mse(datamodule.val_x, datamodule.val_y),
             "optimizer_steps": trainer.global_step,
             "epochs": trainer.current_epoch,

@@ -212,7 +212,7 @@ class FitquadCLI(LightningCLI):
             return
         self.datamodule.setup(self.subcommand or "fit")
         if self.subcommand in (None, "fit"):
-            check_enough_points(len(self.datamodule.train_x), self.model.hparams.degree)
+            check_enough_points(self.datamodule.train_size, self.model.hparams.degree)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 from fitquad.model import PolynomialModel
-from fitquad.reference import design_chunks, gap_scale
+from fitquad.passes import design_chunks
+from fitquad.reference import gap_scale
+from fitquad.shards import WHOLE, Shards
 
 # QuadraticRegression's SGD arguments: the fields of OptimizerSettings, and a param group's options.
 SGD_OPTIONS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
@@ -105,14 +107,19 @@ def largest_stable_lr(
 
 
 def conditioning(
-    model: PolynomialModel, train_x: torch.Tensor, loss_fn: nn.Module, settings: OptimizerSettings
+    model: PolynomialModel,
+    train_x: torch.Tensor,
+    loss_fn: nn.Module,
+    settings: OptimizerSettings,
+    shards: Shards = WHOLE,
 ) -> Conditioning:
-    """The Hessian of the training objective (loss + weight_decay/2·|θ|²) and what it implies for SGD."""
+    """The Hessian of the training objective (loss + weight_decay/2·|θ|²) on all the shards' points and what it
+    implies for SGD."""
     curvature, description = loss_curvature(loss_fn)
     # AᵀA summed a chunk at a time (one chunk up to CHUNK_POINTS points): no float64 copy of millions of points.
-    gram = sum(a.T @ a for a, _ in design_chunks(model, train_x))
+    gram = shards.sum(sum(a.T @ a for a, _ in design_chunks(model, train_x)))
     p = gram.shape[1]
-    hessian = curvature * gram / len(train_x) + settings.weight_decay * torch.eye(p, dtype=torch.float64)
+    hessian = curvature * gram / shards.sum(len(train_x)) + settings.weight_decay * torch.eye(p, dtype=torch.float64)
     eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
     lambda_min, lambda_max = eigenvalues[0].item(), eigenvalues[-1].item()
     return Conditioning(

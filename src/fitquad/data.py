@@ -20,6 +20,7 @@ import torch
 
 from fitquad.batches import InMemoryBatches, Shuffle
 from fitquad.data_files import held_out_splits, read_points
+from fitquad.shards import WHOLE, Shards
 from fitquad.validation import InvalidInput, check_data_options, check_file_options, held_out_fraction
 
 XDistribution = Literal["grid", "normal", "uniform"]
@@ -41,29 +42,37 @@ def draw_quadratic(
     x_max: float,
     x_mean: float,
     x_std: float,
+    shards: Shards = WHOLE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw n points (all of x first, then the noise) as float32 arrays, the way the SGD article does.
+    """Draw n points (all of x first, then the noise) as float32 arrays, the way the SGD article does; under DDP
+    only this process's shard of them (shards.take), exactly those points of the n.
 
     x is cast to float32 before y is computed from it, and y = a·x² + b·x + c is evaluated on the
     float32 x before the float64 noise is added and the sum cast to float32: that is the article's
     own order of operations, so its data is reproduced bit for bit. The draws go DRAW_CHUNK points at a
     time straight into the float32 arrays: numpy's legacy generator gives the same numbers drawn in pieces
     as drawn at once, so only the float64 temporaries shrink (16 bytes a point, at 10⁸ points 1.6 GB).
+    A shard draws every chunk too (the stream has no way to skip ahead) and keeps its own points of each.
     """
     if x_distribution not in ("grid", "uniform", "normal"):
         raise ValueError(f"data.x_distribution must be one of grid, normal, uniform; got {x_distribution!r}")
-    x, y = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    kept = len(range(n)[shards.take(n)])
+    x, y = np.empty(kept, dtype=np.float32), np.empty(kept, dtype=np.float32)
+    # Each chunk [start, stop) of the n points, and where its points of this shard go among the kept ones.
     chunks = [(start, min(start + DRAW_CHUNK, n)) for start in range(0, n, DRAW_CHUNK)]
-    for start, stop in chunks:
+    firsts = [(shards.rank - start) % shards.count for start, _ in chunks]
+    places = [slice((start + first) // shards.count, (stop + shards.count - 1 - shards.rank) // shards.count)
+              for (start, stop), first in zip(chunks, firsts, strict=True)]  # fmt: skip
+    for (start, stop), first, place in zip(chunks, firsts, places, strict=True):
         if x_distribution == "grid":  # evenly spaced: no random numbers, only the noise consumes the stream
-            x[start:stop] = _grid_part(x_min, x_max, n, start, stop)
+            x[place] = _grid_part(x_min, x_max, n, start, stop)[first :: shards.count]
         elif x_distribution == "uniform":
-            x[start:stop] = rng.uniform(x_min, x_max, stop - start)
+            x[place] = rng.uniform(x_min, x_max, stop - start)[first :: shards.count]
         else:
-            x[start:stop] = x_mean + x_std * rng.randn(stop - start)
-    for start, stop in chunks:
-        part = x[start:stop]
-        y[start:stop] = true_a * part**2 + true_b * part + true_c + noise_std * rng.randn(stop - start)
+            x[place] = (x_mean + x_std * rng.randn(stop - start))[first :: shards.count]
+    for (start, stop), first, place in zip(chunks, firsts, places, strict=True):
+        part, noise = x[place], rng.randn(stop - start)[first :: shards.count]
+        y[place] = true_a * part**2 + true_b * part + true_c + noise_std * noise
     return x, y
 
 
@@ -91,8 +100,13 @@ def uniform_sample(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> t
     points is ever made."""
     if len(x) <= limit:
         return x, y
-    chosen = torch.randint(len(x), (limit,), generator=torch.Generator().manual_seed(seed)).sort().values
+    chosen = sample_indices(len(x), limit, seed)
     return x[chosen], y[chosen]
+
+
+def sample_indices(points: int, limit: int, seed: int) -> torch.Tensor:
+    """`limit` indices among `points`, drawn uniformly with replacement (seeded), in increasing order."""
+    return torch.randint(points, (limit,), generator=torch.Generator().manual_seed(seed)).sort().values
 
 
 class QuadraticDataModule(L.LightningDataModule):
@@ -100,7 +114,9 @@ class QuadraticDataModule(L.LightningDataModule):
     own points read from a file (data.file).
 
     After `setup("fit")` the splits are available as float32 tensors in original units:
-    `train_x`, `train_y`, `val_x`, `val_y` (and `test_x`, `test_y` after `setup("test")`).
+    `train_x`, `train_y`, `val_x`, `val_y` (and `test_x`, `test_y` after `setup("test")`). Under DDP `train_x`
+    and `train_y` are this process's shard, every world_size-th point (`shards`, fitquad.shards), drawn without
+    ever drawing the others; `train_size` counts them all. Validation and test points are whole in every process.
 
     Args:
         true_a: The true curve's x² coefficient (the defaults are the SGD article's y = 0.75x² + 1.0x + 2.0).
@@ -170,8 +186,9 @@ class QuadraticDataModule(L.LightningDataModule):
         defaults = inspect.signature(QuadraticDataModule.__init__).parameters
         check_file_options(self.hparams, {name: option.default for name, option in defaults.items() if name != "self"})
         self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training_sample's, by size
+        self.shards = WHOLE  # which of the training points this process holds (all but under DDP)
 
-    def _draw_splits(self) -> None:
+    def _draw_splits(self, shards: Shards) -> None:
         hp = self.hparams
         rng = np.random.RandomState(hp.seed)
         curve = curve_options(hp)
@@ -179,9 +196,10 @@ class QuadraticDataModule(L.LightningDataModule):
         # sizes of the ones drawn after it.
         splits = {}
         for split, n in (("train", hp.n_train), ("val", hp.n_val), ("test", hp.n_test)):
-            x, y = draw_quadratic(rng, n, **curve)
+            x, y = draw_quadratic(rng, n, **curve, shards=shards if split == "train" else WHOLE)
             splits[split] = (torch.from_numpy(x), torch.from_numpy(y))
         (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = splits.values()
+        self.train_size, self.shards = hp.n_train, shards
 
     def _read_splits(self) -> None:
         hp = self.hparams
@@ -192,10 +210,34 @@ class QuadraticDataModule(L.LightningDataModule):
                 splits[split] = read_points(f"data.{split}_file", path, hp.x_column, hp.y_column)
         tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits.values()]
         (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = tensors
+        self.train_size = len(self.train_x)
 
     def setup(self, stage: str) -> None:
+        shards = self._shards()
         if not hasattr(self, "train_x"):
-            self._draw_splits() if self.hparams.file is None else self._read_splits()
+            self._draw_splits(shards) if self.hparams.file is None else self._read_splits()
+        if shards != self.shards:  # points read whole (a file is read before the Trainer starts): keep the shard
+            self._check_equal_shards(self.train_size, shards.count)
+            keep = shards.take(self.train_size)
+            self.train_x, self.train_y, self.shards = self.train_x[keep].clone(), self.train_y[keep].clone(), shards
+            self.samples = {}
+
+    def _shards(self) -> Shards:
+        """This process's shard of the training points: under DDP, its rank among the Trainer's processes."""
+        _, rank, world_size = self._placement()
+        if world_size > 1 and self.hparams.file is None:
+            self._check_equal_shards(self.hparams.n_train, world_size)
+        return Shards(rank, world_size)
+
+    def _check_equal_shards(self, points: int, world_size: int) -> None:
+        # DDP averages the shards' gradients: with equal shards that is the whole data's gradient.
+        if points % world_size:
+            hp = self.hparams
+            what = "data.n_train" if hp.file is None else "the training points of data.file (after val_fraction)"
+            raise InvalidInput(
+                f"{what} must be a multiple of the {world_size} processes under DDP, so that every "
+                f"process gets an equal shard; got {points}"
+            )
 
     @property
     def true_coefficients(self) -> list[float] | None:
@@ -209,10 +251,24 @@ class QuadraticDataModule(L.LightningDataModule):
         return self.hparams.noise_std if self.hparams.file is None else None
 
     def training_sample(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """uniform_sample of the training points, seeded by data.seed and kept: the same at every call."""
+        """uniform_sample of all the training points, seeded by data.seed and kept: the same at every call. Under
+        DDP the same sample as one process takes, gathered from the shards (collective: every process calls it)."""
         if limit not in self.samples:
-            self.samples[limit] = uniform_sample(self.train_x, self.train_y, limit, self.hparams.seed)
+            if self.shards.count == 1:
+                self.samples[limit] = uniform_sample(self.train_x, self.train_y, limit, self.hparams.seed)
+            else:
+                self.samples[limit] = self._gathered_sample(limit)
         return self.samples[limit]
+
+    def _gathered_sample(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, shards = self.train_size, self.shards
+        chosen = torch.arange(n) if n <= limit else sample_indices(n, limit, self.hparams.seed)
+        owner = chosen % shards.count  # point i is shard (i mod count)'s point i // count
+        mine = chosen[owner == shards.rank] // shards.count
+        x, y = torch.empty(len(chosen)), torch.empty(len(chosen))
+        for rank, (shard_x, shard_y) in enumerate(shards.gather((self.train_x[mine], self.train_y[mine]))):
+            x[owner == rank], y[owner == rank] = shard_x, shard_y
+        return x, y
 
     def _placement(self) -> tuple[torch.device, int, int]:
         """(device, rank, number of processes) of this process: the Trainer's, or one CPU process without one."""
@@ -222,22 +278,12 @@ class QuadraticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         hp = self.hparams
-        device, rank, world_size = self._placement()
-        x, y = self.train_x, self.train_y
-        if world_size > 1:
-            # Under DDP each process trains on its own shard, every world_size-th point, and DDP
-            # averages the shards' gradients: with equal shards that is the whole data's gradient.
-            if len(x) % world_size:
-                what = "data.n_train" if hp.file is None else "the training points of data.file (after val_fraction)"
-                raise InvalidInput(
-                    f"{what} must be a multiple of the {world_size} processes under DDP, so that every "
-                    f"process gets an equal shard; got {len(x)}"
-                )
-            x, y = x[rank::world_size].contiguous(), y[rank::world_size].contiguous()
+        device, rank, _ = self._placement()
+        # Under DDP each process trains on its own shard (setup), and DDP averages the shards' gradients.
         # Moved to the device once here, so no batch is ever copied (batch_to_device is then a no-op).
         return InMemoryBatches(
-            x.to(device),
-            y.to(device),
+            self.train_x.to(device),
+            self.train_y.to(device),
             batch_size=hp.batch_size,
             steps_per_epoch=hp.steps_per_epoch,
             fused_steps=hp.fused_steps,

@@ -22,10 +22,9 @@ from lightning.pytorch.callbacks import EarlyStopping
 from fitquad.callbacks import RunSummary, run_folder, say
 from fitquad.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.limits import check_first_step
+from fitquad.passes import evaluate, float64_copy
 from fitquad.reference import (
     estimated_noise_std,
-    evaluate,
-    float64_copy,
     loss_resolution,
     optimum,
     relative_gap,
@@ -61,27 +60,20 @@ class FitDiagnosis(L.Callback):
         self.settings = OptimizerSettings.of(optimizer)
         self.sgd = isinstance(optimizer, torch.optim.SGD)
         model = pl_module.model
+        # Under DDP each process holds a shard of the training points: every number below is of all of them,
+        # the shards' passes combined (fitquad.shards), so every process computes the same reference.
+        train, shards = (datamodule.train_x, datamodule.train_y), datamodule.shards
         start = "model.init_coefficients" if pl_module.hparams.init_coefficients is not None else "model.init_seed"
-        check_first_step(
-            model,
-            datamodule.train_x,
-            datamodule.train_y,
-            self.settings.lr,
-            self.settings.weight_decay,
-            trainer.precision,
-            start,
-        )
-        self.reference = optimum(
-            model, datamodule.train_x, datamodule.train_y, pl_module.loss_fn, self.settings.weight_decay
-        )
-        self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings)
+        check_first_step(model, *train, self.settings.lr, self.settings.weight_decay, trainer.precision, start, shards)
+        self.reference = optimum(model, *train, pl_module.loss_fn, self.settings.weight_decay, shards)
+        self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings, shards)
         # An exact fit (noise-free data, or as many points as parameters) has an optimum of float64 rounding, ~0:
         # its gap is measured against what the run's own precision can resolve (reference.relative_gap), scaled
         # so that "within CONVERGED_GAP" means "down to the rounding floor".
-        data = (model, datamodule.train_x, datamodule.train_y, self.reference.parameters)
+        data = (model, *train, self.reference.parameters)
         l1 = isinstance(pl_module.loss_fn, torch.nn.L1Loss)
-        exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1)
-        self.resolution = loss_resolution(*data, pl_module.dtype, l1) / CONVERGED_GAP if exact_fit else 0.0
+        exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1, shards)
+        self.resolution = loss_resolution(*data, pl_module.dtype, l1, shards) / CONVERGED_GAP if exact_fit else 0.0
         steps = predicted_steps_to_gap(
             self.conditioning,
             model.model_parameters(),
@@ -97,12 +89,12 @@ class FitDiagnosis(L.Callback):
         if self.noise_estimated:
             least_squares = self.reference
             if not isinstance(pl_module.loss_fn, torch.nn.MSELoss) or self.settings.weight_decay:
-                least_squares = optimum(model, datamodule.train_x, datamodule.train_y, torch.nn.MSELoss())
-            self.noise_std = estimated_noise_std(least_squares.train_mse, len(datamodule.train_x), n_parameters)
+                least_squares = optimum(model, *train, torch.nn.MSELoss(), shards=shards)
+            self.noise_std = estimated_noise_std(least_squares.train_mse, datamodule.train_size, n_parameters)
         floors = {"train_noise_floor": None, "val_noise_floor": None}
         if self.noise_std is not None:
             floors = {
-                "train_noise_floor": training_noise_floor(self.noise_std, len(datamodule.train_x), n_parameters),
+                "train_noise_floor": training_noise_floor(self.noise_std, datamodule.train_size, n_parameters),
                 "val_noise_floor": validation_noise_floor(self.noise_std),
             }
         names = pl_module.coefficient_names
@@ -207,8 +199,8 @@ class FitDiagnosis(L.Callback):
         batch_size = datamodule.hparams.batch_size
         model64 = float64_copy(pl_module.model)  # the trained parameters, evaluated without rounding
         train_x = datamodule.train_x
-        # In float64, a chunk at a time (no float64 copy of millions of points).
-        train_loss, train_mse = evaluate(model64, train_x, datamodule.train_y, pl_module.loss_fn)
+        # In float64, a chunk at a time (no float64 copy of millions of points), over every process's shard.
+        train_loss, train_mse = evaluate(model64, train_x, datamodule.train_y, pl_module.loss_fn, datamodule.shards)
         val_mse = None
         if len(datamodule.val_x):
             _, val_mse = evaluate(model64, datamodule.val_x, datamodule.val_y, pl_module.loss_fn)
@@ -226,6 +218,8 @@ class FitDiagnosis(L.Callback):
             and self.sgd
             and relative_gap(train_loss, self.reference.train_loss, self.resolution) > CONVERGED_GAP
         ):
+            # On this process's points: how float32 rounds an update does not need the others' (and every
+            # process decides alike, since train_loss is of all the points).
             probe = float32_update_error(pl_module, datamodule.train_x, datamodule.train_y, self.settings)
         diagnosis = diagnose(
             steps_taken=trainer.global_step,
@@ -240,16 +234,16 @@ class FitDiagnosis(L.Callback):
             val_mse=val_mse,
             noise_std=self.noise_std,
             noise_estimated=self.noise_estimated,
-            n_train=len(train_x),
+            n_train=datamodule.train_size,
             n_val=len(datamodule.val_x),
             n_parameters=len(self.reference.parameters),
-            mini_batch=batch_size is not None and batch_size < len(train_x),
+            mini_batch=batch_size is not None and batch_size < len(train_x),  # a process's batches of its shard
             stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
             optimizer=type(trainer.optimizers[0]).__name__,
             loss_resolution=self.resolution,
         )
         self._report(trainer, pl_module, diagnosis)
-        if self.figures and trainer.is_global_zero:
+        if self.figures:
             self._draw(trainer, pl_module, model64)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -284,9 +278,13 @@ class FitDiagnosis(L.Callback):
         from fitquad import figures  # matplotlib only when a fit ends, never for `fitquad --help`
 
         datamodule = trainer.datamodule
-        picture = figures.FitPicture(  # the points as they are: the figures draw a sample of them
-            train_x=datamodule.train_x,
-            train_y=datamodule.train_y,
+        train_x, train_y = datamodule.training_sample(figures.SCATTER_POINTS)  # collective under DDP: before rank 0's
+        if not trainer.is_global_zero:
+            return
+        picture = figures.FitPicture(
+            train_x=train_x,
+            train_y=train_y,
+            train_size=datamodule.train_size,
             val_x=datamodule.val_x,
             val_y=datamodule.val_y,
             true_coefficients=datamodule.true_coefficients,

@@ -49,14 +49,18 @@ class FitPicture:
     optimum_coefficients: torch.Tensor
     noise_std: float | None  # None: unknown, no noise bands
     noise_estimated: bool = False  # σ estimated from the optimum's residuals (your own data)
+    train_size: int | None = None  # how many training points there are, when train_x is a sample of them
 
 
-def sample(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, str]:
+def sample(
+    x: torch.Tensor, y: torch.Tensor, seed: int = 0, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """At most SCATTER_POINTS of the points, drawn uniformly (not the first ones, which on a sorted grid would all
-    sit at one end), in float64 on the CPU, and a note for the title when it is a sample. Only the sample is
-    copied, never all the points."""
+    sit at one end), in float64 on the CPU, and a note for the title when it is a sample (of `size` points, when
+    x is already a sample of them). Only the sample is copied, never all the points."""
     shown_x, shown_y = uniform_sample(x, y, SCATTER_POINTS, seed)
-    note = "" if len(x) <= SCATTER_POINTS else f" ({SCATTER_POINTS:,} of {len(x):,} points shown)"
+    size = len(x) if size is None else size
+    note = "" if size <= SCATTER_POINTS else f" ({len(shown_x):,} of {size:,} points shown)"
     return shown_x.double().cpu(), shown_y.double().cpu(), note
 
 
@@ -72,7 +76,7 @@ def save_png(figure: Figure, path: Path) -> np.ndarray:
 
 def fit_figures(picture: FitPicture) -> dict[str, Figure]:
     """{"fit": data and curves, "residuals": residuals with the noise bands, and SGD's distance to the optimum}."""
-    train_x, train_y, shown = sample(picture.train_x, picture.train_y)
+    train_x, train_y, shown = sample(picture.train_x, picture.train_y, size=picture.train_size)
     val_x, val_y, _ = sample(picture.val_x, picture.val_y, seed=1)
     all_x, all_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
     grid = torch.linspace(all_x.min().item(), all_x.max().item(), 400, dtype=torch.float64)

@@ -36,6 +36,7 @@ from fitquad.callbacks import run_folder, say
 from fitquad.limits import check_landscape_grid
 from fitquad.model import PolynomialModel, polynomial_basis
 from fitquad.parameter_path import ParameterPath
+from fitquad.shards import WHOLE, Shards
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.axes import Axes
@@ -75,10 +76,15 @@ def loss_at(loss_fn: nn.Module, basis: torch.Tensor, y: torch.Tensor, coefficien
 
 
 def loss_optimum(
-    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, weight_decay: float = 0.0
+    model: PolynomialModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    weight_decay: float = 0.0,
+    shards: Shards = WHOLE,
 ) -> torch.Tensor:
     """Original-unit coefficients of the training-set optimum of loss + weight_decay/2·|θ|² (fitquad.reference)."""
-    return reference.optimum(model, x, y, loss_fn, weight_decay).coefficients
+    return reference.optimum(model, x, y, loss_fn, weight_decay, shards).coefficients
 
 
 @dataclass
@@ -288,9 +294,11 @@ class LossLandscape(ParameterPath):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_train_end, before on_fit_end, where RunSummary finalises the logger.
         super().on_train_end(trainer, pl_module)
-        if not trainer.is_global_zero or len(self.rows) == 0:
+        if len(self.rows) == 0:
             return
-        landscape = self.landscape(trainer, pl_module)
+        landscape = self.landscape(trainer, pl_module)  # by every process: under DDP it combines their shards
+        if not trainer.is_global_zero:
+            return
         figure = self.draw(landscape, pl_module)
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
@@ -306,12 +314,12 @@ class LossLandscape(ParameterPath):
         model = pl_module.model
         path = model.coefficients_of(self.path())
         datamodule = trainer.datamodule
-        y = datamodule.train_y.double()
-        optimum = loss_optimum(model, datamodule.train_x, y, pl_module.loss_fn)
+        train = (datamodule.train_x, datamodule.train_y, pl_module.loss_fn)
+        optimum = loss_optimum(model, *train, shards=datamodule.shards)
         weight_decay = pl_module.hparams.weight_decay
         decay_optimum = None
         if weight_decay > 0:  # where SGD with weight decay converges instead
-            decay_optimum = loss_optimum(model, datamodule.train_x, y, pl_module.loss_fn, weight_decay)
+            decay_optimum = loss_optimum(model, *train, weight_decay, datamodule.shards)
         axes = choose_axes(path, pl_module.coefficient_names, self.parameters)
         marked = [optimum] if decay_optimum is None else [optimum, decay_optimum]
         if self.extent is not None:
@@ -332,8 +340,9 @@ class LossLandscape(ParameterPath):
             self.resolution,
             decay_optimum,
         )
-        if len(y) > SURFACE_POINTS:
-            landscape.projection += f"; loss on {SURFACE_POINTS:,} of {len(y):,} training points, drawn uniformly"
+        if datamodule.train_size > SURFACE_POINTS:
+            points = f"{SURFACE_POINTS:,} of {datamodule.train_size:,}"
+            landscape.projection += f"; loss on {points} training points, drawn uniformly"
         return landscape
 
     def draw(self, landscape: Landscape, pl_module: L.LightningModule) -> Figure:

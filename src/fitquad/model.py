@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fitquad.shards import WHOLE, Shards
 from fitquad.streaming import distinct_count, mean_and_std, powers_mean_and_r
 from fitquad.validation import InvalidInput
 
@@ -67,19 +68,19 @@ class PolynomialModel(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(degree, dtype=float64))
         self.register_buffer("whitening", torch.eye(degree, dtype=float64))
 
-    def fit_feature_scaling(self, train_x: torch.Tensor) -> None:
+    def fit_feature_scaling(self, train_x: torch.Tensor, shards: Shards = WHOLE) -> None:
         """Set the scaling from the training inputs (no-op for feature_scaling='none'), in float64; on millions of
-        points a chunk at a time (fitquad.streaming)."""
+        points a chunk at a time, and under DDP from all the processes' shards (fitquad.streaming)."""
         if self.feature_scaling == "none":
             return
-        shift, scale = mean_and_std(train_x)
+        shift, scale = mean_and_std(train_x, shards)
         self.shift.fill_(shift)
         self.scale.fill_(scale or 1.0)  # a constant x (std 0) keeps scale 1 rather than dividing by zero
         if self.feature_scaling == "whiten" and self.degree > 0:
             # QR of the centred powers of z: (P − mean) = Q·R, and Q·√n has orthonormal columns of mean square 1,
             # so whitening = R⁻¹·√n.
-            mean, r = powers_mean_and_r(train_x, self.shift.item(), self.scale.item(), self.degree)
-            distinct = distinct_count(train_x, self.degree + 1)
+            mean, r = powers_mean_and_r(train_x, self.shift.item(), self.scale.item(), self.degree, shards)
+            distinct = distinct_count(train_x, self.degree + 1, shards)
             if distinct <= self.degree or not (r.diagonal().abs() > 0).all():  # the powers are linearly dependent
                 raise InvalidInput(
                     f"model.feature_scaling whiten needs at least model.degree + 1 = {self.degree + 1} distinct "
@@ -87,7 +88,7 @@ class PolynomialModel(nn.Module):
                     "or x spread wider"
                 )
             self.feature_mean.copy_(mean)
-            self.whitening.copy_(torch.linalg.inv(r) * len(train_x) ** 0.5)
+            self.whitening.copy_(torch.linalg.inv(r) * shards.sum(len(train_x)) ** 0.5)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The (n, degree) matrix of z, z², …, z^degree."""

@@ -22,18 +22,18 @@ the noise) and the expected MSE on fresh points is σ² (plus a term that vanish
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from fitquad import streamed_optimum
 from fitquad.model import PolynomialModel
-from fitquad.streaming import CHUNK_POINTS
-
-# IRLS stops when no parameter moves by more than this, relative to the parameters' size.
-IRLS_TOLERANCE = 1e-13
-IRLS_MAX_ITERATIONS = 500
+from fitquad.passes import design_chunks, design_matrix, evaluate, with_parameters
+from fitquad.shards import WHOLE, Shards
+from fitquad.streamed_optimum import Weights, huber_weights_at, irls, l1_weights_at
+from fitquad.streaming import in_one_piece
 
 
 @dataclass
@@ -46,75 +46,6 @@ class Reference:
     train_mse: float  # the MSE at θ*, comparable with the noise floor
 
 
-def float64_copy(model: PolynomialModel) -> PolynomialModel:
-    """A float64 copy of the model on the CPU (same scaling buffers), so nothing below rounds to float32."""
-    # A new model loaded with the state, not copy.deepcopy: 10 times quicker, and sweeps copy thousands of models.
-    copied = PolynomialModel(model.degree, model.feature_scaling).to(torch.float64)
-    copied.load_state_dict(model.state_dict())
-    return copied
-
-
-def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
-    """A = [1, features(x)] in float64, so that the model's predictions are A @ model.model_parameters()."""
-    with torch.no_grad():
-        features = float64_copy(model).features(x.detach().cpu().double())
-    return torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
-
-
-# CHUNK_POINTS (fitquad.streaming): a problem of up to this many points is solved in one piece, exactly as a dense
-# solver would; beyond it the passes stream: float64 rows of the design matrix (CHUNK_POINTS × p) exist one chunk
-# at a time, so millions of points cost no float64 copy of the data (README, "Many points").
-
-
-Chunk = tuple[torch.Tensor, torch.Tensor | None]
-
-
-def design_chunks(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor | None = None) -> Iterator[Chunk]:
-    """(A, y) of CHUNK_POINTS consecutive points at a time, float64 on the CPU (A as design_matrix makes it; y None
-    without targets)."""
-    model64 = float64_copy(model)
-    y_parts = y.split(CHUNK_POINTS) if y is not None else [None] * math.ceil(len(x) / CHUNK_POINTS)
-    with torch.no_grad():
-        for x_part, y_part in zip(x.split(CHUNK_POINTS), y_parts, strict=True):
-            features = model64.features(x_part.detach().cpu().double())
-            ones = torch.ones(len(x_part), 1, dtype=torch.float64)
-            yield torch.cat([ones, features], dim=1), None if y_part is None else y_part.detach().cpu().double()
-
-
-def _streamed_least_squares(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
-    """argmin_θ |Aθ − y|² + ridge·|θ|² over data streamed in chunks: A = QR is built up one chunk at a time (the
-    R of [R; A_chunk] and Qᵀy with it, as stable as a QR of all of A), then R·θ = Qᵀy is solved as _ridge solves
-    the whole system, with the same rank threshold (machine epsilon × the number of rows)."""
-    r = z = None
-    for a, y_part in design_chunks(model, x, y):
-        if r is not None:
-            a, y_part = torch.cat([r, a]), torch.cat([z, y_part])
-        q, r = torch.linalg.qr(a)
-        z = q.T @ y_part
-    p = r.shape[1]
-    if ridge > 0:
-        q, r = torch.linalg.qr(torch.cat([r, math.sqrt(ridge) * torch.eye(p, dtype=r.dtype)]))
-        z = q.T @ torch.cat([z, torch.zeros(p, dtype=z.dtype)])
-    rcond = torch.finfo(torch.float64).eps * max(len(x) + (p if ridge > 0 else 0), p)
-    return torch.linalg.lstsq(r, z.unsqueeze(1), rcond=rcond, driver="gelsd").solution.squeeze(1)
-
-
-def evaluate(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
-    """(loss, MSE) of the model (its own dtype and parameters, or float64 for float64_copy's) on the points,
-    computed a chunk at a time; on up to CHUNK_POINTS points exactly loss_fn(model(x), y) and mse_loss."""
-    dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
-    loss = squares = 0.0
-    with torch.no_grad():
-        for x_part, y_part in zip(x.split(CHUNK_POINTS), y.split(CHUNK_POINTS), strict=True):
-            x_part, y_part = x_part.to(device, dtype), y_part.to(device, dtype)
-            prediction = model(x_part)
-            if len(x) <= CHUNK_POINTS:  # one chunk: torch's own means, exactly
-                return loss_fn(prediction, y_part).item(), nn.functional.mse_loss(prediction, y_part).item()
-            loss += loss_fn(prediction, y_part).item() * len(x_part)
-            squares += (prediction - y_part).double().square().sum().item()  # summed in float64 across chunks
-    return loss / len(x), squares / len(x)
-
-
 def _ridge(a: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, ridge: float) -> torch.Tensor:
     """argmin_θ  Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|², by least squares on the stacked system (no normal equations)."""
     if weights is not None:
@@ -125,6 +56,11 @@ def _ridge(a: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, ridge
         a = torch.cat([a, math.sqrt(ridge) * torch.eye(p, dtype=a.dtype)])
         y = torch.cat([y, torch.zeros(p, dtype=y.dtype)])
     return torch.linalg.lstsq(a, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
+
+
+def _weighted_ridge(a: torch.Tensor, y: torch.Tensor, ridge: float) -> Callable[[Weights | None], torch.Tensor]:
+    """_ridge on the whole system as streamed_optimum.irls asks for it: weights given as a function of (A, y)."""
+    return lambda weights: _ridge(a, y, None if weights is None else weights(a, y), ridge)
 
 
 def _objective(a: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, loss_fn: nn.Module, weight_decay: float) -> float:
@@ -140,15 +76,7 @@ def _huber_optimum(a: torch.Tensor, y: torch.Tensor, delta: float, scale: float,
     """
     n = len(y)
     ridge = n * scale * weight_decay  # the penalty, in the units of Σ wᵢ rᵢ²/2 … times 2/n
-    theta = _ridge(a, y, None, ridge)
-    for _ in range(IRLS_MAX_ITERATIONS):
-        residuals = (a @ theta - y).abs()
-        weights = torch.where(residuals <= delta, 1.0, delta / residuals.clamp_min(1e-300))
-        new_theta = _ridge(a, y, weights, ridge)
-        converged = (new_theta - theta).abs().max() <= IRLS_TOLERANCE * (1 + theta.abs().max())
-        theta = new_theta
-        if converged:
-            break
+    theta = irls(_weighted_ridge(a, y, ridge), huber_weights_at(delta))
     # Newton on the final split: inliers contribute r²/2, outliers δ·|r| (a constant gradient δ·sign(r)).
     residuals = a @ theta - y
     inside = residuals.abs() <= delta
@@ -170,15 +98,8 @@ def _l1_optimum(a: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.
     """
     n, p = a.shape
     ridge = n * weight_decay
-    theta = _ridge(a, y, None, ridge)
     floor = 1e-12 * (1 + y.abs().max().item())  # keeps the weights finite where a residual reaches 0
-    for _ in range(IRLS_MAX_ITERATIONS):
-        weights = 1 / (a @ theta - y).abs().clamp_min(floor)
-        new_theta = _ridge(a, y, weights, ridge)
-        converged = (new_theta - theta).abs().max() <= IRLS_TOLERANCE * (1 + theta.abs().max())
-        theta = new_theta
-        if converged:
-            break
+    theta = irls(_weighted_ridge(a, y, ridge), l1_weights_at(floor))
     if weight_decay == 0 and n >= p:
         loss_fn = nn.L1Loss()
         closest = (a @ theta - y).abs().argsort()[:p]
@@ -189,44 +110,57 @@ def _l1_optimum(a: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.
     return theta
 
 
+def _solver(loss_fn: nn.Module) -> tuple[str, dict[str, float]]:
+    """Which problem the loss's optimum is: ("mse" | "huber" | "l1", the Huber solver's delta and scale)."""
+    if isinstance(loss_fn, nn.MSELoss):
+        return "mse", {}
+    if isinstance(loss_fn, nn.HuberLoss):
+        return "huber", {"delta": loss_fn.delta, "scale": 1.0}
+    if isinstance(loss_fn, nn.SmoothL1Loss):  # SmoothL1(β) = Huber(δ = β)/β; β = 0 is plain L1
+        return ("l1", {}) if loss_fn.beta == 0 else ("huber", {"delta": loss_fn.beta, "scale": loss_fn.beta})
+    if isinstance(loss_fn, nn.L1Loss):
+        return "l1", {}
+    raise ValueError(f"no closed-form reference for the loss {type(loss_fn).__name__}")
+
+
 def optimum(
-    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, weight_decay: float = 0.0
+    model: PolynomialModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    weight_decay: float = 0.0,
+    shards: Shards = WHOLE,
 ) -> Reference:
-    """The minimizer of loss_fn(model(x), y) + weight_decay/2·|θ|² over the model's parameters θ, in float64.
+    """The minimizer of loss_fn(model(x), y) + weight_decay/2·|θ|² over the model's parameters θ, in float64, on
+    all the shards' points.
 
     loss_fn is one of torch's MSELoss, L1Loss, HuberLoss, SmoothL1Loss with mean reduction (the
     training module's own `loss_fn`); the value reported is computed by it, so it is what training sees.
-    MSE on more than CHUNK_POINTS points streams over the data; the robust losses' IRLS holds A whole.
+    Beyond CHUNK_POINTS points, or under DDP, the same solvers stream over the data (fitquad.streamed_optimum).
     """
-    if isinstance(loss_fn, nn.MSELoss) and len(x) > CHUNK_POINTS:
-        theta = _streamed_least_squares(model, x, y, len(x) * weight_decay / 2)
-        reference_model = _with_parameters(model, theta)
-        train_loss, train_mse = evaluate(reference_model, x, y, loss_fn)
+    solver, options = _solver(loss_fn)
+    if not in_one_piece(x, shards):
+        ridge_per_point = weight_decay / 2 if solver == "mse" else 0.0
+        theta = {
+            "mse": lambda: streamed_optimum.least_squares(model, x, y, shards.sum(len(x)) * ridge_per_point, shards),
+            "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay, shards=shards),
+            "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay, shards),
+        }[solver]()
+        reference_model = with_parameters(model, theta)
+        train_loss, train_mse = evaluate(reference_model, x, y, loss_fn, shards)
         return Reference(theta, reference_model.coefficients(), train_loss, train_mse)
     a = design_matrix(model, x)
     y = y.detach().cpu().double()
-    n = len(y)
-    if isinstance(loss_fn, nn.MSELoss):
+    theta = {
         # mean r² + wd/2·|θ|²  =  (1/n)·(|Aθ − y|² + n·wd/2·|θ|²)
-        theta = _ridge(a, y, None, n * weight_decay / 2)
-    elif isinstance(loss_fn, nn.HuberLoss):
-        theta = _huber_optimum(a, y, loss_fn.delta, 1.0, weight_decay)
-    elif isinstance(loss_fn, nn.SmoothL1Loss):
-        # SmoothL1(β) = Huber(δ = β)/β; β = 0 is plain L1.
-        theta = (
-            _l1_optimum(a, y, weight_decay)
-            if loss_fn.beta == 0
-            else _huber_optimum(a, y, loss_fn.beta, loss_fn.beta, weight_decay)
-        )
-    elif isinstance(loss_fn, nn.L1Loss):
-        theta = _l1_optimum(a, y, weight_decay)
-    else:
-        raise ValueError(f"no closed-form reference for the loss {type(loss_fn).__name__}")
-    reference_model = _with_parameters(model, theta)
+        "mse": lambda: _ridge(a, y, None, len(y) * weight_decay / 2),
+        "huber": lambda: _huber_optimum(a, y, **options, weight_decay=weight_decay),
+        "l1": lambda: _l1_optimum(a, y, weight_decay),
+    }[solver]()
     predictions = a @ theta
     return Reference(
         parameters=theta,
-        coefficients=reference_model.coefficients(),
+        coefficients=with_parameters(model, theta).coefficients(),
         train_loss=loss_fn(predictions, y).item(),
         train_mse=nn.functional.mse_loss(predictions, y).item(),
     )
@@ -252,26 +186,24 @@ def against_optimum(
     return errors[:n].square().mean().item(), val_mse, gap
 
 
-def _with_parameters(model: PolynomialModel, theta: torch.Tensor) -> PolynomialModel:
-    """A float64 copy of the model (same scaling) with parameters θ."""
-    copied = float64_copy(model)
-    with torch.no_grad():
-        copied.linear.bias.copy_(theta[:1])
-        copied.linear.weight.copy_(theta[1:].view(1, -1))
-    return copied
-
-
 # A prediction in a dtype is a sum of terms θₖ·φₖ(x), each rounded: its error is a few ulps of Σₖ|θₖ·φₖ(x)|,
 # which for a polynomial whose large terms cancel is far more than an ulp of the prediction itself.
 LOSS_ULPS = 4
 
 
 def loss_resolution(
-    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, parameters: torch.Tensor, dtype: torch.dtype, l1: bool
+    model: PolynomialModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    parameters: torch.Tensor,
+    dtype: torch.dtype,
+    l1: bool,
+    shards: Shards = WHOLE,
 ) -> float:
     """The smallest loss distinguishable from 0 when the model with `parameters` (its own units, e.g. the
-    optimum's) predicts `y` in `dtype`: the rounding of each prediction's terms, squared (or not, for L1)."""
-    if len(x) <= CHUNK_POINTS:
+    optimum's) predicts `y` in `dtype`: the rounding of each prediction's terms, squared (or not, for L1), over
+    all the shards' points."""
+    if in_one_piece(x, shards):
         terms = design_matrix(model, x).abs() @ parameters.double().abs() + y.double().abs()
         rounding = LOSS_ULPS * torch.finfo(dtype).eps * terms
         return (rounding.mean() if l1 else rounding.square().mean()).item()
@@ -279,7 +211,7 @@ def loss_resolution(
     for a, y_part in design_chunks(model, x, y):
         rounding = LOSS_ULPS * torch.finfo(dtype).eps * (a.abs() @ parameters.double().abs() + y_part.abs())
         total += (rounding.sum() if l1 else rounding.square().sum()).item()
-    return total / len(x)
+    return shards.sum(total) / shards.sum(len(x))
 
 
 def relative_gap(loss: float, optimum_loss: float, resolution: float = 0.0) -> float:

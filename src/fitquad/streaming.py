@@ -2,9 +2,11 @@
 of points cost float64 temporaries of one chunk, not of all the data. Up to CHUNK_POINTS points each is computed
 in one piece, exactly as before streaming existed.
 
-fitquad.reference streams its passes (least squares, conditioning, evaluation) with the same chunk size; here are
-the feature scaling's: the inputs' mean and standard deviation (standardize) and the powers' mean and triangular
-factor R (whiten).
+fitquad.passes and fitquad.streamed_optimum stream theirs (evaluation, conditioning, the optimum) with the same
+chunk size; here are the feature scaling's: the inputs' mean and standard deviation (standardize) and the powers'
+mean and triangular factor R (whiten). Under DDP each process streams its own shard and the results are combined
+across the processes (fitquad.shards). Every module reads the chunk size as `streaming.CHUNK_POINTS` at call time,
+so that tests can shrink the chunks everywhere at once.
 """
 
 from __future__ import annotations
@@ -13,18 +15,27 @@ import math
 
 import torch
 
+from fitquad.shards import WHOLE, Shards
+
 # Points per chunk: float64 temporaries of at most CHUNK_POINTS × (degree + 1) numbers (≤ 27 MB at degree 12).
 CHUNK_POINTS = 1 << 18
 
 
-def mean_and_std(x: torch.Tensor) -> tuple[float, float]:
-    """The mean and the population standard deviation of x, in float64 (two passes when streamed)."""
-    if len(x) <= CHUNK_POINTS:
+def in_one_piece(x: torch.Tensor, shards: Shards) -> bool:
+    """Whether a pass over x is one dense computation: one process holding at most CHUNK_POINTS points."""
+    return shards.count == 1 and len(x) <= CHUNK_POINTS
+
+
+def mean_and_std(x: torch.Tensor, shards: Shards = WHOLE) -> tuple[float, float]:
+    """The mean and the population standard deviation of x (all the shards'), in float64 (two passes when
+    streamed)."""
+    if in_one_piece(x, shards):
         whole = x.double()
         return whole.mean().item(), whole.std(correction=0).item()
-    mean = sum(part.double().sum().item() for part in x.split(CHUNK_POINTS)) / len(x)
-    squares = sum((part.double() - mean).square().sum().item() for part in x.split(CHUNK_POINTS))
-    return mean, math.sqrt(squares / len(x))
+    n = shards.sum(len(x))
+    mean = shards.sum(sum(part.double().sum().item() for part in x.split(CHUNK_POINTS))) / n
+    squares = shards.sum(sum((part.double() - mean).square().sum().item() for part in x.split(CHUNK_POINTS)))
+    return mean, math.sqrt(squares / n)
 
 
 def powers(x: torch.Tensor, shift: float, scale: float, degree: int) -> torch.Tensor:
@@ -33,28 +44,41 @@ def powers(x: torch.Tensor, shift: float, scale: float, degree: int) -> torch.Te
     return torch.stack([z**k for k in range(1, degree + 1)], dim=-1)
 
 
-def powers_mean_and_r(x: torch.Tensor, shift: float, scale: float, degree: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean of the powers and the triangular R of the centred powers' QR (centred = Q·R), in float64.
+def powers_mean_and_r(
+    x: torch.Tensor, shift: float, scale: float, degree: int, shards: Shards = WHOLE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean of the powers and the triangular R of the centred powers' QR (centred = Q·R), in float64, over all
+    the shards' points.
 
     Streamed, R is built up a chunk at a time (the QR of [R so far; next chunk] has the same R as the QR of all the
-    rows so far, up to signs: as stable as one QR of everything), and its rows are signed so that its diagonal is
-    positive: the one QR of all the rows fixes those signs from all the rows at once, which a stream cannot
-    reproduce, and either sign gives orthonormal features.
+    rows so far, up to signs: as stable as one QR of everything), then the shards' Rs are stacked and factored once
+    more, and its rows are signed so that its diagonal is positive: the one QR of all the rows fixes those signs
+    from all the rows at once, which a stream cannot reproduce, and either sign gives orthonormal features.
     """
-    if len(x) <= CHUNK_POINTS:
+    if in_one_piece(x, shards):
         whole = powers(x, shift, scale, degree)
         mean = whole.mean(dim=0)
         return mean, torch.linalg.qr(whole - mean).R
-    mean = sum(powers(part, shift, scale, degree).sum(dim=0) for part in x.split(CHUNK_POINTS)) / len(x)
+    sums = torch.zeros(degree, dtype=torch.float64)
+    for part in x.split(CHUNK_POINTS):
+        sums += powers(part, shift, scale, degree).sum(dim=0)
+    mean = shards.sum(sums) / shards.sum(len(x))
     r = torch.zeros(0, degree, dtype=torch.float64)
     for part in x.split(CHUNK_POINTS):
         r = torch.linalg.qr(torch.cat([r, powers(part, shift, scale, degree) - mean]), mode="r").R
+    if shards.count > 1:
+        r = torch.linalg.qr(torch.cat(shards.gather(r)), mode="r").R
     signs = torch.where(r.diagonal() < 0, -1.0, 1.0).to(torch.float64)
     return mean, signs.unsqueeze(-1) * r
 
 
-def distinct_count(x: torch.Tensor, enough: int) -> int:
-    """How many distinct values x holds, counted exactly when fewer than `enough` (the first chunk often settles it
-    without sorting all the points)."""
-    found = len(torch.unique(x[:CHUNK_POINTS]))
-    return found if found >= enough or len(x) <= CHUNK_POINTS else len(torch.unique(x))
+def distinct_count(x: torch.Tensor, enough: int, shards: Shards = WHOLE) -> int:
+    """How many distinct values x (all the shards') holds, counted exactly when fewer than `enough` (the first chunk
+    often settles it without sorting all the points)."""
+    found = torch.unique(x[:CHUNK_POINTS])
+    if len(found) < enough and len(x) > CHUNK_POINTS:
+        found = torch.unique(x)
+    if shards.count == 1:
+        return len(found)
+    # Each shard's first `enough` distinct values: their union reaches `enough` exactly when all the points' does.
+    return len(torch.unique(torch.cat(shards.gather(found[:enough].cpu()))))

@@ -37,6 +37,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.model import FeatureScaling, PolynomialModel, coefficient_names
+from fitquad.shards import WHOLE, Shards
 from fitquad.validation import check_enough_points, check_model_options
 from fitquad.verdicts import TrainingDiverged, diverging
 
@@ -60,11 +61,16 @@ def make_loss(name: LossName, huber_delta: float = 1.0, smooth_l1_beta: float = 
 
 
 def initialize(
-    model: PolynomialModel, train_x: torch.Tensor, init_coefficients: list[float] | None, init_seed: int
+    model: PolynomialModel,
+    train_x: torch.Tensor,
+    init_coefficients: list[float] | None,
+    init_seed: int,
+    shards: Shards = WHOLE,
 ) -> None:
-    """Fit the model's feature scaling to the training inputs and set its starting parameters: the polynomial
-    init_coefficients (original units), or N(0, 1) parameters in the model's own units drawn with init_seed."""
-    model.fit_feature_scaling(train_x)
+    """Fit the model's feature scaling to the training inputs (all the shards') and set its starting parameters:
+    the polynomial init_coefficients (original units), or N(0, 1) parameters in the model's own units drawn with
+    init_seed."""
+    model.fit_feature_scaling(train_x, shards)
     if init_coefficients is not None:
         model.set_coefficients(init_coefficients)
         return
@@ -136,13 +142,14 @@ class QuadraticRegression(L.LightningModule):
         # Before Lightning restores a checkpoint (which then overwrites both), so a resumed fit keeps
         # the scaling and parameters it was trained with.
         if stage == "fit":
-            train_x = self.trainer.datamodule.train_x
-            check_enough_points(len(train_x), self.hparams.degree)  # points read from a file are counted only now
-            self.initialize_parameters(train_x)
+            data = self.trainer.datamodule
+            check_enough_points(data.train_size, self.hparams.degree)  # points read from a file are counted only now
+            self.initialize_parameters(data.train_x, data.shards)
 
-    def initialize_parameters(self, train_x: torch.Tensor) -> None:
-        """Fit the feature scaling to the training inputs and set the starting parameters."""
-        initialize(self.model, train_x, self.hparams.init_coefficients, self.hparams.init_seed)
+    def initialize_parameters(self, train_x: torch.Tensor, shards: Shards = WHOLE) -> None:
+        """Fit the feature scaling to the training inputs (under DDP, all the processes' shards) and set the
+        starting parameters."""
+        initialize(self.model, train_x, self.hparams.init_coefficients, self.hparams.init_seed, shards)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -271,6 +278,9 @@ class QuadraticRegression(L.LightningModule):
             return
         index = first_recorded + int(bad.nonzero()[0])
         settings = OptimizerSettings.of(self.optimizers().optimizer)
+        # On this process's points alone: under DDP a process may find its shard diverging on its own, and a
+        # collective here would wait for processes that never call it. A shard of every k-th point has nearly the
+        # whole data's curvature.
         stable = conditioning(self.model, self.trainer.datamodule.train_x, self.loss_fn, settings).largest_stable_lr
         step = self.global_step - (self.steps_recorded - index) + 1
         raise TrainingDiverged(step, self.train_losses[index].item(), first.item(), settings.lr, stable)
