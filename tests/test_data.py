@@ -1,5 +1,6 @@
 """The data module: draws, splits, and how batches are served."""
 
+import weakref
 from itertools import islice
 
 import numpy as np
@@ -118,6 +119,28 @@ def test_block_shuffle_permutes_fixed_blocks_each_pass(n, batch_size, fused_step
     assert all(sorted(p) == sorted(passes[0]) for p in passes)
     assert any(p != passes[0] for p in passes[1:])
     assert passes[0] != [tuple(x[i : i + batch_size].tolist()) for i in range(0, n, batch_size)]  # shuffled once
+
+
+def test_block_shuffled_points_are_held_once_in_their_shuffled_order() -> None:
+    datamodule = make(n_train=1000, batch_size=64, shuffle="blocks")
+    drawn_x, drawn_y = datamodule.train_x, datamodule.train_y
+    drawn = weakref.ref(drawn_x)
+    first = datamodule.train_dataloader()
+    # The loader's one-time order is now the datamodule's too: the same points, one copy of them.
+    assert datamodule.train_x.data_ptr() == first.x.data_ptr() and datamodule.train_y.data_ptr() == first.y.data_ptr()
+    assert torch.equal(datamodule.train_x.sort().values, drawn_x.sort().values)
+    assert not torch.equal(datamodule.train_x, drawn_x)
+    order = datamodule.train_x.argsort()
+    assert torch.equal(datamodule.train_y[order], drawn_y[drawn_x.argsort()])  # every (x, y) pair kept together
+    del drawn_x, drawn_y
+    assert drawn() is None  # nothing else holds the drawn order
+    # Made again (Lightning's reload_dataloaders_every_n_epochs), the loader serves the first one's batches, pass
+    # after pass.
+    again = datamodule.train_dataloader()
+    for (xs, ys), (xs_again, ys_again) in zip(
+        one_epoch(first) + one_epoch(first), one_epoch(again) + one_epoch(again), strict=True
+    ):
+        assert all(torch.equal(a, b) for a, b in zip((*xs, *ys), (*xs_again, *ys_again), strict=True))
 
 
 def test_a_sample_of_large_data_spans_its_whole_range_and_is_the_same_each_time() -> None:

@@ -117,6 +117,8 @@ class QuadraticDataModule(L.LightningDataModule):
     `train_x`, `train_y`, `val_x`, `val_y` (and `test_x`, `test_y` after `setup("test")`). Under DDP `train_x`
     and `train_y` are this process's shard, every world_size-th point (`shards`, fitquad.shards), drawn without
     ever drawing the others; `train_size` counts them all. Validation and test points are whole in every process.
+    With `shuffle: blocks` and mini-batches, the training points are in the one-time shuffled order once the
+    training dataloader is made (the order they are trained in; the drawn order is not kept beside it).
 
     Args:
         true_a: The true curve's x² coefficient (the defaults are the SGD article's y = 0.75x² + 1.0x + 2.0).
@@ -187,6 +189,7 @@ class QuadraticDataModule(L.LightningDataModule):
         check_file_options(self.hparams, {name: option.default for name, option in defaults.items() if name != "self"})
         self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training_sample's, by size
         self.shards = WHOLE  # which of the training points this process holds (all but under DDP)
+        self.in_block_order = False  # whether train_x is in shuffle: blocks' one-time order (train_dataloader)
 
     def _draw_splits(self, shards: Shards) -> None:
         hp = self.hparams
@@ -281,7 +284,7 @@ class QuadraticDataModule(L.LightningDataModule):
         device, rank, _ = self._placement()
         # Under DDP each process trains on its own shard (setup), and DDP averages the shards' gradients.
         # Moved to the device once here, so no batch is ever copied (batch_to_device is then a no-op).
-        return InMemoryBatches(
+        loader = InMemoryBatches(
             self.train_x.to(device),
             self.train_y.to(device),
             batch_size=hp.batch_size,
@@ -289,7 +292,13 @@ class QuadraticDataModule(L.LightningDataModule):
             fused_steps=hp.fused_steps,
             seed=hp.seed + rank,
             shuffle=hp.shuffle,
+            in_block_order=self.in_block_order,
         )
+        if loader.x.device == self.train_x.device and loader.x is not self.train_x:
+            # shuffle: blocks shuffled the points once: that order replaces the drawn one here too, so millions of
+            # points are held once, not twice. Nothing fitquad computes from them depends on their order.
+            self.train_x, self.train_y, self.in_block_order = loader.x, loader.y, True
+        return loader
 
     def _whole_split(self, x: torch.Tensor, y: torch.Tensor) -> InMemoryBatches | list:
         # Evaluation sees the whole split as one batch, in every process; an empty split is no
