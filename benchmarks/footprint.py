@@ -2,6 +2,7 @@
 
     python benchmarks/footprint.py                     # 10⁶, 10⁷ and 10⁸ points
     python benchmarks/footprint.py --points 1e6 1e7    # fewer
+    python benchmarks/footprint.py --processes 2       # also DDP under torchrun, 2 CPU processes
 
 Each measurement is a whole process, as a user runs it: its peak resident memory (getrusage of the child)
 and its wall time. fitquad: `fitquad fit` on the default quadratic with N training points, no validation or
@@ -9,7 +10,9 @@ test points, `--data.shuffle blocks`, batches of 65,536, one epoch, in a scratch
 checkpoints, diagnosis and figures all on). Plain: a script that draws the same float32 points, shuffles them
 once into batch-sized blocks (what `shuffle: blocks` does) and runs the same epoch of torch.optim.SGD on a
 degree-2 polynomial. Prints both, fitquad's bytes per point above the data (8 bytes a point: float32 x and y)
-and above the plain script.
+and above the plain script. With --processes P, also `fitquad fit` under torchrun with P CPU processes (DDP), each
+holding its shard of N/P points: its wall time and the largest process's peak (getrusage's children include
+torchrun's), and that process's bytes per point of its shard.
 """
 
 from __future__ import annotations
@@ -70,12 +73,15 @@ def measure(command: list[str], cwd: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=float, nargs="+", default=[1e6, 1e7, 1e8])
+    parser.add_argument("--processes", type=int, default=1, help="also fit under torchrun with this many processes")
     args = parser.parse_args()
     fit_baseline, _ = fit(1_000)
     plain_baseline, _ = plain(1_000)
     print(f"baseline (1,000 points): fitquad {fit_baseline:,.0f} MiB, plain {plain_baseline:,.0f} MiB")
-    print("| points | fitquad wall / peak | plain wall / peak | fitquad bytes/point | plain bytes/point |")
-    print("|---|---|---|---|---|")
+    ddp = args.processes > 1
+    extra = f" {args.processes} processes: wall / each peak | bytes/shard point |" if ddp else ""
+    print(f"| points | fitquad wall / peak | plain wall / peak | fitquad bytes/point | plain bytes/point |{extra}")
+    print("|---|---|---|---|---|" + ("---|---|" if ddp else ""))
     for points in map(int, args.points):
         fit_mib, fit_wall = fit(points)
         plain_mib, plain_wall = plain(points)
@@ -84,20 +90,30 @@ def main() -> None:
         per_point = [
             (mib - base) * 2**20 / points for mib, base in ((fit_mib, fit_baseline), (plain_mib, plain_baseline))
         ]
-        print(
+        row = (
             f"| {points:.0e} | {fit_wall:.1f} s / {fit_mib:,.0f} MiB | {plain_wall:.1f} s / {plain_mib:,.0f} MiB "
-            f"| {per_point[0]:.1f} | {per_point[1]:.1f} |",
-            flush=True,
+            f"| {per_point[0]:.1f} | {per_point[1]:.1f} |"
         )
+        if ddp:
+            ddp_mib, ddp_wall = fit(points, args.processes)
+            shard_point = (ddp_mib - fit_baseline) * 2**20 / (points / args.processes)
+            row += f" {ddp_wall:.1f} s / {ddp_mib:,.0f} MiB | {shard_point:.1f} |"
+        print(row, flush=True)
 
 
-def fit(points: int) -> tuple[float, float]:
+def fit(points: int, processes: int = 1) -> tuple[float, float]:
     options = [
         f"--data.n_train={points}", "--data.n_val=0", "--data.n_test=0", f"--data.batch_size={BATCH}",
         "--data.shuffle=blocks", "--trainer.max_epochs=1",
     ]  # fmt: skip
+    command = [FITQUAD, "fit", *options]
+    if processes > 1:  # torchrun starts every process; each holds its shard of the points
+        launch = [PYTHON, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--rdzv-backend=c10d",
+                  "--rdzv-endpoint=localhost:0"]  # fmt: skip
+        ddp = ["--trainer.strategy=ddp", f"--trainer.devices={processes}", "--trainer.accelerator=cpu"]
+        command = [*launch, *command, *ddp]
     with tempfile.TemporaryDirectory() as scratch:
-        return measure([FITQUAD, "fit", *options], scratch)
+        return measure(command, scratch)
 
 
 def plain(points: int) -> tuple[float, float]:
