@@ -48,11 +48,11 @@ from fitquad.landscape import (
     choose_axes,
     draw_landscape,
     loss_at,
-    loss_optimum,
     path_extent,
 )
 from fitquad.limits import check_landscape_grid, check_limits
 from fitquad.model import polynomial_basis
+from fitquad.reference import optimum as optimum_of
 from fitquad.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.side_by_side import SideBySide
 from fitquad.training import LossName, QuadraticRegression
@@ -154,13 +154,13 @@ def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: to
     for run, (loss, setting) in enumerate(pairs):
         loss_fn = module.loss_fns[run]
         if loss not in optima:
-            optimum = loss_optimum(model, datamodule.train_x, y, loss_fn)
+            optimum = optimum_of(model, datamodule.train_x, y, loss_fn).coefficients
             optima[loss] = optimum, loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
         optimum, optimum_loss = optima[loss]
         path = module.models[run].coefficients_of(module.path(run))
         decay_optimum = None
         if setting.weight_decay > 0:
-            decay_optimum = loss_optimum(model, datamodule.train_x, y, loss_fn, setting.weight_decay)
+            decay_optimum = optimum_of(model, datamodule.train_x, y, loss_fn, setting.weight_decay).coefficients
         diverged = None
         if module.diverged[run] is not None:
             step, bad_loss, first = module.diverged[run]

@@ -34,9 +34,8 @@ from torch import nn
 from fitquad import reference
 from fitquad.callbacks import run_folder, say
 from fitquad.limits import check_landscape_grid
-from fitquad.model import PolynomialModel, polynomial_basis
+from fitquad.model import polynomial_basis
 from fitquad.parameter_path import ParameterPath
-from fitquad.shards import WHOLE, Shards
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.axes import Axes
@@ -73,18 +72,6 @@ def loss_at(loss_fn: nn.Module, basis: torch.Tensor, y: torch.Tensor, coefficien
         predictions = chunk @ basis.T  # (rows, points)
         losses.append(unreduced(predictions, y.expand_as(predictions)).mean(dim=-1))
     return torch.cat(losses)
-
-
-def loss_optimum(
-    model: PolynomialModel,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: nn.Module,
-    weight_decay: float = 0.0,
-    shards: Shards = WHOLE,
-) -> torch.Tensor:
-    """Original-unit coefficients of the training-set optimum of loss + weight_decay/2·|θ|² (fitquad.reference)."""
-    return reference.optimum(model, x, y, loss_fn, weight_decay, shards).coefficients
 
 
 @dataclass
@@ -315,11 +302,11 @@ class LossLandscape(ParameterPath):
         path = model.coefficients_of(self.path())
         datamodule = trainer.datamodule
         train = (datamodule.train_x, datamodule.train_y, pl_module.loss_fn)
-        optimum = loss_optimum(model, *train, shards=datamodule.shards)
+        optimum = reference.optimum(model, *train, shards=datamodule.shards).coefficients
         weight_decay = pl_module.hparams.weight_decay
         decay_optimum = None
         if weight_decay > 0:  # where SGD with weight decay converges instead
-            decay_optimum = loss_optimum(model, *train, weight_decay, datamodule.shards)
+            decay_optimum = reference.optimum(model, *train, weight_decay, datamodule.shards).coefficients
         axes = choose_axes(path, pl_module.coefficient_names, self.parameters)
         marked = [optimum] if decay_optimum is None else [optimum, decay_optimum]
         if self.extent is not None:
