@@ -48,17 +48,18 @@ def powers_mean_and_r(
     x: torch.Tensor, shift: float, scale: float, degree: int, shards: Shards = WHOLE
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean of the powers and the triangular R of the centred powers' QR (centred = Q·R), in float64, over all
-    the shards' points.
+    the shards' points, with R's diagonal positive.
 
     Streamed, R is built up a chunk at a time (the QR of [R so far; next chunk] has the same R as the QR of all the
     rows so far, up to signs: as stable as one QR of everything), then the shards' Rs are stacked and factored once
-    more, and its rows are signed so that its diagonal is positive: the one QR of all the rows fixes those signs
-    from all the rows at once, which a stream cannot reproduce, and either sign gives orthonormal features.
+    more. A QR fixes R only up to the sign of each row, and the signs LAPACK picks depend on how the rows were
+    split; signing every row so that the diagonal is positive (the unique R of a full-rank matrix) gives the same
+    whitened features, and so the same start from model.init_seed, in one piece, streamed or under DDP.
     """
     if in_one_piece(x, shards):
         whole = powers(x, shift, scale, degree)
         mean = whole.mean(dim=0)
-        return mean, torch.linalg.qr(whole - mean).R
+        return mean, positive_diagonal(torch.linalg.qr(whole - mean).R)
     sums = torch.zeros(degree, dtype=torch.float64)
     for part in x.split(CHUNK_POINTS):
         sums += powers(part, shift, scale, degree).sum(dim=0)
@@ -68,8 +69,13 @@ def powers_mean_and_r(
         r = torch.linalg.qr(torch.cat([r, powers(part, shift, scale, degree) - mean]), mode="r").R
     if shards.count > 1:
         r = torch.linalg.qr(torch.cat(shards.gather(r)), mode="r").R
-    signs = torch.where(r.diagonal() < 0, -1.0, 1.0).to(torch.float64)
-    return mean, signs.unsqueeze(-1) * r
+    return mean, positive_diagonal(r)
+
+
+def positive_diagonal(r: torch.Tensor) -> torch.Tensor:
+    """R with each row's sign flipped where its diagonal entry is negative."""
+    signs = torch.where(r.diagonal() < 0, -1.0, 1.0).to(r.dtype)
+    return signs.unsqueeze(-1) * r
 
 
 def distinct_count(x: torch.Tensor, enough: int, shards: Shards = WHOLE) -> int:

@@ -30,7 +30,7 @@ LOSSES = {"mse": nn.MSELoss(), "huber": nn.HuberLoss(delta=0.2), "l1": nn.L1Loss
 def statistics(x: torch.Tensor, y: torch.Tensor, shards: Shards) -> dict:
     """Every whole-data statistic fitquad takes of the training points, on this process's points and shards."""
     found = {}
-    for scaling in ("whiten", "standardize"):  # the rest on standardized features: whiten's are signed either way
+    for scaling in ("standardize", "whiten"):
         model = PolynomialModel(4, scaling)
         model.fit_feature_scaling(x, shards)
         found[scaling] = {name: value.clone() for name, value in model.state_dict().items() if "linear" not in name}
