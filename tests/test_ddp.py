@@ -174,3 +174,18 @@ def test_a_launchers_ranks_share_the_jobs_run_folder_and_refuse_a_used_one(tmp_p
         monkeypatch.setenv(rank, rank_value)
         with pytest.raises(InvalidInput, match="of this job id already holds a run: give the launcher another job id"):
             make_run_folder(tmp_path / "runs", "name")
+
+
+def test_lr_find_under_ddp_prints_once_the_single_process_numbers(tmp_path, monkeypatch, capsys) -> None:
+    # Each process holds half the points: the largest stable lr is still that of all of them (fitquad.shards), and
+    # one process writes the plot and prints.
+    config = ["lr-find", "--config", str(CONFIGS / "lesson3.yaml"), "--lr_find.num_training", "20"]
+    (tmp_path / "ddp").mkdir()
+    ddp = run_fitquad(*config, "--trainer.strategy", "ddp", "--trainer.devices", "2", cwd=tmp_path / "ddp").stdout
+    monkeypatch.chdir(tmp_path)
+    main(config)
+    single = capsys.readouterr().out
+    stable = [line for line in single.splitlines() if "largest stable lr" in line]
+    assert len(stable) == 1 and [line for line in ddp.splitlines() if "largest stable lr" in line] == stable
+    assert ddp.count("lr finder suggests") == 1
+    assert [p.name for p in (tmp_path / "ddp" / "runs" / "lesson3").iterdir()] == ["version_0"]

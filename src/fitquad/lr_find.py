@@ -38,6 +38,7 @@ from fitquad.callbacks import run_folder
 from fitquad.cli import FitquadCLI, OneLineErrorParser, trainer_defaults
 from fitquad.conditioning import OptimizerSettings, conditioning
 from fitquad.data import QuadraticDataModule
+from fitquad.shards import WHOLE, Shards
 from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput
 
@@ -51,11 +52,13 @@ NO_TENSORBOARD_RUN = ["--trainer.logger", "false"]
 ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
 
 
-def stable_lrs(module: QuadraticRegression, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> tuple[float, float]:
+def stable_lrs(
+    module: QuadraticRegression, optimizer: torch.optim.Optimizer, x: torch.Tensor, shards: Shards = WHOLE
+) -> tuple[float, float]:
     """(2/λmax of the MSE Hessian: plain full-batch GD on MSE; the same bound for this config's loss and SGD
-    settings), from fitquad.conditioning."""
-    gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0)).largest_stable_lr_gd
-    own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer)).largest_stable_lr
+    settings), from fitquad.conditioning, over all the shards' points."""
+    gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0), shards).largest_stable_lr_gd
+    own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer), shards).largest_stable_lr
     return gd_on_mse, own
 
 
@@ -112,7 +115,9 @@ def main(argv: list[str]) -> None:
         print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
         sys.exit(2)
     suggestion = finder.suggestion()
-    stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x)
+    stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x, datamodule.shards)
+    if not trainer.is_global_zero:  # under DDP one process draws and prints; the others found the same numbers
+        return
     folder = run_folder(trainer)
     # The loss of each step as taken (the module records every step's loss), beside Lightning's smoothed curve.
     raw_losses = model.train_losses[: model.steps_recorded].detach().cpu().double().tolist()
