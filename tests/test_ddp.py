@@ -79,6 +79,18 @@ def test_unequal_shards_are_refused() -> None:
         datamodule.setup("fit")
 
 
+def test_unequal_shards_are_one_line_before_any_process_starts_or_folder_is_made(tmp_path) -> None:
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    result = run_fitquad("fit", "--data.n_train", "21", *ddp, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fitquad: error:")]
+    assert errors == [
+        "fitquad: error: data.n_train must be a multiple of the 2 processes under DDP, so that every process gets an "
+        "equal shard; got 21"
+    ]
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
 def test_every_whole_data_statistic_combined_from_shards_equals_one_processs(tmp_path) -> None:
     # Two real processes (torchrun, gloo), each holding half the points, against this process holding all of them:
     # the feature scaling, the optimum of every loss (with and without weight decay), the conditioning, the

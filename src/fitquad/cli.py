@@ -193,6 +193,8 @@ class FitquadCLI(LightningCLI):
         try:
             super().instantiate_classes()
             self.read_data_file()
+            if self.trainer.world_size > 1:  # DDP: every process needs an equal shard, checked before anything runs
+                self.datamodule.check_equal_shards(self.trainer.world_size)
         except BaseException as error:
             if self.run_folder_made is not None:  # made for this run, still empty: nothing ran in it
                 with contextlib.suppress(OSError):

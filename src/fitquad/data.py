@@ -220,7 +220,7 @@ class QuadraticDataModule(L.LightningDataModule):
         if not hasattr(self, "train_x"):
             self._draw_splits(shards) if self.hparams.file is None else self._read_splits()
         if shards != self.shards:  # points read whole (a file is read before the Trainer starts): keep the shard
-            self._check_equal_shards(self.train_size, shards.count)
+            self.check_equal_shards(shards.count)
             keep = shards.take(self.train_size)
             self.train_x, self.train_y, self.shards = self.train_x[keep].clone(), self.train_y[keep].clone(), shards
             self.samples = {}
@@ -229,11 +229,13 @@ class QuadraticDataModule(L.LightningDataModule):
         """This process's shard of the training points: under DDP, its rank among the Trainer's processes."""
         _, rank, world_size = self._placement()
         if world_size > 1 and self.hparams.file is None:
-            self._check_equal_shards(self.hparams.n_train, world_size)
+            self.check_equal_shards(world_size)
         return Shards(rank, world_size)
 
-    def _check_equal_shards(self, points: int, world_size: int) -> None:
-        # DDP averages the shards' gradients: with equal shards that is the whole data's gradient.
+    def check_equal_shards(self, world_size: int) -> None:
+        """InvalidInput unless the training points (generated, or read from data.file) split into equal shards among
+        world_size processes: DDP averages the shards' gradients, which with equal shards is all the points'."""
+        points = self.train_size if hasattr(self, "train_x") else self.hparams.n_train
         if points % world_size:
             hp = self.hparams
             what = "data.n_train" if hp.file is None else "the training points of data.file (after val_fraction)"
