@@ -12,13 +12,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 import fitquad.data
 from conftest import CONFIGS, HELPERS, only_run_folder, read_summary, read_train_losses, run_fitquad
 from fitquad.cli import main
 from fitquad.data import QuadraticDataModule
+from fitquad.lr_find import stable_lrs
 from fitquad.run_folders import make_run_folder
 from fitquad.shards import WHOLE, Shards
+from fitquad.training import QuadraticRegression
 from fitquad.validation import InvalidInput
 
 
@@ -118,51 +121,46 @@ def test_every_whole_data_statistic_combined_from_shards_equals_one_processs(tmp
             torch.testing.assert_close(found[name], value, rtol=1e-9, atol=1e-12, msg=name)
 
 
-def test_full_batch_ddp_on_two_processes_matches_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ddp_by_lightning_and_by_torchrun_lands_where_one_process_does(tmp_path: Path, monkeypatch) -> None:
     # lesson3: 20 grid points, full batch, 10 optimizer steps fused per training_step. The two shards
     # (even and odd points) have different gradients, so the parameters only agree with one process's
-    # if the gradients are averaged at every step.
+    # if the gradients are averaged at every step. Launched twice: by Lightning itself (--trainer.devices 2), and
+    # by torchrun, which (like SLURM's srun) starts every rank with the same command line: they must agree on one
+    # run folder without talking (the job's id names it), and rank 0 alone makes it. Lightning's sync_dist
+    # warnings about epoch-level metrics do not appear (they are synced).
     config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "25"]
-    (tmp_path / "ddp").mkdir()
-    run_fitquad("fit", *config, "--trainer.strategy", "ddp", "--trainer.devices", "2", cwd=tmp_path / "ddp")
-    monkeypatch.chdir(tmp_path)
-    main(["fit", *config])
-    ddp_folder, single_folder = only_run_folder(tmp_path / "ddp", "lesson3"), only_run_folder(tmp_path, "lesson3")
-    ddp, single = read_summary(ddp_folder), read_summary(single_folder)
-    assert ddp["optimizer_steps"] == single["optimizer_steps"] == 25
-    # float32 sums in a different order: equal to rounding.
-    torch.testing.assert_close(
-        torch.tensor(list(ddp["coefficients"].values())), torch.tensor(list(single["coefficients"].values()))
-    )
-    # The recorded losses are the mean over the two shards: the loss on all the data.
-    torch.testing.assert_close(
-        torch.tensor(read_train_losses(ddp_folder)), torch.tensor(read_train_losses(single_folder))
-    )
-
-
-def test_torchrun_launches_every_rank_into_one_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # torchrun (like SLURM's srun) starts every rank itself with the same command line: they must agree on one
-    # run folder without talking (the job's id names it), rank 0 alone makes it, and the fit lands where one
-    # process does. Lightning's sync_dist warnings about epoch-level metrics do not appear (they are synced).
-    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "25"]
-    (tmp_path / "ddp").mkdir()
-    fitquad = str(Path(sys.executable).with_name("fitquad"))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
-              "--rdzv-endpoint", "localhost:0", "--rdzv-id", "job7", fitquad]  # fmt: skip
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    result = subprocess.run([*launch, "fit", *config, *ddp], cwd=tmp_path / "ddp", capture_output=True, text=True)
+    for launcher in ("lightning", "torchrun"):
+        (tmp_path / launcher).mkdir()
+    run_fitquad("fit", *config, *ddp, cwd=tmp_path / "lightning")
+    fitquad = str(Path(sys.executable).with_name("fitquad"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", "localhost:0", "--rdzv-id", "job7", fitquad]  # fmt: skip
+    result = subprocess.run(
+        [*torchrun, "fit", *config, *ddp], cwd=tmp_path / "torchrun", capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sync_dist" not in result.stderr
     assert "fitquad: data: 20 training points, 10 in each of 2 processes" in result.stdout
-    assert [p.name for p in (tmp_path / "ddp" / "runs" / "lesson3").iterdir()] == ["version_torchrun-job7"]
-    ddp_summary = read_summary(tmp_path / "ddp" / "runs" / "lesson3" / "version_torchrun-job7")
+    assert [p.name for p in (tmp_path / "torchrun" / "runs" / "lesson3").iterdir()] == ["version_torchrun-job7"]
     monkeypatch.chdir(tmp_path)
     main(["fit", *config])
-    single = read_summary(only_run_folder(tmp_path, "lesson3"))
-    assert ddp_summary["optimizer_steps"] == single["optimizer_steps"] == 25
-    torch.testing.assert_close(
-        torch.tensor(list(ddp_summary["coefficients"].values())), torch.tensor(list(single["coefficients"].values()))
-    )
+    single_folder = only_run_folder(tmp_path, "lesson3")
+    single = read_summary(single_folder)
+    for ddp_folder in (
+        only_run_folder(tmp_path / "lightning", "lesson3"),
+        only_run_folder(tmp_path / "torchrun", "lesson3"),
+    ):
+        summary = read_summary(ddp_folder)
+        assert summary["optimizer_steps"] == single["optimizer_steps"] == 25
+        # float32 sums in a different order: equal to rounding.
+        torch.testing.assert_close(
+            torch.tensor(list(summary["coefficients"].values())), torch.tensor(list(single["coefficients"].values()))
+        )
+        # The recorded losses are the mean over the two shards: the loss on all the data.
+        torch.testing.assert_close(
+            torch.tensor(read_train_losses(ddp_folder)), torch.tensor(read_train_losses(single_folder))
+        )
 
 
 @pytest.mark.parametrize("launcher", ["torchrun", "srun"])
@@ -188,16 +186,21 @@ def test_a_launchers_ranks_share_the_jobs_run_folder_and_refuse_a_used_one(tmp_p
             make_run_folder(tmp_path / "runs", "name")
 
 
-def test_lr_find_under_ddp_prints_once_the_single_process_numbers(tmp_path, monkeypatch, capsys) -> None:
+def test_lr_find_under_ddp_prints_once_the_single_process_numbers(tmp_path) -> None:
     # Each process holds half the points: the largest stable lr is still that of all of them (fitquad.shards), and
     # one process writes the plot and prints.
     config = ["lr-find", "--config", str(CONFIGS / "lesson3.yaml"), "--lr_find.num_training", "20"]
-    (tmp_path / "ddp").mkdir()
-    ddp = run_fitquad(*config, "--trainer.strategy", "ddp", "--trainer.devices", "2", cwd=tmp_path / "ddp").stdout
-    monkeypatch.chdir(tmp_path)
-    main(config)
-    single = capsys.readouterr().out
-    stable = [line for line in single.splitlines() if "largest stable lr" in line]
-    assert len(stable) == 1 and [line for line in ddp.splitlines() if "largest stable lr" in line] == stable
-    assert ddp.count("lr finder suggests") == 1
-    assert [p.name for p in (tmp_path / "ddp" / "runs" / "lesson3").iterdir()] == ["version_0"]
+    output = run_fitquad(*config, "--trainer.strategy", "ddp", "--trainer.devices", "2", cwd=tmp_path).stdout
+    # lesson3 in one process: its data, its model (standardize, from init_seed 0) and its SGD.
+    lesson3 = yaml.safe_load((CONFIGS / "lesson3.yaml").read_text())
+    data = QuadraticDataModule(**lesson3["data"])
+    data.setup("fit")
+    model = QuadraticRegression(**lesson3["model"])
+    model.initialize_parameters(data.train_x)
+    stable, own = stable_lrs(model, model.configure_optimizers(), data.train_x)
+    assert (
+        f"2/λmax = {stable:.4g} (feature_scaling standardize); with this config's loss and SGD settings: {own:.4g}"
+        in output
+    )
+    assert output.count("lr finder suggests") == 1
+    assert [p.name for p in (tmp_path / "runs" / "lesson3").iterdir()] == ["version_0"]
