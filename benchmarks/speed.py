@@ -20,7 +20,8 @@ demo: configs/lesson3.yaml's cadence, 2,000 steps: TensorBoard every step (loss,
 fitquad is timed from on_train_start to on_train_end (the training loop; Trainer set-up, the sanity check,
 the closed-form reference and the end-of-fit figures are excluded). Each repeat runs the variants
 round-robin; the tables give medians and the median of per-repeat ratios, and every pair is checked to
-end on identical parameters. --profile adds the top of a cProfile of one fitquad demo run.
+end on identical parameters. --profile adds the top of a cProfile of one fitquad demo run (of the small problem with
+--only small).
 """
 
 from __future__ import annotations
@@ -237,16 +238,21 @@ def demo_problem(repeats: int, steps: int = 2000) -> dict[str, list[float]]:
     return results
 
 
-def profile_demo(steps: int = 2000, lines: int = 25) -> None:
-    datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=10, fused_steps=10)
+def profile(problem: str, lines: int = 25) -> None:
+    """A cProfile of one fitquad run of the small problem or of the demo, as timed above."""
+    if problem == "small":
+        fused, steps, log_every, landscape = 1000, 20_000, 50, True
+    else:
+        fused, steps, log_every, landscape = 10, 2000, 1, False
+    datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=fused, fused_steps=fused)
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as folder:
         profiler.enable()
-        fitquad_fit(datamodule, steps, folder, log_every=1, landscape=False)
+        fitquad_fit(datamodule, steps, folder, log_every=log_every, landscape=landscape)
         profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(lines)
-    print(f"\ndemo profile (cProfile, {steps} steps, whole Trainer.fit, sorted by cumulative time):")
+    print(f"\n{problem} profile (cProfile, {steps} steps, whole Trainer.fit, sorted by cumulative time):")
     print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:6000])
 
 
@@ -267,7 +273,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=["small", "large", "demo"])
-    parser.add_argument("--profile", action="store_true", help="also print a cProfile of one fitquad demo run")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a cProfile of one fitquad demo run (small with --only small)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.only in (None, "small"):
@@ -277,7 +285,7 @@ def main() -> None:
     if args.only in (None, "demo"):
         report("demo: lesson3's cadence, 2,000 steps (steps/s)", demo_problem(args.repeats))
     if args.profile:
-        profile_demo()
+        profile("small" if args.only == "small" else "demo")
 
 
 if __name__ == "__main__":
