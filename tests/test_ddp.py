@@ -54,6 +54,26 @@ def test_each_process_draws_exactly_its_own_shard_and_no_other_point(monkeypatch
     assert torch.equal(torch.stack(shard_x, dim=1).flatten(), whole.train_x)
 
 
+def test_a_datamodule_reused_by_another_trainer_takes_that_trainers_shard(tmp_path) -> None:
+    # A shard, or points reordered by shuffle: blocks, are not the points as drawn or read: another Trainer's
+    # processes start again from those, whether the points are generated or read from a file.
+    points = tmp_path / "points.csv"
+    points.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(12)))
+    for options in ({"n_train": 12}, {"file": str(points), "val_fraction": 0.0}):
+        whole = QuadraticDataModule(**options, batch_size=4, shuffle="blocks")
+        whole.setup("fit")
+        datamodule = QuadraticDataModule(**options, batch_size=4, shuffle="blocks")
+        for rank, world_size in ((1, 2), (2, 3), (0, 1)):
+            attach_fake_trainer(datamodule, rank, world_size, "cpu")
+            datamodule.setup("fit")
+            assert torch.equal(datamodule.train_x, whole.train_x[rank::world_size])
+            assert datamodule.train_size == 12
+            datamodule.train_dataloader()  # reorders the points into blocks
+        order = datamodule.train_x.clone()
+        datamodule.setup("fit")  # the same Trainer again: the points it trains on are kept, in their block order
+        assert torch.equal(datamodule.train_x, order)
+
+
 def test_a_shard_is_moved_to_its_processs_device_once() -> None:
     datamodule = QuadraticDataModule(n_train=20, x_distribution="grid")
     # "meta": a device that is not the CPU, to see the tensors moved once, when the loader is made.

@@ -213,13 +213,18 @@ class QuadraticDataModule(L.LightningDataModule):
                 splits[split] = read_points(f"data.{split}_file", path, hp.x_column, hp.y_column)
         tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits.values()]
         (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = tensors
-        self.train_size = len(self.train_x)
+        self.train_size, self.shards = len(self.train_x), WHOLE
 
     def setup(self, stage: str) -> None:
         shards = self._shards()
+        if hasattr(self, "train_x") and shards == self.shards:
+            return  # drawn or read already (a file is read before the Trainer starts), for this process
+        if hasattr(self, "train_x") and (self.shards != WHOLE or self.in_block_order):
+            del self.train_x  # another Trainer's shard, or reordered: start again from the points as drawn or read
         if not hasattr(self, "train_x"):
             self._draw_splits(shards) if self.hparams.file is None else self._read_splits()
-        if shards != self.shards:  # points read whole (a file is read before the Trainer starts): keep the shard
+            self.samples, self.in_block_order = {}, False
+        if shards != self.shards:  # points held whole (read from a file): keep this process's shard
             self.check_equal_shards(shards.count)
             keep = shards.take(self.train_size)
             self.train_x, self.train_y, self.shards = self.train_x[keep].clone(), self.train_y[keep].clone(), shards
