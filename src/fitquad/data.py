@@ -219,9 +219,8 @@ class QuadraticDataModule(L.LightningDataModule):
         shards = self._shards()
         if hasattr(self, "train_x") and shards == self.shards:
             return  # drawn or read already (a file is read before the Trainer starts), for this process
-        if hasattr(self, "train_x") and (self.shards != WHOLE or self.in_block_order):
-            del self.train_x  # another Trainer's shard, or reordered: start again from the points as drawn or read
-        if not hasattr(self, "train_x"):
+        if not hasattr(self, "train_x") or self.shards != WHOLE or self.in_block_order:
+            # First, or after another Trainer's shard or block order: from the points as drawn or read.
             self._draw_splits(shards) if self.hparams.file is None else self._read_splits()
             self.samples, self.in_block_order = {}, False
         if shards != self.shards:  # points held whole (read from a file): keep this process's shard

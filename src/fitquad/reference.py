@@ -140,9 +140,9 @@ def optimum(
     """
     solver, options = _solver(loss_fn)
     if not in_one_piece(x, shards):
-        ridge_per_point = weight_decay / 2 if solver == "mse" else 0.0
         theta = {
-            "mse": lambda: streamed_optimum.least_squares(model, x, y, shards.sum(len(x)) * ridge_per_point, shards),
+            # mean r² + wd/2·|θ|²  =  (1/n)·(|Aθ − y|² + n·wd/2·|θ|²), as below
+            "mse": lambda: streamed_optimum.least_squares(model, x, y, shards.sum(len(x)) * weight_decay / 2, shards),
             "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay, shards=shards),
             "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay, shards),
         }[solver]()

@@ -48,14 +48,16 @@ def least_squares(
             a, y_part = a * root.unsqueeze(1), y_part * root
         q, r = torch.linalg.qr(torch.cat([r, a]))
         z = q.T @ torch.cat([z, y_part])
-    if shards.count > 1:
-        factors = shards.gather((r, z))
-        q, r = torch.linalg.qr(torch.cat([r for r, _ in factors]))
-        z = q.T @ torch.cat([z for _, z in factors])
+    rows = len(x)
+    if shards.count > 1:  # one exchange per pass: the factors and the row counts together (IRLS makes hundreds)
+        factors = shards.gather((r, z, rows))
+        q, r = torch.linalg.qr(torch.cat([r for r, _, _ in factors]))
+        z = q.T @ torch.cat([z for _, z, _ in factors])
+        rows = sum(count for _, _, count in factors)
     if ridge > 0:
         q, r = torch.linalg.qr(torch.cat([r, math.sqrt(ridge) * torch.eye(p, dtype=r.dtype)]))
         z = q.T @ torch.cat([z, torch.zeros(p, dtype=z.dtype)])
-    rcond = torch.finfo(torch.float64).eps * max(shards.sum(len(x)) + (p if ridge > 0 else 0), p)
+    rcond = torch.finfo(torch.float64).eps * max(rows + (p if ridge > 0 else 0), p)
     return torch.linalg.lstsq(r, z.unsqueeze(1), rcond=rcond, driver="gelsd").solution.squeeze(1)
 
 
