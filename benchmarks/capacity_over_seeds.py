@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 
-from fitquad.data import QuadraticDataModule
+from fitquad.core.data import QuadraticDataModule
 
 DATA = dict(true_a=2.0, true_b=1.0, true_c=2.0, noise_std=0.3, x_distribution="uniform", x_min=-1.0, x_max=1.0)
 DEGREES = range(13)

@@ -43,7 +43,7 @@ PLAIN = """
 import sys
 import numpy as np
 import torch
-from fitquad.data import draw_quadratic
+from fitquad.core.data import draw_quadratic
 
 n, batch = int(sys.argv[1]), int(sys.argv[2])
 x, y = draw_quadratic(np.random.RandomState(20240215), n, 0.75, 1.0, 2.0, 0.3, "normal", -2.0, 2.0, 0.0, 1.0)

@@ -4,7 +4,7 @@
     python benchmarks/many_runs.py --repeats 5 --skip-memory
 
 The article's grid: `fitquad compare`'s 20 runs (4 losses × 5 SGD settings, 100 steps) side by side in one
-Trainer (fitquad.side_by_side, what `compare` uses), and as one batched model (fitquad.many_runs, which `compare`
+Trainer (fitquad.commands.side_by_side, what `compare` uses), and as one batched model (fitquad.commands.many_runs, which `compare`
 does not use: its matrix products add in another order), each against one Trainer per run, in this process after
 a warm-up; the final (w, b) of every run compared bit for bit with the run alone.
 
@@ -41,7 +41,7 @@ GRID_CONFIG = str(REPO / "configs" / "sgd_article_grid.yaml")
 
 
 def time_sweep(args: list[str]) -> float:
-    from fitquad.sweep_runs import sweep
+    from fitquad.commands.sweep_runs import sweep
 
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
         previous = os.getcwd()
@@ -71,18 +71,18 @@ def speed(repeats: int) -> None:
 
 def grid_runs(mode: str) -> list:
     """The article's 20-run grid (configs/sgd_article_grid.yaml, 100 steps each): trained side by side in one
-    Trainer, as `fitquad compare` trains it; as one batched model (fitquad.many_runs, each run a group of one
+    Trainer, as `fitquad compare` trains it; as one batched model (fitquad.commands.many_runs, each run a group of one
     draw, as `fitquad sweep` batches its values), which `compare` does not use; or one Trainer per run. Returns
     each run's final parameters."""
     import lightning as L
     import torch
 
-    from fitquad.compare_grid import build_parser, run_options
-    from fitquad.data import QuadraticDataModule
-    from fitquad.many_runs import ManyRuns, ManyRunsData
-    from fitquad.parameter_path import ParameterPath
-    from fitquad.side_by_side import SideBySide
-    from fitquad.training import QuadraticRegression
+    from fitquad.callbacks.parameter_path import ParameterPath
+    from fitquad.commands.compare_grid import build_parser, run_options
+    from fitquad.commands.many_runs import ManyRuns, ManyRunsData
+    from fitquad.commands.side_by_side import SideBySide
+    from fitquad.core.data import QuadraticDataModule
+    from fitquad.core.module import QuadraticRegression
 
     config = build_parser().parse_args(["--config", GRID_CONFIG])
     data = QuadraticDataModule(**config.data)
@@ -113,7 +113,7 @@ def grid_runs(mode: str) -> list:
 def grid(repeats: int) -> None:
     import torch
 
-    from fitquad.cli import lightning_quiet
+    from fitquad.commands.cli import lightning_quiet
 
     modes = ("side by side", "batched", "one Trainer per run")
     times: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
-    from fitquad.cli import settle_warnings_and_yaml
+    from fitquad.commands.cli import settle_warnings_and_yaml
 
     settle_warnings_and_yaml()  # as every fitquad command starts: Lightning's known warnings off, by message
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -44,12 +44,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from fitquad.callbacks import RunSummary
-from fitquad.checkpoint_io import SafeCheckpointIO
-from fitquad.data import QuadraticDataModule
-from fitquad.diagnosis import FitDiagnosis
-from fitquad.landscape import LossLandscape
-from fitquad.training import QuadraticRegression
+from fitquad.callbacks.diagnosis import FitDiagnosis
+from fitquad.callbacks.landscape import LossLandscape
+from fitquad.callbacks.summary import RunSummary
+from fitquad.checks.checkpoint_io import SafeCheckpointIO
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
 
 LESSON3 = dict(true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid", x_min=0.0, x_max=19.0)
 SGD = dict(lr=0.1, momentum=0.9)

@@ -4,10 +4,10 @@
     python benchmarks/startup.py --repeats 3
 
 Prints the median wall time of each command and its ratio to `python -c "import lightning"`, how soon
-`fitquad fit` prints its first line (before PyTorch loads: fitquad.entry), the README demo end to end
+`fitquad fit` prints its first line (before PyTorch loads: fitquad.commands.entry), the README demo end to end
 (`fitquad fit --config configs/lesson3.yaml`: wall time, its training, and its ratio to `import lightning`
 plus that training), then
-the heaviest imports of `fitquad.cli` from `python -X importtime`, marking which come from fitquad
+the heaviest imports of `fitquad.commands.cli` from `python -X importtime`, marking which come from fitquad
 itself. Most of the start-up is Lightning's own import (torch, torch._dynamo, torchmetrics, and
 matplotlib through torchmetrics), which fitquad cannot avoid.
 """
@@ -27,7 +27,7 @@ FITQUAD = str(Path(PYTHON).with_name("fitquad"))
 COMMANDS = {
     "python -c pass": [PYTHON, "-c", "pass"],
     "python -c 'import lightning'": [PYTHON, "-c", "import lightning"],
-    "python -c 'import fitquad.cli'": [PYTHON, "-c", "import fitquad.cli"],
+    "python -c 'import fitquad.commands.cli'": [PYTHON, "-c", "import fitquad.commands.cli"],
     "fitquad --help": [FITQUAD, "--help"],
     "fitquad fit --help": [FITQUAD, "fit", "--help"],
 }
@@ -75,8 +75,10 @@ def demo_seconds() -> tuple[float, float]:
 
 
 def heaviest_imports(count: int) -> list[tuple[float, str]]:
-    """(cumulative ms, module) of the top-level imports under fitquad.cli, heaviest first."""
-    result = subprocess.run([PYTHON, "-X", "importtime", "-c", "import fitquad.cli"], capture_output=True, text=True)
+    """(cumulative ms, module) of the top-level imports under fitquad.commands.cli, heaviest first."""
+    result = subprocess.run(
+        [PYTHON, "-X", "importtime", "-c", "import fitquad.commands.cli"], capture_output=True, text=True
+    )
     rows = []
     for line in result.stderr.splitlines():
         parts = line.split("|")
@@ -117,7 +119,7 @@ def main() -> None:
     )
     first_lines = [first_line_seconds() for _ in range(args.repeats)]
     print(f"\nfitquad fit: first line after {statistics.median(first_lines):.2f} s (median)")
-    print("\nheaviest imports of fitquad.cli (cumulative ms, nested by indentation):")
+    print("\nheaviest imports of fitquad.commands.cli (cumulative ms, nested by indentation):")
     for ms, name in heaviest_imports(15):
         print(f"{ms:8.0f}  {name}{'   <- fitquad' if 'fitquad' in name else ''}")
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from fitquad.data import QuadraticDataModule
-from fitquad.model import PolynomialModel
-from fitquad.training import QuadraticRegression
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.model import PolynomialModel
+from fitquad.core.module import QuadraticRegression
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -39,7 +39,7 @@ def run_fitquad(*args: str, cwd: Path, check: bool = True, **popen_options) -> s
 def fitquad_in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The `fitquad` command's own entry point, in this process, from `cwd` (a subprocess costs ~4 s of
     imports; the tests that must see the real command use run_fitquad)."""
-    from fitquad.cli import main
+    from fitquad.commands.cli import main
 
     monkeypatch.chdir(cwd)
     main(list(args))

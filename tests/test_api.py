@@ -10,8 +10,8 @@ import pytest
 
 import fitquad
 from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses, run_fitquad
-from fitquad.api import command_line
-from fitquad.cli import main
+from fitquad.commands.api import command_line
+from fitquad.commands.cli import main
 
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 

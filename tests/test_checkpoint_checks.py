@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import CONFIGS, fit_in_process
-from fitquad.checkpoint_io import SafeCheckpointIO
-from fitquad.cli import main
-from fitquad.data import QuadraticDataModule
-from fitquad.training import QuadraticRegression
+from fitquad.checks.checkpoint_io import SafeCheckpointIO
+from fitquad.commands.cli import main
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
 
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 

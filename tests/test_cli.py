@@ -22,7 +22,7 @@ from conftest import (
     read_train_losses,
     run_fitquad,
 )
-from fitquad.cli import main
+from fitquad.commands.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path, monke
     folder = only_run_folder(tmp_path, "sgd_article")
     callbacks = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["callbacks"]
     clipping = {"gradient_clip_val": 0.5, "gradient_clip_algorithm": "value"}
-    assert {"class_path": "fitquad.clipping.GradientClipping", "init_args": clipping} in callbacks
+    assert {"class_path": "fitquad.callbacks.clipping.GradientClipping", "init_args": clipping} in callbacks
     x, y = article_data()
     expected_losses, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 5, clip="value")
     assert read_train_losses(folder) == expected_losses
@@ -222,7 +222,7 @@ def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
 def test_the_first_line_comes_before_pytorch_loads(tmp_path):
     # The entry point imports neither torch nor Lightning before it has said what is about to run (they take
     # seconds to import); `fitquad --help` needs neither at all.
-    probe = "import sys, fitquad.entry; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    probe = "import sys, fitquad.commands.entry; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
     result = run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--trainer.max_steps", "2", cwd=tmp_path)
     arguments = f"fit --config {CONFIGS / 'sgd_article.yaml'} --trainer.max_steps 2"
@@ -230,7 +230,7 @@ def test_the_first_line_comes_before_pytorch_loads(tmp_path):
 
 
 def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
-    """`fitquad` ends a successful run without Python's slow shut-down (fitquad.entry.leave_at_once): nothing any
+    """`fitquad` ends a successful run without Python's slow shut-down (fitquad.commands.entry.leave_at_once): nothing any
     writer buffered may be lost. The TensorBoard file holds the last step, the figures and the final metrics."""
     cwd, folder, result = lesson3_run
     events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})

@@ -9,8 +9,8 @@ import torch
 from matplotlib.image import imread
 
 from conftest import CONFIGS, plain_sgd_path, run_fitquad
-from fitquad.data import QuadraticDataModule
-from fitquad.model import PolynomialModel
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.model import PolynomialModel
 
 STEPS = 40
 
@@ -80,7 +80,7 @@ def test_compare_rejects_bad_input_in_one_line(tmp_path) -> None:
 
 
 def test_every_run_of_the_article_grid_is_bit_for_bit_the_run_alone(tmp_path) -> None:
-    # The 20 runs train side by side in one Trainer (fitquad.side_by_side); each must be the run alone.
+    # The 20 runs train side by side in one Trainer (fitquad.commands.side_by_side); each must be the run alone.
     run_fitquad("compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--resolution", "11", cwd=tmp_path)
     table = (tmp_path / "runs" / "sgd_article_grid" / "version_0" / "compare.csv").read_text()
     rows = list(csv.DictReader(table.splitlines()))

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from conftest import fit_in_process, lesson3_data, scaled_model
-from fitquad.conditioning import OptimizerSettings, conditioning, contraction_factors, predicted_steps_to_gap
-from fitquad.data import QuadraticDataModule
-from fitquad.reference import optimum
-from fitquad.training import QuadraticRegression
-from fitquad.verdicts import TrainingDiverged
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
+from fitquad.theory.conditioning import OptimizerSettings, conditioning, contraction_factors, predicted_steps_to_gap
+from fitquad.theory.reference import optimum
+from fitquad.theory.verdicts import TrainingDiverged
 
 
 def test_hessian_eigenvalues_are_numpys_for_raw_t() -> None:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitquad.batches import InMemoryBatches
-from fitquad.data import QuadraticDataModule
+from fitquad.core.batches import InMemoryBatches
+from fitquad.core.data import QuadraticDataModule
 
 
 def make(**kwargs) -> QuadraticDataModule:

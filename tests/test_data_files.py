@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import CONFIGS, REPO, fitquad_in_process, only_run_folder, read_summary, run_fitquad
-from fitquad.data import QuadraticDataModule
-from fitquad.data_files import held_out_splits, read_points
-from fitquad.validation import InvalidInput
+from fitquad.checks.data_files import held_out_splits, read_points
+from fitquad.checks.validation import InvalidInput
+from fitquad.core.data import QuadraticDataModule
 
 POINTS = "x,y\n1,2\n2,5\n3,10\n4,17\n"
 
@@ -112,7 +112,7 @@ def test_bad_numpy_files_are_one_line(tmp_path):
 
 def test_a_file_too_large_for_the_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
     path = write(tmp_path, "points.csv", POINTS * 100)
-    monkeypatch.setattr("fitquad.limits.available_memory", lambda: 1000)
+    monkeypatch.setattr("fitquad.checks.limits.available_memory", lambda: 1000)
     message = r"^data.file '.*points.csv' \(2,200 bytes\) would need about .* of memory, .*: use fewer points"
     with pytest.raises(InvalidInput, match=message):
         read_points("data.file", path, 0, 1)

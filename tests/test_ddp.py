@@ -14,15 +14,15 @@ import pytest
 import torch
 import yaml
 
-import fitquad.data
+import fitquad.core.data
 from conftest import CONFIGS, HELPERS, only_run_folder, read_summary, read_train_losses, run_fitquad
-from fitquad.cli import main
-from fitquad.data import QuadraticDataModule
-from fitquad.lr_find import stable_lrs
-from fitquad.run_folders import make_run_folder
-from fitquad.shards import WHOLE, Shards
-from fitquad.training import QuadraticRegression
-from fitquad.validation import InvalidInput
+from fitquad.checks.validation import InvalidInput
+from fitquad.commands.cli import main
+from fitquad.commands.lr_find import stable_lrs
+from fitquad.commands.run_folders import make_run_folder
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
+from fitquad.theory.shards import WHOLE, Shards
 
 
 def attach_fake_trainer(datamodule: QuadraticDataModule, rank: int, world_size: int, device: str) -> None:
@@ -36,7 +36,7 @@ def attach_fake_trainer(datamodule: QuadraticDataModule, rank: int, world_size: 
 def test_each_process_draws_exactly_its_own_shard_and_no_other_point(monkeypatch, distribution, processes) -> None:
     # Chunks of 1,000 points of 6,000 (and a grid longer than one chunk): a shard's points of each chunk are kept
     # as the chunk is drawn, and the arrays are the shard's size from the start.
-    monkeypatch.setattr(fitquad.data, "DRAW_CHUNK", 1000)
+    monkeypatch.setattr(fitquad.core.data, "DRAW_CHUNK", 1000)
     whole = QuadraticDataModule(n_train=6000, n_val=7, x_distribution=distribution)
     whole.setup("fit")
     shard_x = []
@@ -207,7 +207,7 @@ def test_a_launchers_ranks_share_the_jobs_run_folder_and_refuse_a_used_one(tmp_p
 
 
 def test_lr_find_under_ddp_prints_once_the_single_process_numbers(tmp_path) -> None:
-    # Each process holds half the points: the largest stable lr is still that of all of them (fitquad.shards), and
+    # Each process holds half the points: the largest stable lr is still that of all of them (fitquad.theory.shards), and
     # one process writes the plot and prints.
     config = ["lr-find", "--config", str(CONFIGS / "lesson3.yaml"), "--lr_find.num_training", "20"]
     output = run_fitquad(*config, "--trainer.strategy", "ddp", "--trainer.devices", "2", cwd=tmp_path).stdout

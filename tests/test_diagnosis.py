@@ -23,10 +23,10 @@ from conftest import (
     read_train_losses,
     run_fitquad,
 )
-from fitquad.cli import main
-from fitquad.diagnosis import FitDiagnosis
-from fitquad.training import QuadraticRegression
-from fitquad.verdicts import diagnose
+from fitquad.callbacks.diagnosis import FitDiagnosis
+from fitquad.commands.cli import main
+from fitquad.core.module import QuadraticRegression
+from fitquad.theory.verdicts import diagnose
 
 # ---- the rules, on chosen numbers --------------------------------------------------------------------
 LESSON3 = dict(noise_std=3.0, n_train=20, n_val=20, n_parameters=3, lr=0.35, largest_stable_lr=0.4)
@@ -285,7 +285,7 @@ def test_an_exact_fit_is_measured_against_float_rounding_not_an_optimum_of_zero(
 
 
 def test_relative_gap_is_never_negative_and_uses_the_resolution_only_below_it() -> None:
-    from fitquad.reference import relative_gap
+    from fitquad.theory.reference import relative_gap
 
     assert relative_gap(4.9, 5.0) == 0.0  # below the minimum: rounding
     assert relative_gap(5.5, 5.0) == pytest.approx(0.1)
@@ -307,7 +307,7 @@ def test_whitening_too_few_distinct_points_is_one_line(tmp_path, monkeypatch, ca
 
 
 def test_each_verdict_has_a_plain_sentence_printed_before_its_numbers(tmp_path, monkeypatch, capsys) -> None:
-    from fitquad.verdicts import IN_PLAIN_WORDS
+    from fitquad.theory.verdicts import IN_PLAIN_WORDS
 
     verdicts = {"converged", "stopped_early", "still_converging", "stalled_ill_conditioned", "stalled_float32"}
     assert set(IN_PLAIN_WORDS) == verdicts | {"underfitting", "overfitting", "diverged"}

@@ -20,13 +20,13 @@ import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, run_fitquad
-from fitquad.batches import InMemoryBatches
-from fitquad.checkpoint_io import SafeCheckpointIO, load_checkpoint
-from fitquad.cli import main
-from fitquad.data import QuadraticDataModule
-from fitquad.interrupts import CheckpointOnSignal
-from fitquad.training import QuadraticRegression
-from fitquad.validation import InvalidInput
+from fitquad.callbacks.interrupts import CheckpointOnSignal
+from fitquad.checks.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from fitquad.checks.validation import InvalidInput
+from fitquad.commands.cli import main
+from fitquad.core.batches import InMemoryBatches
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
 
 # Mini-batches whose fused items straddle epochs and passes: 20 points in batches of 6 (three full
 # batches and a short one per pass), 2 steps per item, 5 steps per epoch.

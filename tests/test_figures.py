@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fitquad.figures import SCATTER_POINTS, FitPicture, fit_figures, sample
+from fitquad.callbacks.figures import SCATTER_POINTS, FitPicture, fit_figures, sample
 
 
 def picture(optimum: list[float], n: int = 20) -> FitPicture:

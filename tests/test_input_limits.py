@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import CONFIGS, read_summary
-from fitquad.batches import InMemoryBatches
-from fitquad.cli import main
-from fitquad.limits import check_representable
-from fitquad.validation import InvalidInput
+from fitquad.checks.limits import check_representable
+from fitquad.checks.validation import InvalidInput
+from fitquad.commands.cli import main
+from fitquad.core.batches import InMemoryBatches
 
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 

@@ -15,10 +15,10 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import MixedPrecision
 
 from conftest import article_data, fit_in_process, plain_loop
-from fitquad.clipping import GradientClipping
-from fitquad.data import QuadraticDataModule
-from fitquad.reference import optimum
-from fitquad.training import QuadraticRegression
+from fitquad.callbacks.clipping import GradientClipping
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
+from fitquad.theory.reference import optimum
 
 ARTICLE_DATA = dict(seed=20240215, n_train=50, n_val=10)
 ARTICLE_MODEL = dict(degree=1, init_coefficients=[-3.0, 6.0], lr=0.1)

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.image import imread
 
 from conftest import CONFIGS, only_run_folder
-from fitquad.lr_find import main
+from fitquad.commands.lr_find import main
 
 
 def numpy_stable_lr(design: np.ndarray) -> float:
@@ -20,16 +20,16 @@ def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
     # lesson3 fuses 10 steps per training_step: lr-find must still take one learning rate per step.
     monkeypatch.chdir(tmp_path)
     min_lr, max_lr, steps = 1e-3, 3.0, 40
-    import fitquad.lr_find
+    import fitquad.commands.lr_find
 
     plotted = {}
-    save_plot = fitquad.lr_find.save_plot
+    save_plot = fitquad.commands.lr_find.save_plot
 
     def recording_save_plot(finder, stable_lr, raw_losses, path):
         plotted.update(raw=raw_losses, smoothed=finder.results["loss"])
         save_plot(finder, stable_lr, raw_losses, path)
 
-    monkeypatch.setattr(fitquad.lr_find, "save_plot", recording_save_plot)
+    monkeypatch.setattr(fitquad.commands.lr_find, "save_plot", recording_save_plot)
     main([
         "--config", str(CONFIGS / "lesson3.yaml"),
         "--lr_find.min_lr", str(min_lr), "--lr_find.max_lr", str(max_lr), "--lr_find.num_training", str(steps),

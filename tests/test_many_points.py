@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-import fitquad.data
-import fitquad.reference
-import fitquad.streaming
-from fitquad.conditioning import OptimizerSettings, conditioning
-from fitquad.data import draw_quadratic
-from fitquad.model import PolynomialModel
-from fitquad.passes import evaluate, float64_copy
-from fitquad.reference import loss_resolution, optimum
-from fitquad.validation import InvalidInput
+import fitquad.core.data
+import fitquad.theory.reference
+import fitquad.theory.streaming
+from fitquad.checks.validation import InvalidInput
+from fitquad.core.data import draw_quadratic
+from fitquad.core.model import PolynomialModel
+from fitquad.theory.conditioning import OptimizerSettings, conditioning
+from fitquad.theory.passes import evaluate, float64_copy
+from fitquad.theory.reference import loss_resolution, optimum
 
 
 def whole_array_draw(rng, n, a, b, c, noise, distribution, low, high, mean, std):
@@ -33,7 +33,7 @@ def whole_array_draw(rng, n, a, b, c, noise, distribution, low, high, mean, std)
 
 @pytest.mark.parametrize("distribution", ["grid", "uniform", "normal"])
 def test_drawing_in_chunks_gives_the_same_points_bit_for_bit(monkeypatch, distribution):
-    monkeypatch.setattr(fitquad.data, "DRAW_CHUNK", 1000)
+    monkeypatch.setattr(fitquad.core.data, "DRAW_CHUNK", 1000)
     for n in (1, 999, 1000, 3507):
         args = (n, 0.75, -14.25, 68.6875, 3.0, distribution, 0.0, 19.0, 0.5, 1.5)
         chunked, whole = np.random.RandomState(20240215), np.random.RandomState(20240215)
@@ -76,7 +76,7 @@ def test_streamed_float64_passes_give_the_dense_numbers(
     dense_resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
     model64 = float64_copy(model)
     dense_evaluation = evaluate(model64, x, y, loss_fn)
-    monkeypatch.setattr(fitquad.streaming, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 700)
     streamed = optimum(model, x, y, loss_fn, weight_decay)
     torch.testing.assert_close(streamed.parameters, dense.parameters, rtol=1e-11, atol=1e-13)
     assert streamed.train_loss == pytest.approx(dense.train_loss, rel=1e-12)
@@ -94,7 +94,7 @@ def test_streamed_feature_scaling_gives_the_dense_scaling(monkeypatch, many_poin
     dense = {kind: PolynomialModel(degree, kind) for kind in ("standardize", "whiten")}
     for model in dense.values():
         model.fit_feature_scaling(x)
-    monkeypatch.setattr(fitquad.streaming, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 700)
     for kind, reference in dense.items():
         model = PolynomialModel(degree, kind)
         model.fit_feature_scaling(x)
@@ -110,7 +110,7 @@ def test_streamed_feature_scaling_gives_the_dense_scaling(monkeypatch, many_poin
 
 
 def test_too_few_distinct_values_are_counted_on_many_points(monkeypatch):
-    monkeypatch.setattr(fitquad.streaming, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 700)
     x = torch.tensor([0.0, 1.0, 2.0]).repeat(2000)  # 6,000 points, 3 distinct
     with pytest.raises(InvalidInput, match="training x values, and the training data has 3"):
         PolynomialModel(4, "whiten").fit_feature_scaling(x)

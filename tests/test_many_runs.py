@@ -1,4 +1,4 @@
-"""Many runs as one batched model (fitquad.many_runs, fitquad.sweep_batched), checked against the same runs trained
+"""Many runs as one batched model (fitquad.commands.many_runs, fitquad.commands.sweep_batched), checked against the same runs trained
 alone: a plain PyTorch loop per run, and `fitquad sweep` with one Trainer per value (sweep.batched false)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from conftest import CONFIGS, only_run_folder, run_fitquad
-from fitquad.clipping import GradientClipping
-from fitquad.data import QuadraticDataModule
-from fitquad.many_runs import ManyRuns, ManyRunsData
-from fitquad.model import PolynomialModel
-from fitquad.sweep_runs import main, sweep
-from fitquad.training import initialize, make_loss
+from fitquad.callbacks.clipping import GradientClipping
+from fitquad.commands.many_runs import ManyRuns, ManyRunsData
+from fitquad.commands.sweep_runs import main, sweep
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.model import PolynomialModel
+from fitquad.core.module import initialize, make_loss
 
 MODEL_DEFAULTS = dict(init_coefficients=None, init_seed=0, huber_delta=1.0, smooth_l1_beta=1.0, lr=0.1, momentum=0.0,
                       dampening=0.0, nesterov=False, weight_decay=0.0)  # fmt: skip

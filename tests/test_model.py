@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitquad.model import PolynomialModel, coefficient_names
+from fitquad.core.model import PolynomialModel, coefficient_names
 
 
 def test_degree_one_without_scaling_is_the_articles_linear_neuron():

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from conftest import lesson3_data, scaled_model
-from fitquad.passes import design_matrix
-from fitquad.reference import optimum, training_noise_floor
+from fitquad.theory.passes import design_matrix
+from fitquad.theory.reference import optimum, training_noise_floor
 
 
 @pytest.mark.parametrize("scaling", ["none", "standardize", "whiten"])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CONFIGS, run_fitquad
-from fitquad.checkpoint_io import SafeCheckpointIO, load_checkpoint
-from fitquad.cli import main
+from fitquad.checks.checkpoint_io import SafeCheckpointIO, load_checkpoint
+from fitquad.commands.cli import main
 
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 SHORT = ["--trainer.max_steps", "5"]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from conftest import CONFIGS, HELPERS, run_fitquad
-from fitquad.checkpoint_io import load_checkpoint
+from fitquad.checks.checkpoint_io import load_checkpoint
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")

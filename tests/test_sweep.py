@@ -12,9 +12,9 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
-from fitquad.data import QuadraticDataModule
-from fitquad.sweep_runs import main, sweep
-from fitquad.training import QuadraticRegression
+from fitquad.commands.sweep_runs import main, sweep
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
 
 
 def config_data(name: str, **overrides) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -204,8 +204,8 @@ def test_bad_sweep_input_is_one_line(
 
 
 def test_the_sweep_figure_frames_the_u_not_the_largest_error() -> None:
-    from fitquad.sweep_figures import frame
-    from fitquad.sweep_report import SweepPoint
+    from fitquad.commands.sweep_figures import frame
+    from fitquad.commands.sweep_report import SweepPoint
 
     def point(degree: int, train: float, val: float) -> SweepPoint:
         return SweepPoint(degree, train, val, 0.09, train, val, 0.0, 10, 1, f"degree_{degree}")

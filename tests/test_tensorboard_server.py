@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses
-from fitquad.cli import main
+from fitquad.commands.cli import main
 
 
 def get_json(url: str) -> object:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import article_data, fit_in_process, plain_loop
-from fitquad.clipping import GradientClipping
-from fitquad.data import QuadraticDataModule
-from fitquad.training import QuadraticRegression
+from fitquad.callbacks.clipping import GradientClipping
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
 
 TORCH_LOSSES = {
     "mse": torch.nn.MSELoss(),

@@ -1,5 +1,5 @@
 """Bad input: each of a table of mistakes gets one line naming the field and what is allowed, status 2,
-no traceback. Run in-process through `fitquad.cli.main` (the command's own entry point), and a few
+no traceback. Run in-process through `fitquad.commands.cli.main` (the command's own entry point), and a few
 through the real command in a subprocess."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import CONFIGS, run_fitquad
-from fitquad.cli import main
+from fitquad.commands.cli import main
 
 LESSON3 = str(CONFIGS / "lesson3.yaml")
 
@@ -160,7 +160,7 @@ def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path
     extra, message = BAD_INPUTS[case]
     result = run_fitquad(*_arguments(extra, bad_files), cwd=bad_files, check=False)
     assert result.returncode == 2
-    # stdout: only the line saying what is about to run, printed before PyTorch loads (fitquad.entry).
+    # stdout: only the line saying what is about to run, printed before PyTorch loads (fitquad.commands.entry).
     assert result.stdout.splitlines() == [
         f"fitquad: {' '.join(_arguments(extra, bad_files))}: starting (loading PyTorch and Lightning)"
     ]
@@ -182,7 +182,11 @@ def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path
             "between training_steps, every 10 optimizer steps), got 25",
         ),
         (
-            ["--trainer.callbacks+=fitquad.clipping.GradientClipping", "--trainer.callbacks.gradient_clip_val", "0"],
+            [
+                "--trainer.callbacks+=fitquad.callbacks.clipping.GradientClipping",
+                "--trainer.callbacks.gradient_clip_val",
+                "0",
+            ],
             "GradientClipping.gradient_clip_val must be > 0, got 0.0",
         ),
     ],

@@ -1,9 +1,9 @@
 """fitquad: fit a noisy quadratic by (stochastic) gradient descent with PyTorch Lightning.
 
-From Python (fitquad.api): `fitquad.fit`, `fitquad.sweep` and `fitquad.compare` run the commands and return
+From Python (fitquad.commands.api): `fitquad.fit`, `fitquad.sweep` and `fitquad.compare` run the commands and return
 what they made; bad input raises `fitquad.InvalidInput` with the line the command would print.
 
-Everything is imported when first used, so that `fitquad` (fitquad.entry) can speak before PyTorch and
+Everything is imported when first used, so that `fitquad` (fitquad.commands.entry) can speak before PyTorch and
 Lightning have loaded, and `import fitquad` costs nothing until a name is used.
 """
 
@@ -13,16 +13,16 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "fit": "fitquad.api",
-    "sweep": "fitquad.api",
-    "compare": "fitquad.api",
-    "FitResult": "fitquad.api",
-    "TableResult": "fitquad.api",
-    "InvalidInput": "fitquad.validation",
-    "TrainingDiverged": "fitquad.verdicts",
-    "PolynomialModel": "fitquad.model",
-    "QuadraticDataModule": "fitquad.data",
-    "QuadraticRegression": "fitquad.training",
+    "fit": "fitquad.commands.api",
+    "sweep": "fitquad.commands.api",
+    "compare": "fitquad.commands.api",
+    "FitResult": "fitquad.commands.api",
+    "TableResult": "fitquad.commands.api",
+    "InvalidInput": "fitquad.checks.validation",
+    "TrainingDiverged": "fitquad.theory.verdicts",
+    "PolynomialModel": "fitquad.core.model",
+    "QuadraticDataModule": "fitquad.core.data",
+    "QuadraticRegression": "fitquad.core.module",
 }
 
 __all__ = list(_NAMES)

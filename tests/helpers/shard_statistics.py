@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from fitquad import streaming
-from fitquad.conditioning import OptimizerSettings, conditioning
-from fitquad.data import QuadraticDataModule
-from fitquad.limits import check_first_step
-from fitquad.model import PolynomialModel
-from fitquad.passes import evaluate, with_parameters
-from fitquad.reference import loss_resolution, optimum
-from fitquad.shards import Shards
+from fitquad.checks.limits import check_first_step
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.model import PolynomialModel
+from fitquad.theory import streaming
+from fitquad.theory.conditioning import OptimizerSettings, conditioning
+from fitquad.theory.passes import evaluate, with_parameters
+from fitquad.theory.reference import loss_resolution, optimum
+from fitquad.theory.shards import Shards
 
 POINTS = 3_000  # with chunks of 400 points: several chunks per shard, and a part chunk at the end
 LOSSES = {"mse": nn.MSELoss(), "huber": nn.HuberLoss(delta=0.2), "l1": nn.L1Loss()}

@@ -1,0 +1,191 @@
+"""fitquad from Python and notebooks: the commands as functions that return what they made.
+
+    import fitquad
+
+    result = fitquad.fit("configs/lesson3.yaml", model={"lr": 0.1}, trainer={"max_steps": 50})
+    result.verdict          # "converged", "stalled_ill_conditioned", ...
+    result.summary          # summary.json: coefficients, MSEs, the reference, the diagnosis
+    result.losses           # the training loss before every optimizer step (numpy)
+    result.module           # the trained LightningModule (result.module.model is the polynomial)
+    result.run_folder       # runs/lesson3/version_N: checkpoints, TensorBoard events, figures
+    result.figures          # {"fit": Path, "residuals": Path, ...}
+    result                  # in Jupyter: the diagnosis and the figures, inline
+
+    fitquad.sweep("configs/capacity.yaml", sweep={"values": [0, 2, 12]})
+    fitquad.compare("configs/sgd_article_grid.yaml", max_steps=20)
+
+Each function takes what the command takes: a config file and options, as keyword arguments. A keyword
+naming a section (data, model, trainer, sweep, ...) takes a dict of that section's options; any other keyword
+is an option as the command line spells it (`ckpt_path="..."`, or `**{"model.lr": 0.1}`). They run exactly
+what `fitquad fit|sweep|compare` runs, write the same run folder, and refuse the same input with the same one
+line, raised as fitquad.InvalidInput instead of printed (TrainingDiverged for a fit that blew up).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import html
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from fitquad.checks.validation import InvalidInput, one_line
+
+# Sections of a config, whose keyword arguments are dicts of their options.
+SECTIONS = ("data", "model", "trainer", "optimizer", "lr_scheduler", "sweep", "fit_diagnosis", "run_summary")
+
+
+def command_line(config: str | Path | None, options: Mapping[str, Any]) -> list[str]:
+    """The command-line arguments that `config` and keyword `options` stand for."""
+    args = [] if config is None else ["--config", str(config)]
+    for key, value in options.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            for option, setting in value.items():
+                args += [f"--{key}.{option}", _as_typed(setting)]
+        else:
+            args += [f"--{key}", _as_typed(value)]
+    return args
+
+
+def _as_typed(value: Any) -> str:
+    """A value as a shell user would type it: strings as they are, anything else as JSON (which is YAML, what
+    jsonargparse reads command-line values as)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@contextlib.contextmanager
+def as_a_command_runs() -> Iterator[None]:
+    """The set-up of the `fitquad` command, for one call: its warning filters and Lightning's log level are put
+    back afterwards, so a notebook's own settings survive; bad input from any layer becomes one InvalidInput."""
+    from fitquad.commands.cli import LIGHTNING_LOGGERS, settle_warnings_and_yaml
+
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    try:
+        with warnings.catch_warnings():
+            settle_warnings_and_yaml()
+            yield
+    except (ArgumentError, MisconfigurationException) as error:
+        raise InvalidInput(one_line(str(error))) from None
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _png(path: Path) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" style="max-width:100%">'
+
+
+def _figures(folder: Path) -> dict[str, Path]:
+    return {path.stem: path for path in sorted(folder.glob("*.png"))}
+
+
+@dataclass
+class FitResult:
+    """What `fitquad.fit` made: the trained module and everything the run folder holds."""
+
+    run_folder: Path
+    summary: dict  # summary.json
+    losses: np.ndarray  # the training loss before each optimizer step (train_loss.csv)
+    module: Any  # the trained QuadraticRegression
+    datamodule: Any  # its QuadraticDataModule, with train_x, train_y, val_x, val_y
+    trainer: Any  # the Lightning Trainer that ran the fit
+    figures: dict[str, Path] = field(default_factory=dict)  # name -> PNG in the run folder
+
+    @property
+    def verdict(self) -> str:
+        return self.summary.get("diagnosis", {}).get("verdict", "")
+
+    def __repr__(self) -> str:
+        return f"FitResult(verdict={self.verdict!r}, run_folder={str(self.run_folder)!r})"
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the diagnosis in plain words and in numbers, then the figures."""
+        diagnosis = self.summary.get("diagnosis", {})
+        words, details = html.escape(diagnosis.get("in_plain_words", "")), html.escape(diagnosis.get("message", ""))
+        images = "".join(_png(path) for path in self.figures.values())
+        folder = html.escape(str(self.run_folder))
+        return f"<p><b>{words}</b></p><p><code>{details}</code></p><p>Run folder: {folder}</p>{images}"
+
+
+@dataclass
+class TableResult:
+    """What `fitquad.sweep` or `fitquad.compare` made: its table (rows of the CSV), as Markdown, and its figures."""
+
+    run_folder: Path
+    rows: list[dict]  # sweep.csv or compare.csv, one dict per row, numbers as floats
+    markdown: str  # sweep.md or compare.md
+    figures: dict[str, Path] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(rows={len(self.rows)}, run_folder={str(self.run_folder)!r})"
+
+    def _repr_html_(self) -> str:
+        images = "".join(_png(path) for path in self.figures.values())
+        folder = html.escape(str(self.run_folder))
+        return f"<pre>{html.escape(self.markdown)}</pre><p>Run folder: {folder}</p>{images}"
+
+
+def _rows(path: Path) -> list[dict]:
+    def value(text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with path.open(newline="") as table:
+        return [{name: value(text) for name, text in row.items()} for row in csv.DictReader(table)]
+
+
+def fit(config: str | Path | None = None, **options: Any) -> FitResult:
+    """`fitquad fit --config <config> <options>`, returning the trained module, the summary, the losses and the
+    figures. Raises InvalidInput for bad input, TrainingDiverged if the fit blows up."""
+    from fitquad.callbacks.summary import run_folder
+    from fitquad.commands.cli import run_lightning_cli
+
+    args = ["fit", *command_line(config, options)]
+    with as_a_command_runs():
+        cli = run_lightning_cli(args, args)
+    folder = run_folder(cli.trainer).resolve()  # the notebook may change folders; the result still points here
+    summary = json.loads((folder / "summary.json").read_text())
+    losses = np.array([float(line.split(",")[1]) for line in (folder / "train_loss.csv").read_text().split()[1:]])
+    return FitResult(folder, summary, losses, cli.model, cli.datamodule, cli.trainer, _figures(folder))
+
+
+def sweep(config: str | Path | None = None, **options: Any) -> TableResult:
+    """`fitquad sweep --config <config> <options>`: its table and figures. A run that diverged is marked in the
+    table, as the command leaves it (batched, its MSEs are those of its last good parameters; with one Trainer per
+    value, inf or nan)."""
+    from fitquad.commands.sweep_runs import sweep as run_sweep
+
+    with as_a_command_runs():
+        _, folder = run_sweep(command_line(config, options))
+    folder = folder.resolve()
+    return TableResult(folder, _rows(folder / "sweep.csv"), (folder / "sweep.md").read_text(), _figures(folder))
+
+
+def compare(config: str | Path | None = None, **options: Any) -> TableResult:
+    """`fitquad compare --config <config> <options>`: its table and its figure of the loss landscapes."""
+    from fitquad.commands.compare_grid import build_parser, check_comparison
+    from fitquad.commands.compare_grid import compare as run_compare
+
+    with as_a_command_runs():
+        parser = build_parser()
+        parsed = parser.parse_args(command_line(config, options))
+        check_comparison(parsed)
+        folder = run_compare(parsed, parser)[0].resolve()
+    return TableResult(folder, _rows(folder / "compare.csv"), (folder / "compare.md").read_text(), _figures(folder))

@@ -1,0 +1,80 @@
+"""The `fitquad` command's entry point, kept light: PyTorch and Lightning take seconds to import, so the
+command first says what it is about to run (and answers `fitquad --help` at once), then loads them and
+hands over to fitquad.commands.cli.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Every command, with what it is for: `fitquad --help` (LightningCLI's own help knows only its four).
+COMMANDS: dict[str, str] = {
+    "fit": "train on a config and diagnose the fit (fitquad fit --config configs/lesson3.yaml)",
+    "validate": "validation loss, MSE, MAE and R² of a checkpoint (--ckpt_path)",
+    "test": "the same on the test split",
+    "predict": "predictions of a checkpoint on the test split, into predictions.csv",
+    "sweep": "one setting over a list of values (degree, n_train, weight decay): table and figure",
+    "compare": "losses × SGD settings on one data set: loss landscapes side by side and a table",
+    "lr-find": "Lightning's learning-rate range test, beside the largest stable learning rate",
+}
+
+
+def overview() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {purpose}" for name, purpose in COMMANDS.items()]
+    return "\n".join(
+        [
+            "usage: fitquad <command> [options]   (fitquad <command> --help lists the command's options)",
+            "",
+            "Fit a noisy quadratic by gradient descent with PyTorch Lightning, and see what happens.",
+            "",
+            "commands:",
+            *lines,
+            "",
+            "  --version  fitquad's version, and Lightning's and torch's",
+        ]
+    )
+
+
+def announcement(args: list[str]) -> str | None:
+    """The first line of a command that will train or evaluate, printed before the slow imports; None for help,
+    --print_config and anything that is not a command."""
+    if not args or args[0] not in COMMANDS or any(arg in ("-h", "--help") for arg in args):
+        return None
+    if any(arg.startswith("--print_config") for arg in args):
+        return None
+    return f"fitquad: {' '.join(args)}: starting (loading PyTorch and Lightning)"
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] in (["-h"], ["--help"]):
+        print(overview())
+        return
+    line = announcement(args)
+    if line is not None:
+        print(line, flush=True)
+    from fitquad.commands.cli import main as run
+
+    try:
+        run()
+    except SystemExit as exit:
+        if exit.code not in (None, 0):
+            raise  # a failure ends as Python ends, every exit handler run
+    leave_at_once()
+
+
+def leave_at_once() -> None:
+    """End a successful command without Python's own shut-down, which after `import lightning` takes about a
+    second (garbage-collecting torch's and Lightning's modules) and does nothing a finished command needs.
+
+    Safe here because everything the command wrote is closed by then: checkpoints are written and fsync'd
+    (fitquad.checks.checkpoint_io), summaries and figures are closed files, and the TensorBoard logger is finalized
+    (flushed and closed) at the end of every fit. What is still buffered is flushed first: the logging
+    handlers (the one exit handler that writes) and stdout/stderr."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

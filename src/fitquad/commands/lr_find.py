@@ -1,0 +1,166 @@
+"""`fitquad lr-find`: Lightning's learning-rate range test (Tuner.lr_find) on a fit config, checked against theory.
+
+    fitquad lr-find --config configs/sgd_article.yaml
+    fitquad lr-find --config configs/lesson3.yaml --lr_find.min_lr 1e-4 --lr_find.max_lr 10
+    fitquad lr-find --help          # every fit option, plus lr_find's own (min_lr, max_lr, num_training, ...)
+
+It takes the same config and options as `fitquad fit`, runs `Tuner.lr_find` (lr_find.num_training steps
+with the learning rate growing from min_lr to max_lr, stopping once the smoothed loss passes
+early_stop_threshold × its best), saves the loss-against-learning-rate plot as lr_find.png in the run
+folder (runs/<config name>/version_N) and prints the suggestion (the steepest descent of the smoothed loss)
+beside the largest stable learning rate of full-batch gradient descent on MSE, 2/λmax, where λmax is the
+largest eigenvalue of the MSE Hessian 2/n·ΦᵀΦ over the model's own parameters (Φ = [1, features(x)],
+the features under the model's feature scaling; fitquad.theory.conditioning), and the same bound for the config's
+own loss and SGD settings (momentum raises it). Plain GD with a larger lr diverges.
+
+Manual optimization and lr_find: lr_find records one loss per training_step and its schedule (a
+step-interval scheduler, which QuadraticRegression steps after every optimizer step) advances once per
+optimizer step. So this command runs one optimizer step per training_step and per epoch
+(data.fused_steps 1, data.steps_per_epoch 1): every loss it records is that of the step taken at the
+learning rate it records beside it. The model and
+the trainer are otherwise exactly the config's; the fit itself is not run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.tuner import Tuner
+from torch import nn
+
+from fitquad.callbacks.summary import run_folder
+from fitquad.checks.validation import InvalidInput
+from fitquad.commands.cli import FitquadCLI, OneLineErrorParser, trainer_defaults
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
+from fitquad.theory.conditioning import OptimizerSettings, conditioning
+from fitquad.theory.shards import WHOLE, Shards
+
+# lr_find's options other than these are Tuner.lr_find's own, with Lightning's defaults.
+NOT_OPTIONS = {"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule", "method"}
+NOT_OPTIONS |= {"update_attr", "attr_name"}  # the suggestion is printed, not applied: a fit is a separate run
+MODES = ("exponential", "linear")  # how Tuner.lr_find grows the learning rate
+# The range test is not a run to compare in TensorBoard: its folder holds lr_find.png and config.yaml, no
+# event file (a later --trainer.logger on the command line still wins).
+NO_TENSORBOARD_RUN = ["--trainer.logger", "false"]
+ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
+
+
+def stable_lrs(
+    module: QuadraticRegression, optimizer: torch.optim.Optimizer, x: torch.Tensor, shards: Shards = WHOLE
+) -> tuple[float, float]:
+    """(2/λmax of the MSE Hessian: plain full-batch GD on MSE; the same bound for this config's loss and SGD
+    settings), from fitquad.theory.conditioning, over all the shards' points."""
+    gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0), shards).largest_stable_lr_gd
+    own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer), shards).largest_stable_lr
+    return gd_on_mse, own
+
+
+class LrFindCLI(FitquadCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_method_arguments(Tuner, "lr_find", "lr_find", skip=NOT_OPTIONS)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
+        super().parse_arguments(parser, args)
+        check_lr_find_options(self.config.lr_find)
+
+
+def check_lr_find_options(options: Any) -> None:
+    """Tuner.lr_find's options, which it takes unchecked (min_lr 0 divides by zero; an unknown mode fails late)."""
+    min_lr, max_lr, threshold = options.min_lr, options.max_lr, options.early_stop_threshold
+    rules = [
+        (math.isfinite(min_lr) and min_lr > 0, f"lr_find.min_lr must be > 0, got {min_lr}"),
+        (
+            math.isfinite(max_lr) and max_lr > min_lr,
+            f"lr_find.max_lr must be > lr_find.min_lr = {min_lr}, got {max_lr}",
+        ),
+        (
+            options.num_training >= 2,
+            f"lr_find.num_training must be ≥ 2 (learning rates tried), got {options.num_training}",
+        ),
+        (options.mode in MODES, f"lr_find.mode must be one of {', '.join(MODES)}, got {options.mode!r}"),
+        (threshold is None or threshold > 0, f"lr_find.early_stop_threshold must be > 0 or null, got {threshold}"),
+    ]
+    for passes, message in rules:
+        if not passes:
+            raise InvalidInput(message)
+
+
+def main(argv: list[str]) -> None:
+    with warnings.catch_warnings():
+        # We pass args on purpose (the user's, plus ONE_STEP_PER_EPOCH); LightningCLI warns whenever
+        # args differ from sys.argv.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = LrFindCLI(
+            QuadraticRegression,
+            QuadraticDataModule,
+            args=[*NO_TENSORBOARD_RUN, *argv, *ONE_STEP_PER_EPOCH],
+            run=False,
+            trainer_defaults=trainer_defaults(argv),
+            seed_everything_default=0,
+            parser_class=OneLineErrorParser,
+            parser_kwargs={"prog": "fitquad lr-find", "description": __doc__.split("\n")[0]},
+        )
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    options = cli.config.lr_find
+    finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)
+    if finder is None:  # Lightning skips it under fast_dev_run
+        print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
+        sys.exit(2)
+    suggestion = finder.suggestion()
+    stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x, datamodule.shards)
+    if not trainer.is_global_zero:  # under DDP one process draws and prints; the others found the same numbers
+        return
+    folder = run_folder(trainer)
+    # The loss of each step as taken (the module records every step's loss), beside Lightning's smoothed curve.
+    raw_losses = model.train_losses[: model.steps_recorded].detach().cpu().double().tolist()
+    save_plot(finder, stable_lr, raw_losses, folder / "lr_find.png")
+    tried = finder.results["lr"]
+    print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")
+    print(
+        f"fitquad: largest stable lr for full-batch GD on MSE: 2/λmax = {stable_lr:.4g} "
+        f"(feature_scaling {model.hparams.feature_scaling}); with this config's loss and SGD settings: "
+        + (f"{own_stable_lr:.4g}" if math.isfinite(own_stable_lr) else "none (no curvature: L1)")
+    )
+    if suggestion is None:
+        print("fitquad: the lr finder made no suggestion (too few finite losses); widen min_lr..max_lr")
+    else:
+        print(f"fitquad: lr finder suggests lr = {suggestion:.4g}, {suggestion / stable_lr:.3g} × 2/λmax")
+    print(f"fitquad: plot in {folder / 'lr_find.png'}", flush=True)
+
+
+def save_plot(finder: Any, stable_lr: float, raw_losses: list[float], path: Path) -> None:
+    """Lightning's own lr_find curve (`finder`: what Tuner.lr_find returns), the loss of each step as taken beneath
+    it, and the largest stable learning rate, on a log loss axis (a divergence's spike to 10⁴ × the start
+    would flatten a linear one). Lightning's smoothing is an average of the losses so far, bias-corrected; its
+    first points can sit well below the first loss (on sgd_article 27 against 53), which read alone suggests
+    that the smallest learning rates raise the loss: the raw losses show they do not."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # Lightning's plot imports pyplot: never open a window
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.6), layout="constrained")
+    ax = figure.add_subplot()
+    lrs = finder.results["lr"]
+    shown = min(len(lrs), len(raw_losses))
+    ax.plot(lrs[:shown], raw_losses[:shown], color="gray", linewidth=0.8, alpha=0.8, label="loss of each step")
+    finder.plot(suggest=True, ax=ax)
+    ax.lines[1].set_label("Lightning's smoothed loss")  # drawn by finder.plot, after the raw losses
+    ax.axvline(stable_lr, color="black", linestyle="--", label=f"2/λmax = {stable_lr:.3g} (GD on MSE)")
+    suggestion = finder.suggestion()
+    if suggestion is not None:
+        ax.axvline(suggestion, color="red", linestyle=":", label=f"suggestion {suggestion:.3g}")
+    ax.set_yscale("log")
+    ax.set_ylabel("training loss (log scale)")
+    ax.set_title("Lightning's learning-rate range test: the loss as the learning rate grows", fontsize="medium")
+    ax.legend(fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)

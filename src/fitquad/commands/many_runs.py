@@ -1,0 +1,295 @@
+"""Many runs as one model: independent polynomial fits trained side by side by one LightningModule in one Trainer.
+
+`fitquad sweep` trains its values, and each value's data draws, this way (fitquad.commands.sweep_batched). Every run has
+its own training and validation points, feature scaling, starting parameters, loss and SGD settings: run r is
+what `QuadraticRegression` would train alone on its points.
+
+- Parameters: run r's [bias, weight_1, …, weight_d] is a row of its group's (draws, P) parameter, padded with
+  zeros up to the largest degree (P = largest degree + 1). Its design row [1, z, z², …] is padded with zeros
+  likewise, so a padded coefficient gets no gradient and stays 0 whatever the momentum or weight decay.
+- Gradients: the loss minimised is the sum of the runs' losses. No run's loss depends on another run's
+  parameters, so each row's gradient is exactly its own run's (up to the order of float additions).
+- SGD: each group (one sweep value: the same model and SGD settings for all its draws) is one param group of
+  one torch.optim.SGD. SGD's update is element-wise, so every run keeps its own momentum buffer and decay.
+- Clipping: the GradientClipping callback calls `configure_gradient_clipping`, which clips each run's gradient
+  by its own norm (LightningModule.clip_gradients would clip all runs by their total norm).
+- Divergence: a run whose loss turns non-finite, or climbs DIVERGENCE_LOSS_FACTOR times above its first, is
+  marked and frozen at its last parameters with a good loss; the other runs train on.
+
+Full batch only: every optimizer step sees each run's whole training set, held as its design matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional
+
+from fitquad.core.model import PolynomialModel
+from fitquad.core.module import initialize
+from fitquad.theory.conditioning import SGD_OPTIONS
+from fitquad.theory.verdicts import diverging
+
+
+@dataclass
+class Split:
+    """One split of every run's points, padded with zeros to the longest: (runs, longest) tensors."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    count: torch.Tensor  # (runs,) points per run
+
+    @classmethod
+    def stack(cls, points: list[tuple[torch.Tensor, torch.Tensor]]) -> Split:
+        longest = max(len(x) for x, _ in points)
+        x, y = torch.zeros(len(points), longest), torch.zeros(len(points), longest)
+        for run, (run_x, run_y) in enumerate(points):
+            x[run, : len(run_x)], y[run, : len(run_y)] = run_x, run_y
+        return cls(x, y, torch.tensor([len(run_x) for run_x, _ in points]))
+
+    def points(self, run: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run `run`'s own points, unpadded."""
+        n = int(self.count[run])
+        return self.x[run, :n], self.y[run, :n]
+
+
+class ManyRunsData(L.LightningDataModule):
+    """The runs' training and validation points, stacked run by run (run r = group r // draws, draw r % draws).
+
+    Args:
+        train: Each run's training points (x, y).
+        val: Each run's validation points (x, y), in the same order.
+        steps_per_epoch: Optimizer steps between validations.
+        fused_steps: Optimizer steps taken inside one training_step (as data.fused_steps).
+    """
+
+    def __init__(
+        self,
+        train: list[tuple[torch.Tensor, torch.Tensor]],
+        val: list[tuple[torch.Tensor, torch.Tensor]],
+        steps_per_epoch: int,
+        fused_steps: int,
+    ) -> None:
+        super().__init__()
+        self.train, self.val = Split.stack(train), Split.stack(val)
+        self.steps_per_epoch, self.fused_steps = steps_per_epoch, fused_steps
+
+    def train_dataloader(self) -> list[int]:
+        # Full batch: the module holds every run's design matrix, so a batch is only how many optimizer
+        # steps its training_step takes.
+        whole, rest = divmod(self.steps_per_epoch, self.fused_steps)
+        return [self.fused_steps] * whole + ([rest] if rest else [])
+
+    def val_dataloader(self) -> list[int]:
+        return [0] if int(self.val.count.max()) > 0 else []
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "mse": lambda p, y, options: functional.mse_loss(p, y, reduction="none"),
+    "l1": lambda p, y, options: functional.l1_loss(p, y, reduction="none"),
+    "huber": lambda p, y, options: functional.huber_loss(p, y, reduction="none", delta=options["huber_delta"]),
+    "smooth_l1": lambda p, y, options: functional.smooth_l1_loss(
+        p, y, reduction="none", beta=options["smooth_l1_beta"]
+    ),
+}
+
+
+def loss_of(options: dict[str, Any]) -> tuple:
+    """What decides a group's loss function."""
+    return options["loss"], options["huber_delta"], options["smooth_l1_beta"]
+
+
+class ManyRuns(L.LightningModule):
+    """Groups of runs, each group one model and SGD setting trained on `draws` data draws.
+
+    Args:
+        groups: QuadraticRegression's arguments for each group (degree, feature_scaling, init_coefficients,
+            init_seed, loss, huber_delta, smooth_l1_beta, lr, momentum, dampening, nesterov, weight_decay).
+        draws: Runs per group: the data module holds groups × draws runs, group by group.
+    """
+
+    def __init__(self, groups: list[dict[str, Any]], draws: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False  # several optimizer steps per training_step, as in QuadraticRegression
+        self.groups, self.draws = groups, draws
+        self.runs = len(groups) * draws
+        self.width = max(options["degree"] for options in groups) + 1
+        self.thetas = nn.ParameterList()
+        # Each group's feature scaling, PolynomialModel's buffers stacked over its runs (shift, scale: (draws,);
+        # feature_mean: (draws, degree); whitening: (draws, degree, degree)). Plain tensors, not buffers, so that
+        # Lightning's precision leaves them in float64; stacked, not a model per run, so that a run costs its data
+        # and parameters only.
+        self.scalings: list[dict[str, torch.Tensor]] = []
+        # Consecutive groups with the same loss share one loss evaluation: (first run, end run, group's options).
+        self.loss_segments: list[tuple[int, int, dict[str, Any]]] = []
+        for group, options in enumerate(groups):
+            start = group * draws
+            if self.loss_segments and loss_of(self.loss_segments[-1][2]) == loss_of(options):
+                self.loss_segments[-1] = (self.loss_segments[-1][0], start + draws, self.loss_segments[-1][2])
+            else:
+                self.loss_segments.append((start, start + draws, options))
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # As QuadraticRegression.setup: each run's scaling and starting parameters from its own training points,
+        # before Lightning converts the parameters to the run's precision.
+        if stage != "fit" or self.scalings:
+            return
+        train = self.trainer.datamodule.train
+        rows = torch.zeros(self.runs, self.width)
+        for group, options in enumerate(self.groups):
+            buffers = []
+            for run in range(group * self.draws, (group + 1) * self.draws):
+                model = PolynomialModel(options["degree"], options["feature_scaling"])
+                initialize(model, train.points(run)[0], options["init_coefficients"], options["init_seed"])
+                parameters = model.model_parameters()
+                rows[run, : len(parameters)] = parameters
+                buffers.append(dict(model.named_buffers()))
+            self.scalings.append({name: torch.stack([b[name] for b in buffers]) for name in buffers[0]})
+        self.thetas.extend(nn.Parameter(group_rows.clone()) for group_rows in rows.split(self.draws))
+
+    def design(self, split_x: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """(runs, points, P) design rows [1, z, z², …] of every run, in the module's dtype, zero where padded: each
+        group's runs at once, computed as PolynomialModel.features computes one run's."""
+        design = torch.zeros(self.runs, split_x.shape[1], self.width, dtype=self.dtype, device=self.device)
+        real = torch.arange(split_x.shape[1]) < count.unsqueeze(-1)  # (runs, points): not padding
+        for group, (options, scaling) in enumerate(zip(self.groups, self.scalings, strict=True)):
+            runs = slice(group * self.draws, (group + 1) * self.draws)
+            degree, kind = options["degree"], options["feature_scaling"]
+            z = split_x[runs].to(self.device, self.dtype)
+            as_dtype = {name: value.to(self.device, self.dtype) for name, value in scaling.items()}
+            if kind != "none":
+                z = (z - as_dtype["shift"].unsqueeze(-1)) / as_dtype["scale"].unsqueeze(-1)
+            if degree > 0:
+                powers = torch.stack([z**k for k in range(1, degree + 1)], dim=-1)
+                if kind == "whiten":
+                    powers = (powers - as_dtype["feature_mean"].unsqueeze(1)) @ as_dtype["whitening"]
+                design[runs, :, 1 : degree + 1] = powers
+            design[runs, :, 0] = 1.0
+        return design.mul_(real.to(self.device).unsqueeze(-1))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = zip(self.thetas, self.groups, strict=True)
+        return torch.optim.SGD([{"params": [theta], **{k: o[k] for k in SGD_OPTIONS}} for theta, o in groups])
+
+    def on_fit_start(self) -> None:
+        # After Lightning has converted the parameters to the run's precision (64-true: float64), before any step.
+        data = self.trainer.datamodule
+        self.train_design = self.design(data.train.x, data.train.count)
+        self.train_y = data.train.y.to(self.device, self.dtype)
+        self.train_count = data.train.count.to(self.device, self.dtype)
+        self.val_design = self.design(data.val.x, data.val.count)
+        self.val_y = data.val.y.to(self.device, self.dtype)
+        self.val_count = data.val.count.to(self.device, self.dtype)
+        self.padded = bool((data.train.count != data.train.x.shape[1]).any())
+        # Which design rows are points, not padding (a point's constant feature is 1).
+        self.train_real = (self.train_design[..., 0] != 0).to(self.dtype)
+        self.val_real = (self.val_design[..., 0] != 0).to(self.dtype)
+        self.first_loss = torch.full((self.runs,), torch.nan, dtype=self.dtype, device=self.device)
+        self.frozen = torch.zeros(self.runs, dtype=torch.bool, device=self.device)
+        self.diverged_step = torch.zeros(self.runs, dtype=torch.long, device=self.device)
+        self.diverged_loss = torch.zeros(self.runs, dtype=self.dtype, device=self.device)
+        self.last_good = self.parameters_now()
+
+    def parameters_now(self) -> torch.Tensor:
+        """(runs, P): every run's parameters, a copy."""
+        return torch.cat([theta.detach() for theta in self.thetas])
+
+    # ---- training -----------------------------------------------------------------------------
+    def predictions(self, design: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(design, theta.unsqueeze(-1)).squeeze(-1)
+
+    def run_losses(self, theta: torch.Tensor) -> torch.Tensor:
+        """(runs,) each run's mean loss over its own training points."""
+        prediction = self.predictions(self.train_design, theta)
+        pointwise = torch.cat(
+            [LOSSES[o["loss"]](prediction[a:b], self.train_y[a:b], o) for a, b, o in self.loss_segments]
+        )
+        if self.padded:  # runs with fewer points than the longest: their padding is no data
+            pointwise = pointwise * self.train_real
+        return pointwise.sum(-1) / self.train_count
+
+    def training_step(self, steps: int, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        if self.trainer.max_steps > 0:  # never overshoot max_steps inside a fused batch
+            steps = min(steps, self.trainer.max_steps - self.global_step)
+        log_every = self.trainer.log_every_n_steps if self.loggers else 0
+        for _ in range(steps):
+            optimizer.zero_grad()
+            theta = torch.cat(list(self.thetas))
+            losses = self.run_losses(theta)
+            self.manual_backward(losses.sum())
+            self.watch_for_divergence(losses.detach(), theta.detach())
+            optimizer.step()
+            self.restore_frozen()
+            if log_every and self.global_step % log_every == 0:
+                self.log_group_means({"train/loss": losses.detach()})
+
+    def watch_for_divergence(self, losses: torch.Tensor, theta: torch.Tensor) -> None:
+        # On the device, without a host sync per step. A run's first loss is its yardstick, as in
+        # QuadraticRegression.stop_if_diverged; a bad loss freezes the run at the parameters of its last good one.
+        self.first_loss = torch.where(self.first_loss.isnan(), losses, self.first_loss)
+        bad = diverging(losses, self.first_loss)
+        newly = bad & ~self.frozen
+        self.diverged_step = torch.where(newly, self.global_step + 1, self.diverged_step)
+        self.diverged_loss = torch.where(newly, losses, self.diverged_loss)
+        self.frozen |= bad
+        self.last_good = torch.where(self.frozen.unsqueeze(-1), self.last_good, theta)
+
+    @torch.no_grad()
+    def restore_frozen(self) -> None:
+        kept = torch.where(self.frozen.unsqueeze(-1), self.last_good, self.parameters_now())
+        for group, theta in enumerate(self.thetas):
+            theta.copy_(kept[group * self.draws : (group + 1) * self.draws])
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        # Each run's gradient by itself, as torch.nn.utils.clip_grad_norm_ / clip_grad_value_ clip one model's.
+        if gradient_clip_val is None:
+            return
+        for theta in self.thetas:
+            if gradient_clip_algorithm == "value":
+                theta.grad.clamp_(-gradient_clip_val, gradient_clip_val)
+            else:
+                norms = theta.grad.norm(dim=1, keepdim=True)
+                theta.grad.mul_((gradient_clip_val / (norms + 1e-6)).clamp(max=1.0))
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def mse(self, split: str) -> torch.Tensor:
+        """(runs,) each run's MSE on its own points of the split, in the module's dtype."""
+        design, y, count, real = (
+            (self.train_design, self.train_y, self.train_count, self.train_real)
+            if split == "train"
+            else (self.val_design, self.val_y, self.val_count, self.val_real)
+        )
+        return ((self.predictions(design, self.parameters_now()) - y) ** 2 * real).sum(-1) / count
+
+    def validation_step(self, batch: int, batch_idx: int) -> None:
+        self.log_group_means({"train/mse": self.mse("train"), "val/mse": self.mse("val")})
+
+    def log_group_means(self, values: dict[str, torch.Tensor]) -> None:
+        """Each group's mean over its runs still training, to the group's own logger (one TensorBoard run per
+        group, not one per draw)."""
+        live = (~self.frozen).to(self.dtype).view(len(self.groups), self.draws)
+        means = {name: ((v.view_as(live) * live).nansum(-1) / live.sum(-1)).tolist() for name, v in values.items()}
+        for group, logger in enumerate(self.loggers):
+            logger.log_metrics({name: mean[group] for name, mean in means.items()}, step=self.global_step)
+
+    def trained_model(self, run: int) -> PolynomialModel:
+        """Run `run` as a float64 PolynomialModel: its scaling and its trained parameters."""
+        group, draw = divmod(run, self.draws)
+        options = self.groups[group]
+        model = PolynomialModel(options["degree"], options["feature_scaling"]).to(torch.float64)
+        theta = self.thetas[group][draw].detach().double().cpu()  # this run's row only
+        state = {name: value[draw] for name, value in self.scalings[group].items()}
+        state["linear.bias"], state["linear.weight"] = theta[:1], theta[1 : model.degree + 1].view(1, -1)
+        model.load_state_dict(state)
+        return model

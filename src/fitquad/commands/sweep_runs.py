@@ -1,0 +1,304 @@
+"""`fitquad sweep`: the same experiment trained once per value of one setting, and the runs compared.
+
+    fitquad sweep --config configs/capacity.yaml                   # degree 0..12: under- versus overfitting
+    fitquad sweep --config configs/learning_curve.yaml             # n_train 4..1000 at degree 2
+    fitquad sweep --config configs/weight_decay.yaml               # weight decay on a degree-12 model
+    fitquad sweep --config configs/capacity.yaml --sweep.values "[0, 2, 12]" --trainer.max_steps 5
+
+A sweep config is a fit config (seed_everything, data, model, trainer: the base run) plus a `sweep:`
+section naming the one setting that varies, as a dotted key (`model.degree`, `data.n_train`,
+`model.weight_decay`, ...), and its values. Every value of the config can be overridden on the command
+line as with `fitquad fit`. Each value is parsed and type-checked like a command-line override before any
+training starts, so a bad value fails at once with one line.
+
+All runs train in this one process: as one batched model in one Lightning Trainer whenever they allow it
+(full-batch SGD; fitquad.commands.sweep_batched), otherwise each with its own Trainer (its callbacks from the config,
+TensorBoard logger, checkpoints, `RunSummary`). With `sweep.draws: K` each value trains on K independent draws
+of the data (draw k: data.seed + k), and the table and figure show the draws' means, their spread, and the
+bias² + variance + σ² split of the expected validation MSE (fitquad.theory.bias_variance). The runs land side by side:
+
+    runs/<config name>/version_N/
+        degree_00/, degree_01/, ...   one TensorBoard run per value (events, summary.json; one Trainer per value:
+                                      also checkpoints/)
+        sweep.csv, sweep.md           the table: train and validation MSE per value, the noise floor σ², and
+                                      the closed-form optimum each trained model is checked against
+        sweep.png                     train and validation MSE against the swept value, σ² dashed
+        bias_variance.png             with draws: bias², variance, σ² and their sum against the value
+        config.yaml                   the resolved sweep config (re-run with --config)
+
+`tensorboard --logdir runs/<config name>` shows the runs' curves together, and its HPARAMS tab each
+run's settings against its final train and validation MSE.
+
+The closed-form optimum of each run's loss and weight decay on its training points comes from
+`fitquad.theory.reference.optimum` (float64; least squares for MSE, robust solvers for the others). The
+`gap` column is the RMS difference between the trained model's and the optimum's predictions over
+the training and validation points: near 0 when the model has converged.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from jsonargparse import ActionConfigFile, ArgumentError, Namespace
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
+from fitquad.callbacks.summary import RunSummary
+from fitquad.checks.checkpoint_io import SafeCheckpointIO
+from fitquad.checks.limits import check_limits
+from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
+from fitquad.commands.cli import lightning_quiet
+from fitquad.commands.config_adjustments import gradient_clipping_as_callback
+from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
+from fitquad.commands.sweep_batched import check_batched_memory, train_batched, why_not_batched
+from fitquad.commands.sweep_report import SweepPoint, write_results
+from fitquad.core.data import QuadraticDataModule
+from fitquad.core.module import QuadraticRegression
+from fitquad.theory import reference
+from fitquad.theory.verdicts import TrainingDiverged
+
+SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
+
+
+@dataclass
+class SweepSettings:
+    """The `sweep:` section of a sweep config.
+
+    Args:
+        parameter: The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
+        values: Its values, one run each, in this order (also the x-axis of the figure): numbers, or names for a
+            setting that takes them (model.loss: [mse, l1, huber, smooth_l1]; model.feature_scaling).
+        x_scale: The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
+        draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
+            and bias² + variance + σ² (fitquad.theory.bias_variance); needs the runs batched.
+        batched: null: all runs as one batched model whenever they allow it (full-batch SGD; fitquad.commands.sweep_batched),
+            else one Trainer per value; false: one Trainer per value; true: batched, or say why not.
+    """
+
+    parameter: str
+    values: list[int | float | str]
+    x_scale: Literal["linear", "log"] = "linear"
+    draws: int = 1
+    batched: bool | None = None
+
+
+# ---- one run -----------------------------------------------------------------------------------
+def run_label(parameter: str, value: int | float | str, values: list[int | float | str]) -> str:
+    """The run's folder name: degree_03, n_train_0015, weight_decay_0.001, loss_huber."""
+    name = parameter.rsplit(".", 1)[-1]
+    if isinstance(value, str):
+        return f"{name}_{value}"
+    if all(isinstance(v, int) for v in values):
+        width = len(str(max(abs(v) for v in values)))
+        return f"{name}_{value:0{width}d}"
+    return f"{name}_{value:g}"
+
+
+def train_one(
+    parser: LightningArgumentParser, config: Namespace, value: int | float | str, folder: Path, label: str
+) -> tuple[SweepPoint, signal.Signals | None]:
+    """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum.
+    Returns the point and the signal that arrived after its training was done, if one did."""
+    L.seed_everything(config.seed_everything, verbose=False)
+    gradient_clipping_as_callback(config)
+    init = parser.instantiate(config)
+    trainer_options = dict(init.trainer.items())
+    # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
+    trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)
+    # Checkpoints written atomically and read weights-only, as `fitquad fit` writes and reads them.
+    trainer_options["plugins"] = trainer_options.get("plugins") or [SafeCheckpointIO()]
+    on_signal = CheckpointOnSignal()
+    trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary(), on_signal]
+    trainer = L.Trainer(**trainer_options)
+    module: QuadraticRegression = init.model
+    datamodule: QuadraticDataModule = init.data
+    diverged = None
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
+        diverged = str(error)
+    if on_signal.checkpoint_path is not None:  # stopped mid-training by Ctrl-C or SIGTERM, after saving
+        raise Interrupted(on_signal.received)
+    return measure(module, datamodule, trainer, value, label, diverged), on_signal.received
+
+
+def measure(
+    module: QuadraticRegression, datamodule: QuadraticDataModule, trainer: L.Trainer, value: int | float | str,
+    label: str, diverged: str | None,
+) -> SweepPoint:  # fmt: skip
+    """The trained run's point: its train and validation MSE beside those of its loss's closed-form optimum."""
+
+    def as_numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach().cpu().double().numpy()
+
+    train_y, val_y = as_numpy(datamodule.train_y), as_numpy(datamodule.val_y)
+    with torch.no_grad():
+        predict = module.model.cpu()
+        train_prediction = predict(datamodule.train_x.to(module.dtype)).double()
+        val_prediction = predict(datamodule.val_x.to(module.dtype)).double()
+    optimum_train_mse, optimum_val_mse, gap = reference.against_optimum(
+        module.model, (datamodule.train_x, datamodule.train_y), (datamodule.val_x, datamodule.val_y), module.loss_fn,
+        module.hparams.weight_decay, torch.cat([train_prediction, val_prediction]),
+    )  # fmt: skip
+    train_prediction, val_prediction = as_numpy(train_prediction), as_numpy(val_prediction)
+    return SweepPoint(
+        value=value,
+        train_mse=float(np.mean((train_prediction - train_y) ** 2)),
+        val_mse=float(np.mean((val_prediction - val_y) ** 2)),
+        noise_floor=math.nan if datamodule.true_noise_std is None else float(datamodule.true_noise_std) ** 2,
+        optimum_train_mse=optimum_train_mse,
+        optimum_val_mse=optimum_val_mse,
+        gap=gap,
+        optimizer_steps=trainer.global_step,
+        epochs=trainer.current_epoch,
+        run=label,
+        diverged=diverged,
+    )
+
+
+# ---- the command -------------------------------------------------------------------------------
+def make_parser() -> LightningArgumentParser:
+    """The fit config's sections, as `fitquad fit` reads them, plus `sweep:`."""
+    # exit_on_error=False: errors are raised, and main() prints them as one line (not 80 lines of usage).
+    parser = LightningArgumentParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a sweep config (configs/capacity.yaml)")
+    parser.add_argument("--seed_everything", type=int, default=0, help="seed set before each run")
+    parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
+    parser.add_lightning_class_args(L.Trainer, "trainer")
+    parser.add_lightning_class_args(QuadraticRegression, "model")
+    parser.add_lightning_class_args(QuadraticDataModule, "data")
+    parser.add_class_arguments(SweepSettings, "sweep")
+    return parser
+
+
+def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
+    """Run a sweep from command-line arguments; returns the points, also written to the sweep folder, and the
+    folder."""
+    parser = make_parser()
+    config = parser.parse_args(args)
+    # Namespace has a values() method, so the sweep's values are read by key, not by attribute.
+    parameter, values, x_scale = config["sweep.parameter"], config["sweep.values"], config["sweep.x_scale"]
+    if not parameter.startswith(SWEEPABLE_SECTIONS) or parameter not in config:
+        parser.error(
+            f"sweep.parameter must be a setting of the data, model or trainer section (e.g. model.degree); "
+            f"got {parameter!r}"
+        )
+    if not values:
+        parser.error("sweep.values must list at least one value")
+    if config["data.file"] is not None and parameter.removeprefix("data.") in GENERATED_ONLY:
+        parser.error(f"sweep.parameter {parameter} is for generated data: with data.file it would change nothing")
+    # Each value goes through the parser like a command-line override, and is range-checked and built (model
+    # and data, which check their own options), before the sweep's folder is made or any run trains.
+    run_configs = [parser.parse_args([*args, f"--{parameter}", str(value)]) for value in values]
+    for run_config in run_configs:
+        check_config(run_config)
+        check_limits(run_config)
+        QuadraticRegression(**run_config.model)
+        QuadraticDataModule(**run_config.data)
+    if config["data.file"] is not None:  # read once now, as `fitquad fit` does: a bad file leaves no sweep folder
+        check_data_file(run_configs, parameter)
+    labels = [run_label(parameter, value, values) for value in values]
+    repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
+    if repeated is not None:
+        parser.error(f"sweep.values must be distinct: {repeated} appears twice (its runs would share one folder)")
+    draws = config["sweep.draws"]
+    batched = choose_batching(parser, run_configs, draws, config["sweep.batched"])
+
+    name = config_name(config, default="sweep")
+    config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
+    folder = make_run_folder(Path(RUNS_FOLDER) / name, "the sweep config's name")
+    parser.save(config, folder / "config.yaml", skip_validation=True)
+    how = f"{len(values)} values × {draws} data draws, as one batched fit" if batched else f"{len(values)} runs"
+    print(f"fitquad sweep: {how} of {parameter} in {folder}", flush=True)
+
+    points: list[SweepPoint] = []
+    try:
+        with lightning_quiet():  # each Trainer would announce its hardware (GPU available: ...) once per run
+            if batched:
+                for point in train_batched(parser, run_configs, values, labels, folder, draws):
+                    points.append(point)
+                    print(f"fitquad sweep: {parameter}={point.value}: {result_line(point)}", flush=True)
+            else:
+                run_all(points, parser, run_configs, values, labels, parameter, folder)
+    finally:  # the runs that finished are tabulated whatever stopped the sweep
+        if points:
+            write_results(points, parameter, x_scale, name, folder)
+        if len(points) < len(values):
+            where = f"; their table is in {folder}" if points else ""
+            print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs{where}", flush=True)
+    return points, folder
+
+
+def check_data_file(run_configs: list[Namespace], parameter: str) -> None:
+    """The runs' data file (and validation or test files), read and checked; with the same points in every run
+    (the sweep's setting is not a data option), also enough of them for each run's degree."""
+    data = QuadraticDataModule(**run_configs[0].data)
+    data.setup("fit")
+    if not parameter.startswith("data."):
+        for run_config in run_configs:
+            check_enough_points(len(data.train_x), run_config.model.degree)
+
+
+def choose_batching(parser: LightningArgumentParser, run_configs: list[Namespace], draws: int,
+                    batched: bool | None) -> bool:  # fmt: skip
+    """Whether the runs train as one batched fit: sweep.batched, or when null whether they can. Draws need it;
+    what cannot be batched, or would not fit in memory, is refused in one line."""
+    if draws < 1:
+        parser.error(f"sweep.draws must be ≥ 1, got {draws}")
+    if draws > 1 and batched is False:
+        parser.error(f"sweep.draws {draws} needs the runs batched: set sweep.batched null (or true), or sweep.draws 1")
+    reason = why_not_batched(run_configs, draws)
+    if reason is not None and (batched or draws > 1):
+        what = f"sweep.draws {draws}" if draws > 1 else "sweep.batched true"
+        parser.error(f"{what} needs the runs batched, and these cannot be: {reason}")
+    if reason is not None or batched is False:
+        return False
+    try:
+        check_batched_memory(run_configs, draws)
+    except InvalidInput as error:
+        parser.error(str(error))
+    return True
+
+
+def run_all(points: list, parser, run_configs: list, values: list, labels: list[str], parameter: str, folder: Path):
+    """Train each value in turn, appending its SweepPoint to `points` as soon as it is done."""
+    for value, run_config, label in zip(values, run_configs, labels, strict=True):
+        point, signalled = train_one(parser, run_config, value, folder, label)
+        points.append(point)
+        print(f"fitquad sweep: {parameter}={value}: {result_line(point)}", flush=True)
+        if signalled is not None:  # after this run had finished: it is kept, the sweep stops here
+            raise Interrupted(signalled)
+
+
+def result_line(point: SweepPoint) -> str:
+    if point.diverged and point.draws == 1:
+        return f"diverged ({point.diverged})"
+    mean = "mean " if point.draws > 1 else ""
+    result = f"{mean}train MSE {point.train_mse:.4g}, {mean}val MSE {point.val_mse:.4g}, gap to optimum {point.gap:.2g}"
+    return result + (f"; {point.diverged}" if point.diverged else "")
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        points, _ = sweep(sys.argv[1:] if args is None else args)
+    except ArgumentError as error:
+        print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(2)
+    diverged = [p for p in points if p.diverged]
+    if diverged:  # as `fitquad fit` does for a diverged run: the table is written, the status says so
+        values = ", ".join(str(p.value) for p in diverged)
+        print(f"fitquad sweep: error: {len(diverged)} run(s) diverged ({values}): see the table", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

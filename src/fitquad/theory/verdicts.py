@@ -1,0 +1,315 @@
+"""The diagnosis's rules: which verdict a fit's numbers get, with its sentence in plain words and its advice.
+
+`diagnose` takes the numbers of a finished fit (its loss and the closed-form optimum's, κ, the predicted steps
+to go, the MSEs and the noise floors) and returns the first verdict whose rule holds. All thresholds are here,
+each with its reason; README.md ("Reading the diagnosis") lists them. The callback that gathers the numbers
+and reports the verdict is fitquad.callbacks.diagnosis.FitDiagnosis.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import lightning as L
+import torch
+
+from fitquad.theory.conditioning import OptimizerSettings
+from fitquad.theory.reference import (
+    relative_gap,
+    training_noise_floor,
+    validation_noise_floor,
+)
+
+# ---- thresholds ----------------------------------------------------------------------------------
+# Converged: the training loss within 1% of the closed-form optimum. Tighter than any difference a
+# reader can see on a loss curve, loose enough that float32 arithmetic (7 digits) reaches it.
+CONVERGED_GAP = 0.01
+# Ill-conditioned: κ of the Hessian at least 1000. Even at the best learning rate gradient descent needs
+# about κ/2 steps per factor e in the slowest direction, i.e. thousands of steps: the regime where
+# "standardize" (κ ≈ 8 on lesson 3) changes everything. Below it, a slow fit is only a short one.
+ILL_CONDITIONED_KAPPA = 1e3
+# Stalled, rather than still converging: the steps predicted to go exceed the steps already taken,
+# i.e. running as long again would not get there.
+STALLED_STEPS_RATIO = 1.0
+# Stalled by float32: from the final parameters, the steps float32 takes differ from the exact (float64)
+# steps by at least half their size (median of 10 steps): the updates are mostly rounding, so the fit
+# cannot get closer, whatever the number of steps.
+FLOAT32_PROBE_STEPS = 10
+FLOAT32_UPDATE_ERROR = 0.5
+# Far above a noise floor: above floor·(1 + max(3 standard deviations, 10%)). The MSE at the optimum is
+# itself random: σ²·χ²(n − p)/n on the training set (sd σ²·√(2(n − p))/n), σ²·χ²(n)/n on n fresh
+# points (sd σ²·√(2/n)), so 3 sd keeps false alarms near 0.3%; the 10% keeps tiny misfits on large data
+# from being called under- or overfitting.
+NOISE_FLOOR_SDS = 3.0
+NOISE_FLOOR_MIN_MARGIN = 0.1
+# Overfitting: validation MSE at least 1.5 times the training MSE (besides being far above σ²).
+OVERFIT_RATIO = 1.5
+# Divergence guard (in the training loop): a non-finite loss, or one 10⁴ times the first step's. A stable
+# fit never climbs that far above where it started (plain GD on a quadratic only goes down); an unstable
+# one grows geometrically, so this stops it within a few steps of the start of the blow-up.
+DIVERGENCE_LOSS_FACTOR = 1e4
+
+
+def diverging(losses: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """The divergence guard's rule, element-wise (one run's steps, or many runs' losses): a loss is bad when it is
+    non-finite or DIVERGENCE_LOSS_FACTOR times a positive first loss."""
+    return ~torch.isfinite(losses) | ((losses > DIVERGENCE_LOSS_FACTOR * first) & (first > 0))
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by the training loop when the loss is non-finite or exploding; the CLI prints it as one line."""
+
+    def __init__(self, step: int, loss: float, first_loss: float, lr: float, largest_stable_lr: float | None):
+        self.step, self.loss, self.first_loss, self.lr, self.largest_stable_lr = (
+            step,
+            loss,
+            first_loss,
+            lr,
+            largest_stable_lr,
+        )
+        if largest_stable_lr is None or not math.isfinite(largest_stable_lr):  # L1, or a degenerate problem
+            limit = "this loss has no largest stable lr"
+            advice = "lower model.lr or clip with trainer.gradient_clip_val"
+        else:
+            limit = f"the largest stable lr is {largest_stable_lr:.3g}"
+            advice = (
+                f"lower model.lr below {largest_stable_lr:.3g}, use model.feature_scaling standardize "
+                "(or whiten), or clip with trainer.gradient_clip_val"
+            )
+        super().__init__(
+            f"training diverged at step {step}: loss {loss:.4g} (first step {first_loss:.4g}) with lr {lr:.3g}; "
+            f"{limit}; {advice}"
+        )
+
+
+@dataclass
+class Diagnosis:
+    verdict: str  # converged, stopped_early, still_converging, stalled_ill_conditioned, stalled_float32,
+    #               underfitting, overfitting, diverged
+    message: str  # one line, with the numbers that led to it
+    numbers: dict = field(default_factory=dict)
+
+    @property
+    def in_plain_words(self) -> str:
+        """What happened, why, and what to try, in a sentence a beginner can read before the numbers."""
+        if self.verdict == "converged" and self.numbers.get("train_noise_floor") is None:
+            return "The fit reached the best the model can do on this data: its loss is at the closed-form optimum."
+        return IN_PLAIN_WORDS[self.verdict]
+
+
+# The sentence printed first for each verdict (the message with its numbers follows it).
+IN_PLAIN_WORDS = {
+    "converged": (
+        "The fit reached the best the model can do on this data; what error is left is the noise in the data, "
+        "which no model can remove."
+    ),
+    "stopped_early": (
+        "Early stopping ended the fit when the validation loss stopped improving, on purpose before the training "
+        "optimum (which would fit the noise); the best checkpoint holds the validation minimum."
+    ),
+    "still_converging": (
+        "Gradient descent has not finished: the loss was still falling towards the best fit when training ended. "
+        "Train for more steps, or take larger steps if the learning rate allows."
+    ),
+    "stalled_ill_conditioned": (
+        "Gradient descent has stalled: the features differ so much in scale that a learning rate safe for the "
+        "steepest direction barely moves along the flattest. Standardize (or whiten) the features."
+    ),
+    "stalled_float32": (
+        "Gradient descent has stalled because 32-bit floats cannot hold the small steps it still needs to take. "
+        "Train in 64-bit precision, or rescale the data."
+    ),
+    "underfitting": (
+        "The model is too simple for this data: even its best fit leaves errors far above the noise. Give it "
+        "more capacity (a higher degree) or less weight decay."
+    ),
+    "overfitting": (
+        "The model has learnt the noise of its training points: it predicts new points much worse than them. Use "
+        "a simpler model, more data, weight decay or early stopping."
+    ),
+    "diverged": (
+        "Training blew up: each step overshot the minimum by more than the last, so the loss grew without bound. "
+        "Lower the learning rate (or standardize the features, or clip the gradients)."
+    ),
+}
+
+
+def _sigma2(estimated: bool) -> str:
+    return "σ̂²" if estimated else "σ²"
+
+
+def _far_above(value: float, floor: float, relative_sd: float) -> bool:
+    return value > floor * (1 + max(NOISE_FLOOR_SDS * relative_sd, NOISE_FLOOR_MIN_MARGIN))
+
+
+def diagnose(
+    *,
+    steps_taken: int,
+    train_loss: float,
+    optimum_loss: float,
+    condition_number: float,
+    steps_to_go: float | None,
+    lr: float,
+    largest_stable_lr: float,
+    float32_update_error: float | None,
+    train_mse: float,
+    val_mse: float | None,
+    noise_std: float | None,
+    n_train: int,
+    n_val: int,
+    n_parameters: int,
+    mini_batch: bool = False,
+    stopped_early: bool = False,
+    optimizer: str = "SGD",
+    loss_resolution: float = 0.0,
+    noise_estimated: bool = False,
+) -> Diagnosis:
+    """The rules, in order; the first that holds is the diagnosis. The learning-rate and step predictions
+    are SGD's (fitquad.theory.conditioning): for another `optimizer` the advice leaves them out. `noise_std` is σ, or
+    its estimate from the optimum's residuals where `noise_estimated` (your own data), or None where unknown."""
+    gap = relative_gap(train_loss, optimum_loss, loss_resolution)
+    numbers = {
+        "steps": steps_taken,
+        "train_loss": train_loss,
+        "optimum_loss": optimum_loss,
+        "relative_gap": gap,
+        "condition_number": condition_number,
+        "steps_to_go": steps_to_go,
+        "lr": lr,
+        "largest_stable_lr": largest_stable_lr,
+        "train_mse": train_mse,
+        "val_mse": val_mse,
+    }
+    if float32_update_error is not None:
+        numbers["float32_update_error"] = float32_update_error
+    where = f"training loss {train_loss:.6g} vs optimum {optimum_loss:.6g} (gap {gap:.3g})"
+    sgd = optimizer == "SGD"
+    other = f" (the stable learning rate and step predictions are SGD's; this run used {optimizer})"
+    if not math.isfinite(train_loss) and not sgd:
+        return Diagnosis("diverged", f"diverged: {where}; lower the learning rate{other}", numbers)
+    if not math.isfinite(train_loss) or steps_to_go == math.inf:
+        return Diagnosis(
+            "diverged",
+            f"diverged: {where}; lr {lr:.3g} is above the largest stable lr {largest_stable_lr:.3g}",
+            numbers,
+        )
+    if gap > CONVERGED_GAP and stopped_early:
+        # Not a failure to converge: EarlyStopping ended the fit where validation stopped improving, on purpose
+        # short of the training optimum (which, for a model that can fit the noise, overfits).
+        val = "n/a" if val_mse is None else f"{val_mse:.4g}"
+        floor = "unknown" if noise_std is None else f"{_sigma2(noise_estimated)} = {noise_std**2:.4g}"
+        floor += " (estimated)" if noise_estimated and noise_std is not None else ""
+        return Diagnosis(
+            "stopped_early",
+            f"stopped early by EarlyStopping after {steps_taken} steps: {where}; the validation loss had stopped "
+            f"improving (final val MSE {val}, noise floor {floor}); the best checkpoint holds the "
+            "validation minimum",
+            numbers,
+        )
+    if gap > CONVERGED_GAP:
+        if float32_update_error is not None and float32_update_error >= FLOAT32_UPDATE_ERROR:
+            return Diagnosis(
+                "stalled_float32",
+                f"stalled by float32 resolution: {where}; float32 updates are {float32_update_error:.0%} rounding "
+                "error (the updates round to nothing) — use --trainer.precision 64-true, or rescale the data "
+                "(large values or offsets leave float32's 7 digits no room for small steps)",
+                numbers,
+            )
+        if not sgd:
+            return Diagnosis(
+                "still_converging", f"still converging: {where} after {steps_taken} steps; train longer{other}", numbers
+            )
+        to_go = "unknown (L1 has no curvature)" if steps_to_go is None else f"{steps_to_go:.3g}"
+        stalled = steps_to_go is not None and steps_to_go > STALLED_STEPS_RATIO * steps_taken
+        if condition_number >= ILL_CONDITIONED_KAPPA and stalled:
+            return Diagnosis(
+                "stalled_ill_conditioned",
+                f"stalled by ill-conditioning: {where} after {steps_taken} steps; κ = {condition_number:.3g}, so "
+                f"about {to_go} more steps are needed at lr {lr:.3g} (largest stable {largest_stable_lr:.3g}); "
+                "use model.feature_scaling standardize (or whiten)",
+                numbers,
+            )
+        noise = " (mini-batch SGD: the loss hovers above the optimum by the gradient noise)" if mini_batch else ""
+        return Diagnosis(
+            "still_converging",
+            f"still converging: {where} after {steps_taken} steps; about {to_go} more full-batch steps to within "
+            f"{CONVERGED_GAP:.0%} of the optimum at lr {lr:.3g}{noise}; train longer or raise lr "
+            f"(largest stable {largest_stable_lr:.3g})",
+            numbers,
+        )
+    if noise_std is None:
+        return Diagnosis(
+            "converged",
+            f"converged to the optimum: {where} (the noise is unknown: as many points as parameters leave no "
+            "residuals to estimate it from)",
+            numbers,
+        )
+    if noise_std <= 0:
+        return Diagnosis("converged", f"converged to the optimum: {where} (noise-free data: no noise floor)", numbers)
+    train_floor, val_floor = training_noise_floor(noise_std, n_train, n_parameters), validation_noise_floor(noise_std)
+    numbers.update(train_noise_floor=train_floor, val_noise_floor=val_floor)
+    train_sd = math.sqrt(2 * max(n_train - n_parameters, 1)) / max(n_train - n_parameters, 1)
+    val_sd = math.sqrt(2 / n_val) if n_val else math.inf
+    # Each floor with its standard deviation: the optimum's MSE is itself random (see NOISE_FLOOR_SDS), so
+    # a training MSE of 4.9 against a floor of 7.65 ± 2.6 is no surprise.
+    sigma2 = _sigma2(noise_estimated)
+    mses = f"train MSE {train_mse:.4g} (floor {train_floor:.4g} ± {train_floor * train_sd:.2g}), val MSE " + (
+        f"{val_mse:.4g} (floor {sigma2} = {val_floor:.4g} ± {val_floor * val_sd:.2g})" if val_mse is not None else "n/a"
+    )
+    # An estimated σ² comes from this model's own residuals: a model too simple for the data raises the estimate
+    # with its misfit, so underfitting cannot show against it. Validation MSE across degrees can tell.
+    caveat = (
+        "; σ̂² is the noise estimated from this model's own residuals (n − p degrees of freedom), so underfitting "
+        "would raise it rather than show against it: compare degrees by validation MSE (fitquad sweep) to tell"
+        if noise_estimated
+        else ""
+    )
+    val_far_above = val_mse is not None and _far_above(val_mse, val_floor, val_sd)
+    if _far_above(train_mse, train_floor, train_sd) and (val_mse is None or val_far_above):
+        return Diagnosis(
+            "underfitting",
+            f"underfitting: converged, but {mses} are far above the noise floor; the model cannot follow the "
+            "curve — more capacity (model.degree) or less weight decay",
+            numbers,
+        )
+    if val_far_above and val_mse > OVERFIT_RATIO * train_mse:
+        return Diagnosis(
+            "overfitting",
+            f"overfitting: {mses}: validation is well above training and above the floor — less capacity, "
+            "more data, regularization (model.weight_decay) or early stopping",
+            numbers,
+        )
+    return Diagnosis("converged", f"converged to the noise floor: {where}; {mses}{caveat}", numbers)
+
+
+def float32_update_error(
+    module: L.LightningModule, x: torch.Tensor, y: torch.Tensor, settings: OptimizerSettings
+) -> float:
+    """How much of a float32 update is rounding error: the median, over FLOAT32_PROBE_STEPS steps taken
+    in float32 from the module's current parameters, of |step in float32 − exact step| / |exact step|,
+    the exact step being the same SGD step computed in float64 from the same parameters.
+
+    1 means the updates round to nothing (or to noise); near 0, float32 follows the exact path. The median
+    over a few steps, because a fit stuck at float32 resolution cycles between a few points.
+    """
+    model = copy.deepcopy(module.model).to("cpu", torch.float32)
+    features, target = model.features(x.float()), y.float()
+    settings = OptimizerSettings(**{**asdict(settings), "momentum": 0.0, "nesterov": False})  # one clean step
+
+    def step(model: torch.nn.Module, features: torch.Tensor, target: torch.Tensor) -> None:
+        optimizer = torch.optim.SGD(model.parameters(), **asdict(settings))
+        optimizer.zero_grad()
+        module.loss_fn(model.forward_features(features), target).backward()
+        optimizer.step()
+
+    errors = []
+    for _ in range(FLOAT32_PROBE_STEPS):
+        exact = copy.deepcopy(model).double()
+        start = exact.model_parameters()
+        step(exact, exact.features(x.double()), y.double())
+        step(model, features, target)
+        exact_step = exact.model_parameters() - start
+        errors.append(((model.model_parameters() - start) - exact_step).norm() / exact_step.norm().clamp_min(1e-300))
+    return torch.stack(errors).median().item()
