@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from fitquad.callbacks.record import TrainingRecord
 from fitquad.core.data import QuadraticDataModule
+from fitquad.core.fused import FusedQuadraticRegression
 from fitquad.core.model import PolynomialModel
 from fitquad.core.module import QuadraticRegression
 
@@ -66,6 +68,19 @@ def read_train_losses(folder: Path) -> list[float]:
     return [float(line.split(",")[1]) for line in lines]
 
 
+def regression(fused_steps: int | None = None, **options) -> QuadraticRegression:
+    """The textbook QuadraticRegression, or (fused_steps given) its FusedQuadraticRegression: the contract and the
+    references are checked on both."""
+    if fused_steps is None:
+        return QuadraticRegression(**options)
+    return FusedQuadraticRegression(fused_steps=fused_steps, **options)
+
+
+def recorded_losses(trainer: L.Trainer) -> torch.Tensor:
+    """Every optimizer step's loss of the trainer's last fit, as TrainingRecord recorded it."""
+    return next(callback for callback in trainer.callbacks if isinstance(callback, TrainingRecord)).losses
+
+
 def fit_in_process(
     model: QuadraticRegression,
     datamodule: QuadraticDataModule,
@@ -73,7 +88,8 @@ def fit_in_process(
     ckpt_path: str | Path | None = None,
     **trainer_kwargs,
 ) -> L.Trainer:
-    """A quiet Trainer.fit with no logger or checkpoints, for comparing numbers."""
+    """A quiet Trainer.fit with no logger or checkpoints, for comparing numbers; TrainingRecord records the losses."""
+    trainer_kwargs["callbacks"] = [TrainingRecord(), *trainer_kwargs.get("callbacks", [])]
     options = dict(
         accelerator="cpu",
         logger=False,

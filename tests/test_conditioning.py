@@ -10,10 +10,9 @@ from torch import nn
 
 from conftest import fit_in_process, lesson3_data, scaled_model
 from fitquad.core.data import QuadraticDataModule
-from fitquad.core.module import QuadraticRegression
+from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, conditioning, contraction_factors, predicted_steps_to_gap
 from fitquad.theory.reference import optimum
-from fitquad.theory.verdicts import TrainingDiverged
 
 
 def test_hessian_eigenvalues_are_numpys_for_raw_t() -> None:

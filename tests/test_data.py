@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fitquad.core.batches import InMemoryBatches
-from fitquad.core.data import QuadraticDataModule
+from fitquad.core.data import InMemoryBatches, QuadraticDataModule
 
 
 def make(**kwargs) -> QuadraticDataModule:

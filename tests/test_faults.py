@@ -24,8 +24,7 @@ from fitquad.callbacks.interrupts import CheckpointOnSignal
 from fitquad.checks.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.cli import main
-from fitquad.core.batches import InMemoryBatches
-from fitquad.core.data import QuadraticDataModule
+from fitquad.core.data import InMemoryBatches, QuadraticDataModule
 from fitquad.core.module import QuadraticRegression
 
 # Mini-batches whose fused items straddle epochs and passes: 20 points in batches of 6 (three full

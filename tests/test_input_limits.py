@@ -15,7 +15,7 @@ from conftest import CONFIGS, read_summary
 from fitquad.checks.limits import check_representable
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.cli import main
-from fitquad.core.batches import InMemoryBatches
+from fitquad.core.data import InMemoryBatches
 
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 

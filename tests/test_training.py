@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import article_data, fit_in_process, plain_loop
+from conftest import article_data, fit_in_process, plain_loop, recorded_losses, regression
 from fitquad.callbacks.clipping import GradientClipping
 from fitquad.core.data import QuadraticDataModule
 from fitquad.core.module import QuadraticRegression
@@ -24,13 +24,18 @@ SGD_SETTINGS = {
 }
 
 
-def fitquad_run(tmp_path, loss="mse", steps=100, clip=None, data_options=None, **sgd):
+def fitquad_run(tmp_path, loss="mse", steps=100, clip=None, data_options=None, fused_steps=None, **sgd):
+    """The article's fit, by the textbook module (fused_steps None) or the fused one; (module, trainer, losses)."""
     data_options = {"seed": 20240215, "n_train": 50, "n_val": 10, **(data_options or {})}
     datamodule = QuadraticDataModule(**data_options)
-    model = QuadraticRegression(degree=1, init_coefficients=[-3.0, 6.0], loss=loss, lr=0.1, **sgd)
-    callbacks = [] if clip is None else [GradientClipping(0.5, clip)]
-    trainer = fit_in_process(model, datamodule, tmp_path, max_steps=steps, callbacks=callbacks)
-    return model, trainer
+    model = regression(fused_steps, degree=1, init_coefficients=[-3.0, 6.0], loss=loss, lr=0.1, **sgd)
+    options = {}
+    if clip is not None and fused_steps is None:  # Lightning's own clipping, as under automatic optimization
+        options = {"gradient_clip_val": 0.5, "gradient_clip_algorithm": clip}
+    elif clip is not None:  # Lightning leaves clipping to a manually optimized module: fitquad's callback
+        options = {"callbacks": [GradientClipping(0.5, clip)]}
+    trainer = fit_in_process(model, datamodule, tmp_path, max_steps=steps, **options)
+    return model, trainer, recorded_losses(trainer)
 
 
 @pytest.mark.parametrize("setting", SGD_SETTINGS)
@@ -38,10 +43,9 @@ def fitquad_run(tmp_path, loss="mse", steps=100, clip=None, data_options=None, *
 def test_full_batch_matches_a_plain_pytorch_loop_step_for_step(tmp_path, loss, setting):
     x, y = article_data()
     expected_losses, expected = plain_loop(lambda step: (x, y), TORCH_LOSSES[loss], 100, **SGD_SETTINGS[setting])
-    # The textbook path (fused_steps 1) and a fused one (7: an uneven last item), each for half the pairs.
-    fused_steps = 1 + 6 * ((list(TORCH_LOSSES).index(loss) + list(SGD_SETTINGS).index(setting)) % 2)
-    model, trainer = fitquad_run(tmp_path, loss, data_options={"fused_steps": fused_steps}, **SGD_SETTINGS[setting])
-    losses = model.train_losses[: model.steps_recorded]
+    # The textbook module and a fused one (7 steps per training_step: an uneven last item), each for half the pairs.
+    fused_steps = None if (list(TORCH_LOSSES).index(loss) + list(SGD_SETTINGS).index(setting)) % 2 else 7
+    model, trainer, losses = fitquad_run(tmp_path, loss, fused_steps=fused_steps, **SGD_SETTINGS[setting])
     assert trainer.global_step == 100
     np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=0, atol=1e-6)
     assert torch.equal(model.model.linear.weight, expected.weight)
@@ -54,9 +58,9 @@ def test_gradient_clipping_matches_torch_clipping_at_every_fusion_size(tmp_path,
     x, y = article_data()
     sgd = SGD_SETTINGS[setting]
     expected_losses, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 60, clip=clip, **sgd)
-    for fused_steps in (1, 8):
-        model, _ = fitquad_run(tmp_path, steps=60, clip=clip, data_options={"fused_steps": fused_steps}, **sgd)
-        np.testing.assert_allclose(model.train_losses[:60].numpy(), expected_losses, rtol=0, atol=1e-6)
+    for fused_steps in (None, 1, 8):
+        model, _, losses = fitquad_run(tmp_path, steps=60, clip=clip, fused_steps=fused_steps, **sgd)
+        np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=0, atol=1e-6)
         assert torch.equal(model.model.linear.weight, expected.weight)
         assert torch.equal(model.model.linear.bias, expected.bias)
     # Clipping really changed the run (the starting gradients are far above 0.5).
@@ -75,20 +79,23 @@ def test_mini_batches_match_a_plain_loop_with_the_same_shuffles(tmp_path):
         return x[order[step % 7]], y[order[step % 7]]
 
     expected_losses, expected = plain_loop(batches, torch.nn.MSELoss(), 40, momentum=0.5)
-    model, _ = fitquad_run(tmp_path, steps=40, data_options={"batch_size": 8, "fused_steps": 3}, momentum=0.5)
-    np.testing.assert_allclose(model.train_losses[:40].numpy(), expected_losses, rtol=0, atol=1e-6)
-    assert torch.equal(model.model.linear.weight, expected.weight)
+    for fused_steps in (None, 3):
+        model, _, losses = fitquad_run(
+            tmp_path, steps=40, data_options={"batch_size": 8}, fused_steps=fused_steps, momentum=0.5
+        )
+        np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=0, atol=1e-6)
+        assert torch.equal(model.model.linear.weight, expected.weight)
 
 
 def test_fused_steps_never_overshoot_max_steps(tmp_path):
-    model, trainer = fitquad_run(tmp_path, steps=25, data_options={"steps_per_epoch": 10, "fused_steps": 4})
-    assert trainer.global_step == 25 and model.steps_recorded == 25
+    _, trainer, losses = fitquad_run(tmp_path, steps=25, data_options={"steps_per_epoch": 10}, fused_steps=4)
+    assert trainer.global_step == 25 and len(losses) == 25
 
 
 def test_lesson3_reaches_the_least_squares_optimum(tmp_path):
     # fast.ai lesson 3's data with standardised features, as configs/lesson3.yaml sets it up.
     data = dict(true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid")
-    datamodule = QuadraticDataModule(**data, x_min=0.0, x_max=19.0, n_train=20, n_val=20, seed=42, fused_steps=10)
+    datamodule = QuadraticDataModule(**data, x_min=0.0, x_max=19.0, n_train=20, n_val=20, seed=42)
     model = QuadraticRegression(degree=2, feature_scaling="standardize", lr=0.35)
     fit_in_process(model, datamodule, tmp_path, max_steps=200)
     t, speed = datamodule.train_x.double().numpy(), datamodule.train_y.double().numpy()
@@ -102,11 +109,11 @@ def test_lesson3_reaches_the_least_squares_optimum(tmp_path):
 
 
 def test_float64_precision_trains_in_float64(tmp_path):
-    datamodule = QuadraticDataModule(fused_steps=5)
-    model = QuadraticRegression(degree=1, init_coefficients=[-3.0, 6.0])
-    fit_in_process(model, datamodule, tmp_path, max_steps=10, precision="64-true")
-    assert model.model.linear.weight.dtype == torch.float64
-    assert model.train_losses.dtype == torch.float64 or model.steps_recorded == 10
+    for fused_steps in (None, 5):
+        model = regression(fused_steps, degree=1, init_coefficients=[-3.0, 6.0])
+        trainer = fit_in_process(model, QuadraticDataModule(), tmp_path, max_steps=10, precision="64-true")
+        assert model.model.linear.weight.dtype == torch.float64
+        assert recorded_losses(trainer).dtype == torch.float64 and len(recorded_losses(trainer)) == 10
 
 
 def test_block_shuffled_mini_batches_match_a_plain_loop(tmp_path):
@@ -122,7 +129,8 @@ def test_block_shuffled_mini_batches_match_a_plain_loop(tmp_path):
         return blocks[block_order[step % 7]]
 
     expected_losses, expected = plain_loop(batches, torch.nn.MSELoss(), 40, momentum=0.5)
-    options = {"batch_size": 8, "fused_steps": 3, "shuffle": "blocks"}
-    model, _ = fitquad_run(tmp_path, steps=40, data_options=options, momentum=0.5)
-    np.testing.assert_allclose(model.train_losses[:40].numpy(), expected_losses, rtol=0, atol=1e-6)
-    assert torch.equal(model.model.linear.weight, expected.weight)
+    options = {"batch_size": 8, "shuffle": "blocks"}
+    for fused_steps in (None, 3):
+        model, _, losses = fitquad_run(tmp_path, steps=40, data_options=options, fused_steps=fused_steps, momentum=0.5)
+        np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=0, atol=1e-6)
+        assert torch.equal(model.model.linear.weight, expected.weight)

@@ -18,11 +18,13 @@ _NAMES = {
     "compare": "fitquad.commands.api",
     "FitResult": "fitquad.commands.api",
     "TableResult": "fitquad.commands.api",
-    "InvalidInput": "fitquad.checks.validation",
-    "TrainingDiverged": "fitquad.theory.verdicts",
+    "InvalidInput": "fitquad.core",
+    "TrainingDiverged": "fitquad.core.module",
     "PolynomialModel": "fitquad.core.model",
     "QuadraticDataModule": "fitquad.core.data",
     "QuadraticRegression": "fitquad.core.module",
+    "FusedQuadraticRegression": "fitquad.core.fused",
+    "FileDataModule": "fitquad.checks.file_data",
 }
 
 __all__ = list(_NAMES)

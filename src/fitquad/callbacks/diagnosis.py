@@ -19,8 +19,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from fitquad.callbacks.summary import RunSummary, run_folder, say
+from fitquad.callbacks.record import batch_losses, logged_steps
+from fitquad.callbacks.summary import run_folder, say
 from fitquad.checks.limits import check_first_step
+from fitquad.core.module import TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.theory.passes import evaluate, float64_copy
 from fitquad.theory.reference import (
@@ -31,19 +33,13 @@ from fitquad.theory.reference import (
     training_noise_floor,
     validation_noise_floor,
 )
-from fitquad.theory.verdicts import (
-    CONVERGED_GAP,
-    Diagnosis,
-    TrainingDiverged,
-    diagnose,
-    float32_update_error,
-)
+from fitquad.theory.verdicts import CONVERGED_GAP, Diagnosis, diagnose, float32_update_error
 
 
 class FitDiagnosis(L.Callback):
     """Always on (the CLI adds it): the reference and conditioning at fit start, the relative gap during
-    training, the diagnosis and figures at the end. Its findings go into summary.json through
-    `pl_module.summary_extras`, which RunSummary writes.
+    training, the diagnosis and figures at the end. Its findings go into summary.json: RunSummary asks for them
+    (`summary_entries`).
 
     Args:
         figures: Draw the fit and its residuals (PNG in the run folder and TensorBoard's IMAGES tab);
@@ -52,6 +48,11 @@ class FitDiagnosis(L.Callback):
 
     def __init__(self, figures: bool = True) -> None:
         self.figures = figures
+        self.found: dict = {}  # the reference, the conditioning and the diagnosis, for summary.json
+
+    def summary_entries(self) -> dict:
+        """What this fit's diagnosis found, for summary.json (RunSummary asks)."""
+        return self.found
 
     # ---- fit start: reference and conditioning ------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -60,20 +61,19 @@ class FitDiagnosis(L.Callback):
         self.settings = OptimizerSettings.of(optimizer)
         self.sgd = isinstance(optimizer, torch.optim.SGD)
         model = pl_module.model
-        # Under DDP each process holds a shard of the training points: every number below is of all of them,
-        # the shards' passes combined (fitquad.theory.shards), so every process computes the same reference.
-        train, shards = (datamodule.train_x, datamodule.train_y), datamodule.shards
+        # Under DDP every process holds all the training points: every process computes the same numbers.
+        train = (datamodule.train_x, datamodule.train_y)
         start = "model.init_coefficients" if pl_module.hparams.init_coefficients is not None else "model.init_seed"
-        check_first_step(model, *train, self.settings.lr, self.settings.weight_decay, trainer.precision, start, shards)
-        self.reference = optimum(model, *train, pl_module.loss_fn, self.settings.weight_decay, shards)
-        self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings, shards)
+        check_first_step(model, *train, self.settings.lr, self.settings.weight_decay, trainer.precision, start)
+        self.reference = optimum(model, *train, pl_module.loss_fn, self.settings.weight_decay)
+        self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings)
         # An exact fit (noise-free data, or as many points as parameters) has an optimum of float64 rounding, ~0:
         # its gap is measured against what the run's own precision can resolve (reference.relative_gap), scaled
         # so that "within CONVERGED_GAP" means "down to the rounding floor".
         data = (model, *train, self.reference.parameters)
         l1 = isinstance(pl_module.loss_fn, torch.nn.L1Loss)
-        exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1, shards)
-        self.resolution = loss_resolution(*data, pl_module.dtype, l1, shards) / CONVERGED_GAP if exact_fit else 0.0
+        exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1)
+        self.resolution = loss_resolution(*data, pl_module.dtype, l1) / CONVERGED_GAP if exact_fit else 0.0
         steps = predicted_steps_to_gap(
             self.conditioning,
             model.model_parameters(),
@@ -89,7 +89,7 @@ class FitDiagnosis(L.Callback):
         if self.noise_estimated:
             least_squares = self.reference
             if not isinstance(pl_module.loss_fn, torch.nn.MSELoss) or self.settings.weight_decay:
-                least_squares = optimum(model, *train, torch.nn.MSELoss(), shards=shards)
+                least_squares = optimum(model, *train, torch.nn.MSELoss())
             self.noise_std = estimated_noise_std(least_squares.train_mse, datamodule.train_size, n_parameters)
         floors = {"train_noise_floor": None, "val_noise_floor": None}
         if self.noise_std is not None:
@@ -98,7 +98,8 @@ class FitDiagnosis(L.Callback):
                 "val_noise_floor": validation_noise_floor(self.noise_std),
             }
         names = pl_module.coefficient_names
-        pl_module.summary_extras["reference"] = {
+        self.found = {}
+        self.found["reference"] = {
             "train_loss_optimum": self.reference.train_loss,
             "train_mse_optimum": self.reference.train_mse,
             "coefficients": dict(zip(names, self.reference.coefficients.tolist(), strict=True)),
@@ -106,14 +107,12 @@ class FitDiagnosis(L.Callback):
             "noise_std_estimated": self.noise_estimated,
             **floors,
         }
-        pl_module.summary_extras["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
+        self.found["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
         for line in self._start_lines(pl_module, steps, floors):
             say(trainer, f"fitquad: {line}")
-        if trainer.logger is not None:
-            trainer.logger.log_metrics(
-                {"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step
-            )
-            _log_text(trainer, "conditioning", "\n\n".join(self._start_lines(pl_module, steps, floors)))
+        for logger in trainer.loggers:
+            logger.log_metrics({"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step)
+        _log_text(trainer, "conditioning", "\n\n".join(self._start_lines(pl_module, steps, floors)))
 
     def _start_lines(self, pl_module: L.LightningModule, steps: float | None, floors: dict) -> list[str]:
         c, s = self.conditioning, self.settings
@@ -173,25 +172,21 @@ class FitDiagnosis(L.Callback):
             )
         return f"{best}{noise}; {pace}."
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.steps_seen = 0
-
     # ---- during training: the relative gap at every logged step ---------------------------------
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        if trainer.logger is None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if not trainer.loggers:
             return
-        start, end = self.steps_seen, pl_module.steps_recorded
-        self.steps_seen = end
-        # train_losses restarts at 0 on resume; global steps carry on from the module's first_step.
-        steps = torch.arange(start, end) + pl_module.first_step + 1
-        logged = steps % trainer.log_every_n_steps == 0
+        losses = batch_losses(outputs)
+        steps, logged = logged_steps(trainer, len(losses))
         if not logged.any():
             return
         # One host sync per training_step (not per optimizer step), and only when something is logged.
-        losses = pl_module.train_losses[start:end][logged.to(pl_module.train_losses.device)].tolist()
-        for step, loss in zip(steps[logged].tolist(), losses, strict=True):
+        for step, loss in zip(steps[logged].tolist(), losses[logged.to(losses.device)].tolist(), strict=True):
             gap = relative_gap(loss, self.reference.train_loss, self.resolution)
-            trainer.logger.log_metrics({"reference/relative_gap": gap}, step=step)
+            for logger in trainer.loggers:
+                logger.log_metrics({"reference/relative_gap": gap}, step=step)
 
     # ---- fit end: the diagnosis -----------------------------------------------------------------
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -199,8 +194,8 @@ class FitDiagnosis(L.Callback):
         batch_size = datamodule.hparams.batch_size
         model64 = float64_copy(pl_module.model)  # the trained parameters, evaluated without rounding
         train_x = datamodule.train_x
-        # In float64, a chunk at a time (no float64 copy of millions of points), over every process's shard.
-        train_loss, train_mse = evaluate(model64, train_x, datamodule.train_y, pl_module.loss_fn, datamodule.shards)
+        # In float64, a chunk at a time (no float64 copy of millions of points).
+        train_loss, train_mse = evaluate(model64, train_x, datamodule.train_y, pl_module.loss_fn)
         val_mse = None
         if len(datamodule.val_x):
             _, val_mse = evaluate(model64, datamodule.val_x, datamodule.val_y, pl_module.loss_fn)
@@ -218,8 +213,6 @@ class FitDiagnosis(L.Callback):
             and self.sgd
             and relative_gap(train_loss, self.reference.train_loss, self.resolution) > CONVERGED_GAP
         ):
-            # On this process's points: how float32 rounds an update does not need the others' (and every
-            # process decides alike, since train_loss is of all the points).
             probe = float32_update_error(pl_module, datamodule.train_x, datamodule.train_y, self.settings)
         diagnosis = diagnose(
             steps_taken=trainer.global_step,
@@ -237,7 +230,8 @@ class FitDiagnosis(L.Callback):
             n_train=datamodule.train_size,
             n_val=len(datamodule.val_x),
             n_parameters=len(self.reference.parameters),
-            mini_batch=batch_size is not None and batch_size < len(train_x),  # a process's batches of its shard
+            mini_batch=batch_size is not None
+            and batch_size < len(train_x) // trainer.world_size,  # of a process's part
             stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
             optimizer=type(trainer.optimizers[0]).__name__,
             loss_resolution=self.resolution,
@@ -249,21 +243,16 @@ class FitDiagnosis(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, TrainingDiverged):
             return
-        numbers = {
-            "step": exception.step,
-            "loss": exception.loss,
-            "first_loss": exception.first_loss,
-            "lr": exception.lr,
-        }
-        numbers["largest_stable_lr"] = exception.largest_stable_lr
+        # The module knows the loss blew up; how far the lr was from stable is the theory's to say.
+        settings = OptimizerSettings.of(trainer.optimizers[0])
+        stable = conditioning(pl_module.model, trainer.datamodule.train_x, pl_module.loss_fn, settings)
+        exception.largest_stable_lr = stable.largest_stable_lr
+        numbers = {"step": exception.step, "loss": exception.loss, "first_loss": exception.first_loss}
+        numbers.update(lr=exception.lr, largest_stable_lr=exception.largest_stable_lr)
         self._report(trainer, pl_module, Diagnosis("diverged", f"diverged: {exception}", numbers))
-        # The fit ends here, without on_fit_end: RunSummary still writes summary.json and train_loss.csv.
-        for callback in trainer.callbacks:
-            if isinstance(callback, RunSummary):
-                callback.on_fit_end(trainer, pl_module)
 
     def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, diagnosis: Diagnosis) -> None:
-        pl_module.summary_extras["diagnosis"] = {
+        self.found["diagnosis"] = {
             "verdict": diagnosis.verdict,
             "in_plain_words": diagnosis.in_plain_words,
             "message": diagnosis.message,
@@ -271,14 +260,13 @@ class FitDiagnosis(L.Callback):
         }
         say(trainer, f"fitquad: diagnosis: {diagnosis.in_plain_words}")
         say(trainer, f"fitquad: details: {diagnosis.message}")
-        if trainer.logger is not None:
-            _log_text(trainer, "diagnosis", f"{diagnosis.in_plain_words}\n\n{diagnosis.message}")
+        _log_text(trainer, "diagnosis", f"{diagnosis.in_plain_words}\n\n{diagnosis.message}")
 
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, model64: torch.nn.Module) -> None:
         from fitquad.callbacks import figures  # matplotlib only when a fit ends, never for `fitquad --help`
 
         datamodule = trainer.datamodule
-        train_x, train_y = datamodule.training_sample(figures.SCATTER_POINTS)  # collective under DDP: before rank 0's
+        train_x, train_y = datamodule.training_sample(figures.SCATTER_POINTS)
         if not trainer.is_global_zero:
             return
         picture = figures.FitPicture(
@@ -296,11 +284,12 @@ class FitDiagnosis(L.Callback):
         drawn = figures.fit_figures(picture)
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        experiment = getattr(trainer.logger, "experiment", None)
         for name, figure in drawn.items():
             image = figures.save_png(figure, folder / f"{name}.png")
-            if hasattr(experiment, "add_image"):  # TensorBoard's IMAGES tab: the same pixels, not drawn again
-                experiment.add_image(f"diagnosis/{name}", image, global_step=trainer.global_step, dataformats="HWC")
+            for logger in trainer.loggers:  # TensorBoard's IMAGES tab: the same pixels, not drawn again
+                if hasattr(logger.experiment, "add_image"):
+                    step = trainer.global_step
+                    logger.experiment.add_image(f"diagnosis/{name}", image, global_step=step, dataformats="HWC")
 
 
 def _steps(steps: float | None, stable: bool) -> str:
@@ -312,6 +301,6 @@ def _steps(steps: float | None, stable: bool) -> str:
 
 
 def _log_text(trainer: L.Trainer, tag: str, text: str) -> None:
-    experiment = getattr(trainer.logger, "experiment", None)
-    if hasattr(experiment, "add_text"):  # TensorBoard's TEXT tab
-        experiment.add_text(tag, text, global_step=trainer.global_step)
+    for logger in trainer.loggers:
+        if hasattr(logger.experiment, "add_text"):  # TensorBoard's TEXT tab
+            logger.experiment.add_text(tag, text, global_step=trainer.global_step)

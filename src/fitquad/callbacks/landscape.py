@@ -283,17 +283,18 @@ class LossLandscape(ParameterPath):
         super().on_train_end(trainer, pl_module)
         if len(self.rows) == 0:
             return
-        landscape = self.landscape(trainer, pl_module)  # by every process: under DDP it combines their shards
         if not trainer.is_global_zero:
             return
+        landscape = self.landscape(trainer, pl_module)
         figure = self.draw(landscape, pl_module)
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         figure.savefig(folder / "loss_landscape.png", dpi=120)
-        if isinstance(trainer.logger, TensorBoardLogger):
-            trainer.logger.experiment.add_image(
-                "landscape/loss_surface", figure_pixels(figure), trainer.global_step, dataformats="HWC"
-            )
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(
+                    "landscape/loss_surface", figure_pixels(figure), trainer.global_step, dataformats="HWC"
+                )
         say(trainer, f"fitquad: loss landscape in {folder / 'loss_landscape.png'} ({landscape.projection})")
 
     @torch.no_grad()
@@ -302,11 +303,11 @@ class LossLandscape(ParameterPath):
         path = model.coefficients_of(self.path())
         datamodule = trainer.datamodule
         train = (datamodule.train_x, datamodule.train_y, pl_module.loss_fn)
-        optimum = reference.optimum(model, *train, shards=datamodule.shards).coefficients
+        optimum = reference.optimum(model, *train).coefficients
         weight_decay = pl_module.hparams.weight_decay
         decay_optimum = None
         if weight_decay > 0:  # where SGD with weight decay converges instead
-            decay_optimum = reference.optimum(model, *train, weight_decay, datamodule.shards).coefficients
+            decay_optimum = reference.optimum(model, *train, weight_decay).coefficients
         axes = choose_axes(path, pl_module.coefficient_names, self.parameters)
         marked = [optimum] if decay_optimum is None else [optimum, decay_optimum]
         if self.extent is not None:

@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tqdm import tqdm
 
+from fitquad.callbacks.record import TrainingRecord
+from fitquad.core.module import TrainingDiverged
 from fitquad.theory.conditioning import SGD_OPTIONS
 from fitquad.theory.passes import evaluate
-from fitquad.theory.shards import WHOLE, Shards
 
 
 def say(trainer: L.Trainer, message: str) -> None:
-    """Print one of fitquad's lines (rank 0 only), through the progress bar when there is one, so that the
-    line never lands in the middle of the bar's own (Lightning's ProgressBar.print)."""
-    if not trainer.is_global_zero:
-        return
-    bar = trainer.progress_bar_callback
-    if bar is not None and bar.is_enabled:
-        bar.print(message)
-    else:
-        print(message, flush=True)
+    """Print one of fitquad's lines on stdout (rank 0 only), always, in order, and never in the middle of a progress
+    bar: tqdm.write clears the bars on screen, prints, and draws them again (with no bar, it just prints). Lightning's
+    ProgressBar.print is not used: it prints nothing while no bar is active, as before and after training."""
+    if trainer.is_global_zero:
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
 
 
 def run_folder(trainer: L.Trainer) -> Path:
@@ -49,7 +49,8 @@ class RunSummary(L.Callback):
 
     - summary.json: the final coefficients (original units), training and validation MSE of the final
       model, optimizer steps, epochs, and the best checkpoint's path;
-    - train_loss.csv: the training loss of every optimizer step (the loss before that step's update);
+    - train_loss.csv: the training loss of every optimizer step (the loss before that step's update), as
+      TrainingRecord recorded it;
     - the hyperparameters with the final metrics, for TensorBoard's HPARAMS tab.
     """
 
@@ -60,28 +61,34 @@ class RunSummary(L.Callback):
         if data is not None and data.hparams.get("file") is not None:
             sizes = f"{data.train_size} training and {len(data.val_x)} validation points"
             say(trainer, f"fitquad: data: {sizes} from {data.hparams.file} (the generated data's options are not used)")
-        if data is not None and data.shards.count > 1:
-            each = f"{len(data.train_x)} in each of {data.shards.count} processes"
-            say(trainer, f"fitquad: data: {data.train_size} training points, {each} (every process holds only its own)")
+        if data is not None and trainer.world_size > 1:
+            each = f"each of {trainer.world_size} processes trains on its own {data.train_size // trainer.world_size}"
+            say(trainer, f"fitquad: data: {data.train_size} training points; {each}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Also called by FitDiagnosis when a fit stops on divergence.
-        summary = self.summarize(trainer, pl_module)  # by every process: under DDP it combines their shards
+        self.write_summary(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # A diverged fit ends without on_fit_end: what it found is still written.
+        if isinstance(exception, TrainingDiverged):
+            self.write_summary(trainer, pl_module)
+
+    def write_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = self.summarize(trainer, pl_module)
         if not trainer.is_global_zero:
             return
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
-        losses = pl_module.train_losses[: pl_module.steps_recorded].tolist()
-        # Numbered as TensorBoard numbers them: a resumed fit carries on from its checkpoint's step.
-        first = pl_module.first_step + 1
-        lines = ["step,loss"] + [f"{step},{loss!r}" for step, loss in enumerate(losses, start=first)]
-        (folder / "train_loss.csv").write_text("\n".join(lines) + "\n")
-        if trainer.logger is not None:
-            metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
-            metrics = {name: value for name, value in metrics.items() if value is not None}  # no validation points
-            trainer.logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
-            trainer.logger.finalize("success")
+        for record in (callback for callback in trainer.callbacks if isinstance(callback, TrainingRecord)):
+            # Numbered as TensorBoard numbers them: a resumed fit carries on from its checkpoint's step.
+            losses = enumerate(record.loss_history.tolist(), start=record.first_step + 1)
+            (folder / "train_loss.csv").write_text("\n".join(["step,loss", *(f"{s},{v!r}" for s, v in losses)]) + "\n")
+        metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
+        metrics = {name: value for name, value in metrics.items() if value is not None}  # no validation points
+        for logger in trainer.loggers:
+            logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
+            logger.finalize("success")
         say(trainer, f"fitquad: run finished in {folder}: {_one_line(summary)}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -106,20 +113,25 @@ class RunSummary(L.Callback):
         datamodule = trainer.datamodule
         model = pl_module.model
 
-        def mse(x: torch.Tensor, y: torch.Tensor, shards: Shards = WHOLE) -> float | None:
+        def mse(x: torch.Tensor, y: torch.Tensor) -> float | None:
             # In the run's own precision (what it logs), a chunk at a time on millions of points.
-            return evaluate(model, x, y, torch.nn.MSELoss(), shards)[1] if len(x) else None
+            return evaluate(model, x, y, torch.nn.MSELoss())[1] if len(x) else None
 
         checkpoint = trainer.checkpoint_callback
+        # What other callbacks found (FitDiagnosis: the reference, the conditioning, the diagnosis), asked of them.
+        found = {}
+        for callback in trainer.callbacks:
+            if callback is not self and callable(getattr(callback, "summary_entries", None)):
+                found.update(callback.summary_entries())
         return {
             "coefficients": pl_module.coefficients(),
-            "train_mse": mse(datamodule.train_x, datamodule.train_y, datamodule.shards),
+            "train_mse": mse(datamodule.train_x, datamodule.train_y),
             "val_mse": mse(datamodule.val_x, datamodule.val_y),
             "optimizer_steps": trainer.global_step,
             "epochs": trainer.current_epoch,
             "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint is not None else None,
             "run_folder": str(run_folder(trainer)),
-            **pl_module.summary_extras,  # other callbacks' findings, e.g. FitDiagnosis's reference and diagnosis
+            **found,
         }
 
 

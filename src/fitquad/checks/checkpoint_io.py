@@ -25,7 +25,6 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fitquad.checks.validation import InvalidInput
-from fitquad.core.batches import InMemoryBatches
 from fitquad.core.module import QuadraticRegression
 
 
@@ -83,7 +82,8 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], path: str | Path, command:
                 f"ckpt_path {path} was trained with model.{name} {value!r}, but this run asks for {model[name]!r}: "
                 f"a checkpoint keeps the model it was trained as (set model.{name} to {value!r}, or start a new fit)"
             )
-    module = QuadraticRegression(**model)  # this config's model, for the names and shapes of its weights
+    # This config's model, for the names and shapes of its weights (FusedQuadraticRegression's are the same).
+    module = QuadraticRegression(**{name: value for name, value in model.items() if name != "fused_steps"})
     check_weights(checkpoint["state_dict"], path, module.state_dict())
     if command == "fit":
         if not {"optimizer_states", "loops"} <= checkpoint.keys():
@@ -148,7 +148,7 @@ def check_training_state(checkpoint: dict[str, Any], path: str | Path, n_paramet
         raise malformed("data-loader state")
     for state in loader_states:
         try:
-            InMemoryBatches.check_state(state)
+            check_loader_state(state)
         except InvalidInput as error:
             raise InvalidInput(f"ckpt_path {path} cannot be resumed: {error}") from None
     optimizers = checkpoint["optimizer_states"]
@@ -161,6 +161,24 @@ def check_training_state(checkpoint: dict[str, Any], path: str | Path, n_paramet
         optimizers[0].get("state"), dict
     ):
         raise malformed(f"optimizer state (it has no state for this model's {n_parameters} parameter tensors)")
+
+
+def check_loader_state(state: Any) -> None:
+    """InvalidInput unless `state` is what fitquad.core.data.InMemoryBatches.state_dict() writes."""
+    counters = ("batch_in_pass", "epoch_start", "items_served")
+    generator_size = torch.Generator().get_state().numel()
+    valid = isinstance(state, dict) and all(type(state.get(name)) is int and state[name] >= 0 for name in counters)
+    valid = valid and all(
+        isinstance(state.get(name), torch.Tensor)
+        and state[name].dtype == torch.uint8
+        and state[name].numel() == generator_size
+        for name in ("generator", "pass_generator")
+    )
+    if not valid:
+        raise InvalidInput(
+            "the checkpoint's data-loader state is not one fitquad wrote: it needs "
+            f"{', '.join(counters)} (integers ≥ 0) and generator, pass_generator (torch.Generator states)"
+        )
 
 
 def _leaves(tree: Any, prefix: str) -> list[tuple[str, Any]]:

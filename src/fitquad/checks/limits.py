@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from fitquad.checks.validation import InvalidInput
-from fitquad.theory.shards import WHOLE, Shards
 
 # Peak memory of a fit per data point, measured with /usr/bin/time on 10⁶ and 10⁷ points (README): about 69 B a
 # point at 3 parameters; this estimate is an upper bound of that, growing with the design matrix's width.
@@ -156,10 +155,8 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
 CHECK_CHUNK = 1_000_000
 
 
-def check_first_step(
-    model: Any, x: Any, y: Any, lr: float, weight_decay: float, precision: Any, start: str, shards: Shards = WHOLE
-) -> None:
-    """The model at its starting point, on the drawn training data (all the shards'), computed in float64: its
+def check_first_step(model: Any, x: Any, y: Any, lr: float, weight_decay: float, precision: Any, start: str) -> None:
+    """The model at its starting point, on the drawn training data, computed in float64: its
     features, its predictions, the loss's sum of squares and the first SGD step must all be finite in the run's
     precision. `start` names what set the starting point (model.init_coefficients, or model.init_seed)."""
     feature_dtype, loss_dtype = compute_dtypes(precision)
@@ -177,9 +174,6 @@ def check_first_step(
             predictions_max = max(predictions_max, (features @ parameters).abs().max().item())
             squares += residual.square().sum().item()
             gradient += 2 * features.T @ residual
-    # Every process decides on the same numbers, so that all of them stop together or none does.
-    features_max, predictions_max = shards.max(features_max), shards.max(predictions_max)
-    squares, gradient = shards.sum(squares), shards.sum(gradient.cpu()).to(parameters.device)
     degree, scaling = model.degree, model.feature_scaling
     if not features_max < largest:
         raise InvalidInput(
@@ -191,7 +185,7 @@ def check_first_step(
             f"{start} makes the loss overflow {loss_dtype} at the start: the predictions reach {predictions_max:.3g} "
             f"and the squared residuals add up to {squares:.3g} (largest {largest_loss:.3g}); start nearer the data"
         )
-    step = (lr * (gradient / shards.sum(len(x)) + weight_decay * parameters)).abs().max().item()
+    step = (lr * (gradient / len(x) + weight_decay * parameters)).abs().max().item()
     if not step < largest_loss:
         raise InvalidInput(
             f"model.lr {lr:.3g} makes the first step overflow {loss_dtype}: lr × gradient reaches about {step:.3g} "

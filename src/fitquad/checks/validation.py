@@ -18,10 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-
-class InvalidInput(ValueError):
-    """A value the user gave is out of range or inconsistent; the message is one line naming the field."""
-
+from fitquad.core import InvalidInput  # the core's own error type: every check here raises it too
 
 # (option, test, what is allowed). A test only sees values that are not None: where None is allowed
 # the type says so, and jsonargparse has checked the type already.
@@ -36,7 +33,6 @@ DATA_RULES: list[Rule] = [
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32) (numpy's RandomState)"),
     ("batch_size", lambda v: v >= 1, "≥ 1, or null for full batch"),
     ("steps_per_epoch", lambda v: v >= 1, "≥ 1, or null for one pass over the data"),
-    ("fused_steps", lambda v: v >= 1, "≥ 1"),
     ("val_fraction", lambda v: 0 <= v < 1, "in [0, 1), or null: 0.2 without data.val_file"),
     ("test_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("x_column", lambda v: v >= 0 if isinstance(v, int) else v != "", "a column's name, or its position ≥ 0"),
@@ -54,6 +50,7 @@ FILE_ONLY = ("val_file", "test_file", "val_fraction", "test_fraction", "x_column
 
 MODEL_RULES: list[Rule] = [
     ("degree", lambda v: v >= 0, "≥ 0"),
+    ("fused_steps", lambda v: v >= 1, "≥ 1"),
     ("huber_delta", lambda v: v > 0, "> 0"),
     ("smooth_l1_beta", lambda v: v >= 0, "≥ 0"),
     ("lr", lambda v: v > 0, "> 0"),
@@ -69,8 +66,6 @@ TRAINER_RULES: list[Rule] = [
     ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
     ("val_check_interval", lambda v: v > 0, "> 0 (a fraction of an epoch, or a number of training_steps)"),
     ("check_val_every_n_epoch", lambda v: v >= 1, "≥ 1, or null"),
-    # Manual optimization takes one optimizer step per batch; Lightning refuses accumulation only mid-fit.
-    ("accumulate_grad_batches", lambda v: v == 1, "1 (one optimizer step per batch: use a larger data.batch_size)"),
 ]
 
 
@@ -173,17 +168,17 @@ def check_model_options(options: Mapping[str, Any]) -> None:
 
 
 def check_fused_step_callback(name: str, init_args: Mapping[str, Any], fused_steps: int) -> None:
-    """Callbacks that count Lightning batches, which are fused_steps optimizer steps each (training.py)."""
+    """Callbacks that count Lightning batches, which are fused_steps optimizer steps each (fitquad.core.fused)."""
     every = init_args.get("every_n_train_steps")
     if name == "ModelCheckpoint" and every and every % fused_steps:
         raise InvalidInput(
-            f"ModelCheckpoint.every_n_train_steps must be a multiple of data.fused_steps = {fused_steps} "
+            f"ModelCheckpoint.every_n_train_steps must be a multiple of model.fused_steps = {fused_steps} "
             f"(it can only act between training_steps, every {fused_steps} optimizer steps), got {every}"
         )
     if name == "LearningRateMonitor" and fused_steps > 1 and init_args.get("logging_interval") != "epoch":
         raise InvalidInput(
             f"LearningRateMonitor counts training_steps, which are {fused_steps} optimizer steps each here: "
-            "use data.fused_steps 1, LearningRateMonitor.logging_interval epoch, or train/lr, which fitquad "
+            "use model.fused_steps 1, LearningRateMonitor.logging_interval epoch, or train/lr, which fitquad "
             "logs at every logged optimizer step"
         )
 
@@ -205,6 +200,17 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise InvalidInput(
             f"seed_everything must be in [0, 2**32) (numpy's seeds), or true for a random one, got {seed}"
         )
+    # FusedQuadraticRegression (the only model with fused_steps) optimizes manually: Lightning refuses accumulation
+    # only mid-fit, and a closure-driven optimizer cannot step inside its loop.
+    fused_steps = model.get("fused_steps")
+    manual = fused_steps is not None
+    fused_steps = fused_steps or 1
+    if manual and trainer.get("accumulate_grad_batches") not in (None, 1):
+        raise InvalidInput(
+            "trainer.accumulate_grad_batches must be 1 with FusedQuadraticRegression (one optimizer step per batch; use "
+            "a larger data.batch_size or the textbook QuadraticRegression), "
+            f"got {trainer['accumulate_grad_batches']}"
+        )
     parameters = model["degree"] + 1
     if data.get("file") is None and data["n_train"] < parameters:  # a file's points are counted as it is read
         raise InvalidInput(
@@ -213,7 +219,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         )
     for callback in trainer.get("callbacks") or []:
         name, init_args = _init_args(callback)
-        check_fused_step_callback(name, init_args, data["fused_steps"])
+        check_fused_step_callback(name, init_args, fused_steps)
         monitor = init_args.get("monitor")
         # Everything but train/loss is logged by the validation loop, which needs validation points.
         if monitor is not None and monitor != "train/loss" and not has_points(data, "val"):
@@ -227,9 +233,10 @@ def check_config(config: Mapping[str, Any]) -> None:
         _check_rules("optimizer", init_args, [rule for rule in MODEL_RULES if rule[0] in ("lr", "weight_decay")])
         if name == "SGD":
             check_sgd_options("optimizer", init_args)
-        if name == "LBFGS":  # its step re-evaluates the loss through a closure, which the fused loop has not
+        if name == "LBFGS" and manual:  # its step re-evaluates the loss through a closure, which the fused loop has not
             raise InvalidInput(
-                "optimizer LBFGS is not supported: it needs a closure; use SGD, Adam or another torch optimizer"
+                "optimizer LBFGS needs a closure, which FusedQuadraticRegression's loop has not: use the textbook "
+                "QuadraticRegression, or SGD, Adam or another torch optimizer"
             )
     if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         accelerator = trainer["accelerator"]

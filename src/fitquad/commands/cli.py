@@ -36,8 +36,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks.diagnosis import FitDiagnosis
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
+from fitquad.callbacks.record import TrainingRecord
 from fitquad.callbacks.summary import PredictionsCSV, RunSummary
 from fitquad.checks.checkpoint_io import check_checkpoint_fits, load_checkpoint
+from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits
 from fitquad.checks.validation import (
     InvalidInput,
@@ -62,9 +64,7 @@ from fitquad.commands.run_folders import (
     RUNS_FOLDER,
     config_file_stem,
 )
-from fitquad.core.data import QuadraticDataModule
-from fitquad.core.module import QuadraticRegression
-from fitquad.theory.verdicts import TrainingDiverged
+from fitquad.core.module import QuadraticRegression, TrainingDiverged
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -150,8 +150,11 @@ class FitquadCLI(LightningCLI):
         return every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis first:
-        # RunSummary writes what it found into summary.json.
+        # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis before RunSummary:
+        # when a fit diverges, RunSummary's on_exception writes the diagnosis FitDiagnosis's has just made.
+        if self.subclass_mode_model:  # a config without model.class_path gets the textbook module
+            parser.set_defaults({"model": {"class_path": "fitquad.core.module.QuadraticRegression"}})
+        parser.add_lightning_class_args(TrainingRecord, "training_record")
         parser.add_lightning_class_args(FitDiagnosis, "fit_diagnosis")
         parser.add_lightning_class_args(RunSummary, "run_summary")
         parser.add_lightning_class_args(PredictionsCSV, "predictions_csv")
@@ -169,9 +172,10 @@ class FitquadCLI(LightningCLI):
         # reads next (with a traceback for a broken file).
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
-        check_config(config)
+        checked = with_model_options(config)
+        check_config(checked)
         check_evaluated_split(config["data"], subcommand)
-        check_limits(config)
+        check_limits(checked)
         level = logging.INFO if config.get("lightning_info") else logging.WARNING
         for name in LIGHTNING_LOGGERS:
             logging.getLogger(name).setLevel(level)
@@ -182,7 +186,7 @@ class FitquadCLI(LightningCLI):
                 "(e.g. runs/lesson3/version_0/checkpoints/last.ckpt); without one it would use an untrained model"
             )
         if ckpt_path is not None and names_a_file(str(ckpt_path)):
-            check_checkpoint_fits(load_checkpoint(ckpt_path), ckpt_path, subcommand, config.model.as_dict())
+            check_checkpoint_fits(load_checkpoint(ckpt_path), ckpt_path, subcommand, dict(checked.model))
         elif ckpt_path is not None:
             check_lightnings_own_ckpt_path(str(ckpt_path), subcommand)
 
@@ -193,8 +197,8 @@ class FitquadCLI(LightningCLI):
         try:
             super().instantiate_classes()
             self.read_data_file()
-            if self.trainer.world_size > 1:  # DDP: every process needs an equal shard, checked before anything runs
-                self.datamodule.check_equal_shards(self.trainer.world_size)
+            if self.trainer.world_size > 1:  # DDP: every process needs an equal part, checked before anything runs
+                check_equal_parts(self.datamodule, self.trainer.world_size)
         except BaseException as error:
             if self.run_folder_made is not None:  # made for this run, still empty: nothing ran in it
                 with contextlib.suppress(OSError):
@@ -223,9 +227,30 @@ class FitquadCLI(LightningCLI):
         if self.subcommand in (None, "fit") or not names_a_file(str(config.get("ckpt_path"))):
             self.run_folder_made = claim_the_run_folder(config, TRAINER_DEFAULTS["logger"])
         progress_bar_only_on_a_terminal(config)
-        gradient_clipping_as_callback(config)
+        gradient_clipping_as_callback(config, manual="fused_steps" in with_model_options(config).model)
         check_monitors_after_validation(config)
         give_lr_scheduler_the_models_sgd(config)
+
+
+def with_model_options(config: Any) -> Any:
+    """The parsed config with its model section as the model's options (the init_args of `model.class_path`, which
+    names QuadraticRegression or its FusedQuadraticRegression), as the checks read them."""
+    flat = config.clone()
+    flat.model = config.model.get("init_args") or config.model
+    return flat
+
+
+def check_equal_parts(datamodule: FileDataModule, processes: int) -> None:
+    """Under DDP every process trains on an equal part of the points (fitquad.core.data): their gradients' mean is
+    then the gradient on all of them."""
+    hp = datamodule.hparams
+    points = datamodule.train_size if hp.file is not None else hp.n_train
+    if points % processes:
+        what = "data.n_train" if hp.file is None else "the training points of data.file (after val_fraction)"
+        raise InvalidInput(
+            f"{what} must be a multiple of the {processes} processes under DDP, so that every "
+            f"process gets an equal part; got {points}"
+        )
 
 
 # Commands beyond LightningCLI's fit/validate/test/predict: name -> "module:function", imported only
@@ -287,7 +312,7 @@ def settle_warnings_and_yaml() -> None:
     # A resumed fit is a new run, in its own folder, by design: its ModelCheckpoint starts a fresh best-k list.
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # `--optimizer X` replaces the model's SGD: what the option is for (README), not a surprise to warn about.
-    warnings.filterwarnings("ignore", message="`QuadraticRegression.configure_optimizers` will be overridden by")
+    warnings.filterwarnings("ignore", message=r"`\w*QuadraticRegression.configure_optimizers` will be overridden by")
     # Every config file fitquad reads (fit, sweep, compare, lr-find) goes through jsonargparse's YAML loader.
     if not getattr(get_loader("yaml"), "strict", False):
         strict = strict_yaml(get_loader("yaml"))
@@ -389,7 +414,10 @@ def run_lightning_cli(command_line: list[str], args: list[str] | None) -> Fitqua
     """fit, validate, test or predict: LightningCLI, built and run (its model, data and Trainer are kept on it)."""
     return FitquadCLI(
         QuadraticRegression,
-        QuadraticDataModule,
+        FileDataModule,
+        # model.class_path may name QuadraticRegression's opt-in FusedQuadraticRegression (fitquad.core.fused); a
+        # config without one gets the textbook module.
+        subclass_mode_model=True,
         only_subcommand=command_line[0] if command_line else None,
         args=args,
         trainer_defaults=trainer_defaults(command_line),

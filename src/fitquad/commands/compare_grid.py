@@ -46,18 +46,17 @@ from fitquad.callbacks.landscape import (
     loss_at,
     path_extent,
 )
+from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_landscape_grid, check_limits
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.cli import lightning_quiet
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.side_by_side import SideBySide
-from fitquad.core.data import QuadraticDataModule
 from fitquad.core.model import polynomial_basis
-from fitquad.core.module import LossName, QuadraticRegression
+from fitquad.core.module import LossName, QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
 from fitquad.theory.reference import optimum as optimum_of
-from fitquad.theory.verdicts import TrainingDiverged
 
 if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
     from matplotlib.figure import Figure
@@ -116,7 +115,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with the keys below")
     parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
-    parser.add_class_arguments(QuadraticDataModule, "data")
+    parser.add_class_arguments(FileDataModule, "data")
     grid_set = {"loss", "momentum", "dampening", "nesterov", "weight_decay"}
     parser.add_class_arguments(QuadraticRegression, "model", skip=grid_set)
     parser.add_argument("--losses", type=list[LossName], default=["mse", "l1", "huber", "smooth_l1"])
@@ -129,7 +128,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run_grid(config, datamodule: QuadraticDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
+def run_grid(config, datamodule: FileDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
     """Every loss × setting on the same data, side by side in one Trainer, in config order (row by row)."""
     pairs = [(loss, setting) for loss in config.losses for setting in config.settings]
     module = SideBySide([run_options(config, loss, setting) for loss, setting in pairs], datamodule.train_x)
@@ -271,7 +270,7 @@ def check_comparison(config) -> None:
         chosen = list(config.parameters)
         if len(chosen) != 2 or chosen[0] == chosen[1] or not set(chosen) <= set(coefficient_names):
             raise InvalidInput(f"parameters must be two different names among {coefficient_names}, got {chosen}")
-    data = QuadraticDataModule(**config.data)  # checks the data's options
+    data = FileDataModule(**config.data)  # checks the data's options
     for setting in config.settings:  # each run's model and SGD options, as fitquad fit checks them
         options = {**dict(config.model), "lr": setting.lr if setting.lr is not None else config.model.lr}
         sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
@@ -286,7 +285,7 @@ def compare(config, parser: ArgumentParser) -> tuple[Path, list[RunResult]]:
     """Run the grid, draw it, write the tables, in runs/<config name>/version_N; returns that folder and the runs."""
     name = config_name(config, default="compare")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
-    datamodule = QuadraticDataModule(**config.data)  # checks the data options before any folder is made
+    datamodule = FileDataModule(**config.data)  # checks the data options before any folder is made
     datamodule.setup("fit")
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the compare config's name")
     print(f"fitquad: compare folder {folder}", flush=True)

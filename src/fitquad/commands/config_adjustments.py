@@ -30,8 +30,9 @@ def give_lr_scheduler_the_models_sgd(config: Namespace) -> None:
     # (--optimizer); without one it drops the scheduler silently. So hand it the model's own SGD.
     if config.get("lr_scheduler") is None or config.get("optimizer") is not None:
         return
+    model = config.model.get("init_args") or config.model  # fit's model.class_path/init_args, or sweep's options
     config.optimizer = Namespace(
-        class_path="torch.optim.SGD", init_args=Namespace({name: config.model[name] for name in SGD_OPTIONS})
+        class_path="torch.optim.SGD", init_args=Namespace({name: model[name] for name in SGD_OPTIONS})
     )
 
 
@@ -63,12 +64,13 @@ def evaluate_into_the_checkpoints_run_folder(config: Namespace) -> None:
 
 
 def progress_bar_only_on_a_terminal(config: Namespace) -> None:
-    # A progress bar redrawn into a file or a pipe is megabytes of carriage returns: on a terminal only,
+    # A progress bar redrawn into a file or a pipe is megabytes of carriage returns: on a terminal only (the bar
+    # writes to stdout, so stdout is what must be one: `fitquad fit … | tee run.log` gets no bar frames),
     # unless trainer.enable_progress_bar says otherwise. Off, the configs' progress-bar callbacks go too
     # (Lightning refuses one with enable_progress_bar false).
     trainer = config.trainer
     if trainer.get("enable_progress_bar") is None:
-        trainer.enable_progress_bar = sys.stderr.isatty()
+        trainer.enable_progress_bar = sys.stdout.isatty()
     if not trainer.enable_progress_bar:
         callbacks = trainer.get("callbacks") or []
         trainer.callbacks = [c for c in callbacks if not str(c.get("class_path", "")).endswith("ProgressBar")]
@@ -105,9 +107,12 @@ def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None
     return made
 
 
-def gradient_clipping_as_callback(config: Namespace) -> None:
-    """`--trainer.gradient_clip_val` (which Lightning refuses under manual optimization) as the
-    GradientClipping callback, with the same value and algorithm."""
+def gradient_clipping_as_callback(config: Namespace, manual: bool) -> None:
+    """`--trainer.gradient_clip_val` as the GradientClipping callback, with the same value and algorithm, for a
+    manually optimized model (FusedQuadraticRegression, a batched sweep): Lightning refuses that Trainer option
+    under manual optimization. The textbook QuadraticRegression leaves clipping to Lightning."""
+    if not manual:
+        return
     trainer = config.trainer
     value, algorithm = trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm") or "norm"
     trainer.gradient_clip_val = trainer.gradient_clip_algorithm = None

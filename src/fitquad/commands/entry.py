@@ -5,8 +5,7 @@ hands over to fitquad.commands.cli.
 
 from __future__ import annotations
 
-import logging
-import os
+import signal
 import sys
 
 # Every command, with what it is for: `fitquad --help` (LightningCLI's own help knows only its four).
@@ -56,25 +55,9 @@ def main() -> None:
     line = announcement(args)
     if line is not None:
         print(line, flush=True)
-    from fitquad.commands.cli import main as run
-
     try:
-        run()
-    except SystemExit as exit:
-        if exit.code not in (None, 0):
-            raise  # a failure ends as Python ends, every exit handler run
-    leave_at_once()
-
-
-def leave_at_once() -> None:
-    """End a successful command without Python's own shut-down, which after `import lightning` takes about a
-    second (garbage-collecting torch's and Lightning's modules) and does nothing a finished command needs.
-
-    Safe here because everything the command wrote is closed by then: checkpoints are written and fsync'd
-    (fitquad.checks.checkpoint_io), summaries and figures are closed files, and the TensorBoard logger is finalized
-    (flushed and closed) at the end of every fit. What is still buffered is flushed first: the logging
-    handlers (the one exit handler that writes) and stdout/stderr."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        from fitquad.commands.cli import main as run
+    except KeyboardInterrupt:  # Ctrl-C while PyTorch and Lightning load: nothing has started, nothing to save
+        print("fitquad: stopped by Ctrl-C", file=sys.stderr, flush=True)
+        sys.exit(128 + signal.SIGINT)
+    run()  # a finished command lets Python shut down: every logger's and atexit handler's last work runs

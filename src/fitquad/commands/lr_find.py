@@ -13,12 +13,9 @@ largest eigenvalue of the MSE Hessian 2/n·ΦᵀΦ over the model's own paramete
 the features under the model's feature scaling; fitquad.theory.conditioning), and the same bound for the config's
 own loss and SGD settings (momentum raises it). Plain GD with a larger lr diverges.
 
-Manual optimization and lr_find: lr_find records one loss per training_step and its schedule (a
-step-interval scheduler, which QuadraticRegression steps after every optimizer step) advances once per
-optimizer step. So this command runs one optimizer step per training_step and per epoch
-(data.fused_steps 1, data.steps_per_epoch 1): every loss it records is that of the step taken at the
-learning rate it records beside it. The model and
-the trainer are otherwise exactly the config's; the fit itself is not run.
+The textbook QuadraticRegression takes one optimizer step per training_step, so every loss lr_find records is that
+of the step taken at the learning rate it records beside it; one step per epoch (data.steps_per_epoch 1). The model
+and the trainer are otherwise exactly the config's; the fit itself is not run.
 """
 
 from __future__ import annotations
@@ -34,13 +31,13 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.tuner import Tuner
 from torch import nn
 
+from fitquad.callbacks.record import TrainingRecord
 from fitquad.callbacks.summary import run_folder
+from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.cli import FitquadCLI, OneLineErrorParser, trainer_defaults
-from fitquad.core.data import QuadraticDataModule
 from fitquad.core.module import QuadraticRegression
 from fitquad.theory.conditioning import OptimizerSettings, conditioning
-from fitquad.theory.shards import WHOLE, Shards
 
 # lr_find's options other than these are Tuner.lr_find's own, with Lightning's defaults.
 NOT_OPTIONS = {"model", "train_dataloaders", "val_dataloaders", "dataloaders", "datamodule", "method"}
@@ -49,16 +46,14 @@ MODES = ("exponential", "linear")  # how Tuner.lr_find grows the learning rate
 # The range test is not a run to compare in TensorBoard: its folder holds lr_find.png and config.yaml, no
 # event file (a later --trainer.logger on the command line still wins).
 NO_TENSORBOARD_RUN = ["--trainer.logger", "false"]
-ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1", "--data.fused_steps", "1"]
+ONE_STEP_PER_EPOCH = ["--data.steps_per_epoch", "1"]
 
 
-def stable_lrs(
-    module: QuadraticRegression, optimizer: torch.optim.Optimizer, x: torch.Tensor, shards: Shards = WHOLE
-) -> tuple[float, float]:
+def stable_lrs(module: QuadraticRegression, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> tuple[float, float]:
     """(2/λmax of the MSE Hessian: plain full-batch GD on MSE; the same bound for this config's loss and SGD
-    settings), from fitquad.theory.conditioning, over all the shards' points."""
-    gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0), shards).largest_stable_lr_gd
-    own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer), shards).largest_stable_lr
+    settings), from fitquad.theory.conditioning, over all the training points."""
+    gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0)).largest_stable_lr_gd
+    own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer)).largest_stable_lr
     return gd_on_mse, own
 
 
@@ -100,7 +95,7 @@ def main(argv: list[str]) -> None:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = LrFindCLI(
             QuadraticRegression,
-            QuadraticDataModule,
+            FileDataModule,
             args=[*NO_TENSORBOARD_RUN, *argv, *ONE_STEP_PER_EPOCH],
             run=False,
             trainer_defaults=trainer_defaults(argv),
@@ -115,12 +110,13 @@ def main(argv: list[str]) -> None:
         print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
         sys.exit(2)
     suggestion = finder.suggestion()
-    stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x, datamodule.shards)
+    stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x)
     if not trainer.is_global_zero:  # under DDP one process draws and prints; the others found the same numbers
         return
     folder = run_folder(trainer)
-    # The loss of each step as taken (the module records every step's loss), beside Lightning's smoothed curve.
-    raw_losses = model.train_losses[: model.steps_recorded].detach().cpu().double().tolist()
+    # The loss of each step as taken (TrainingRecord records every step's loss), beside Lightning's smoothed curve.
+    record = next(callback for callback in trainer.callbacks if isinstance(callback, TrainingRecord))
+    raw_losses = record.losses.double().tolist()
     save_plot(finder, stable_lr, raw_losses, folder / "lr_find.png")
     tried = finder.results["lr"]
     print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")

@@ -31,9 +31,8 @@ from torch import nn
 from torch.nn import functional
 
 from fitquad.core.model import PolynomialModel
-from fitquad.core.module import initialize
+from fitquad.core.module import diverging, initialize
 from fitquad.theory.conditioning import SGD_OPTIONS
-from fitquad.theory.verdicts import diverging
 
 
 @dataclass

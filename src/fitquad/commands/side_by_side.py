@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from fitquad.core.model import PolynomialModel
-from fitquad.core.module import initialize, make_loss
+from fitquad.core.module import diverging, initialize, make_loss
 from fitquad.theory.conditioning import SGD_OPTIONS
-from fitquad.theory.verdicts import diverging
 
 
 class SideBySide(L.LightningModule):
@@ -67,7 +66,9 @@ class SideBySide(L.LightningModule):
                 self.paths[run].append(torch.cat([model.linear.bias.detach(), model.linear.weight.detach().view(-1)]))
 
     def training_step(self, batch: tuple[Any, Any], batch_idx: int) -> None:
-        xs, ys = batch  # `fused_steps` batches, one optimizer step each (fitquad.core.batches.InMemoryBatches)
+        xs, ys = batch  # one optimizer step's batch (1-D), or several stacked (fitquad.core.data.InMemoryBatches)
+        if xs.dim() == 1:
+            xs, ys = xs.unsqueeze(0), ys.unsqueeze(0)
         optimizer = self.optimizers()
         steps = len(xs)
         if self.trainer.max_steps > 0:  # never overshoot max_steps inside a fused batch

@@ -25,21 +25,20 @@ from torch import nn
 from fitquad.callbacks.clipping import GradientClipping
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.summary import _finite
+from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_fits_in_memory
 from fitquad.checks.validation import check_enough_points
 from fitquad.commands.config_adjustments import gradient_clipping_as_callback
 from fitquad.commands.many_runs import ManyRuns, ManyRunsData
 from fitquad.commands.sweep_report import SweepPoint
-from fitquad.core.data import QuadraticDataModule
 from fitquad.core.model import PolynomialModel
-from fitquad.core.module import make_loss
+from fitquad.core.module import TrainingDiverged, make_loss
 from fitquad.theory import reference
 from fitquad.theory.bias_variance import Decomposition, decompose, evaluation_points
 from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
-from fitquad.theory.verdicts import TrainingDiverged
 
 # What the runs must share to train as one model: everything but model and data settings.
-SHARED_DATA_OPTIONS = ("batch_size", "steps_per_epoch", "fused_steps", "shuffle")
+SHARED_DATA_OPTIONS = ("batch_size", "steps_per_epoch", "shuffle")
 BATCHABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "None")  # None: Lightning's default, 32-true
 
 
@@ -98,11 +97,11 @@ def train_batched(
         train=[train for train, _ in splits],
         val=[val for _, val in splits],
         steps_per_epoch=first.data.steps_per_epoch or 1,
-        fused_steps=first.data.fused_steps,
+        fused_steps=first.data.steps_per_epoch or 1,  # a whole epoch per training_step
     )
     del splits  # the stacked copies are all that is kept
     module = ManyRuns(groups, draws)
-    gradient_clipping_as_callback(first)
+    gradient_clipping_as_callback(first, manual=True)
     trainer_options = dict(parser.instantiate(first).trainer.items())
     loggers = [TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False) for label in labels]
     hparams = [value_hparams(run_config, draws) for run_config in run_configs]
@@ -148,7 +147,7 @@ def draw_splits(run_config: Namespace, draw: int) -> tuple[Points, Points]:
     """The training and validation points of one draw: the value's data settings with seed data.seed + draw."""
     options = run_config.data.as_dict()
     options["seed"] += draw
-    data = QuadraticDataModule(**options)
+    data = FileDataModule(**options)
     data.setup("fit")
     return (data.train_x, data.train_y), (data.val_x, data.val_y)
 

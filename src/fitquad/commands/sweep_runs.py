@@ -54,17 +54,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
+from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits
 from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
 from fitquad.commands.cli import lightning_quiet
-from fitquad.commands.config_adjustments import gradient_clipping_as_callback
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.sweep_batched import check_batched_memory, train_batched, why_not_batched
 from fitquad.commands.sweep_report import SweepPoint, write_results
-from fitquad.core.data import QuadraticDataModule
-from fitquad.core.module import QuadraticRegression
+from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory import reference
-from fitquad.theory.verdicts import TrainingDiverged
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
 
@@ -109,7 +107,6 @@ def train_one(
     """Fit one configuration with its own Trainer, logging to folder/label, and compare it with its optimum.
     Returns the point and the signal that arrived after its training was done, if one did."""
     L.seed_everything(config.seed_everything, verbose=False)
-    gradient_clipping_as_callback(config)
     init = parser.instantiate(config)
     trainer_options = dict(init.trainer.items())
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
@@ -120,7 +117,7 @@ def train_one(
     trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary(), on_signal]
     trainer = L.Trainer(**trainer_options)
     module: QuadraticRegression = init.model
-    datamodule: QuadraticDataModule = init.data
+    datamodule: FileDataModule = init.data
     diverged = None
     try:
         trainer.fit(module, datamodule=datamodule)
@@ -132,7 +129,7 @@ def train_one(
 
 
 def measure(
-    module: QuadraticRegression, datamodule: QuadraticDataModule, trainer: L.Trainer, value: int | float | str,
+    module: QuadraticRegression, datamodule: FileDataModule, trainer: L.Trainer, value: int | float | str,
     label: str, diverged: str | None,
 ) -> SweepPoint:  # fmt: skip
     """The trained run's point: its train and validation MSE beside those of its loss's closed-form optimum."""
@@ -175,7 +172,7 @@ def make_parser() -> LightningArgumentParser:
     parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
     parser.add_lightning_class_args(L.Trainer, "trainer")
     parser.add_lightning_class_args(QuadraticRegression, "model")
-    parser.add_lightning_class_args(QuadraticDataModule, "data")
+    parser.add_lightning_class_args(FileDataModule, "data")
     parser.add_class_arguments(SweepSettings, "sweep")
     return parser
 
@@ -203,7 +200,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         check_config(run_config)
         check_limits(run_config)
         QuadraticRegression(**run_config.model)
-        QuadraticDataModule(**run_config.data)
+        FileDataModule(**run_config.data)
     if config["data.file"] is not None:  # read once now, as `fitquad fit` does: a bad file leaves no sweep folder
         check_data_file(run_configs, parameter)
     labels = [run_label(parameter, value, values) for value in values]
@@ -241,7 +238,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
 def check_data_file(run_configs: list[Namespace], parameter: str) -> None:
     """The runs' data file (and validation or test files), read and checked; with the same points in every run
     (the sweep's setting is not a data option), also enough of them for each run's degree."""
-    data = QuadraticDataModule(**run_configs[0].data)
+    data = FileDataModule(**run_configs[0].data)
     data.setup("fit")
     if not parameter.startswith("data."):
         for run_config in run_configs:

@@ -1,29 +1,32 @@
-"""The data: a noisy quadratic y = a·x² + b·x + c + noise_std·N(0, 1), generated in memory.
+"""The data: a noisy quadratic y = a·x² + b·x + c + noise_std·N(0, 1), generated in memory, and its batches.
 
 Training, validation and test points are independent draws of the same process from one seeded
 numpy RandomState, in that order, each drawing x first and then the noise. Drawing the training set
 first means its points do not depend on how many validation or test points are asked for, so the
 SGD article's 50 points (seed 20240215) come out exactly.
 
-Batches are served straight from in-memory tensors (fitquad.core.batches.InMemoryBatches).
+Batches are served straight from in-memory tensors (InMemoryBatches, below): Lightning's usual DataLoader over a
+TensorDataset indexes and collates one sample at a time, which is far slower than slicing tensors on a problem this
+small (benchmarks/README.md); any iterable with `__len__` (and, to be resumable, `state_dict`/`load_state_dict`)
+serves as a Lightning dataloader.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
+import itertools
+import math
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
 
-from fitquad.checks.data_files import held_out_splits, read_points
-from fitquad.checks.validation import InvalidInput, check_data_options, check_file_options, held_out_fraction
-from fitquad.core.batches import InMemoryBatches, Shuffle
-from fitquad.theory.shards import WHOLE, Shards
+from . import InvalidInput
 
 XDistribution = Literal["grid", "normal", "uniform"]
+Shuffle = Literal["every_pass", "blocks"]
+Batches = torch.Tensor | tuple[torch.Tensor, ...]  # one batch per optimizer step: (steps, size) or a tuple
 
 
 # Points drawn at a time: float64 temporaries of this size only, whatever the number of points.
@@ -42,37 +45,28 @@ def draw_quadratic(
     x_max: float,
     x_mean: float,
     x_std: float,
-    shards: Shards = WHOLE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw n points (all of x first, then the noise) as float32 arrays, the way the SGD article does; under DDP
-    only this process's shard of them (shards.take), exactly those points of the n.
+    """Draw n points (all of x first, then the noise) as float32 arrays, the way the SGD article does.
 
     x is cast to float32 before y is computed from it, and y = a·x² + b·x + c is evaluated on the
     float32 x before the float64 noise is added and the sum cast to float32: that is the article's
     own order of operations, so its data is reproduced bit for bit. The draws go DRAW_CHUNK points at a
     time straight into the float32 arrays: numpy's legacy generator gives the same numbers drawn in pieces
-    as drawn at once, so only the float64 temporaries shrink (16 bytes a point, at 10⁸ points 1.6 GB).
-    A shard draws every chunk too (the stream has no way to skip ahead) and keeps its own points of each.
+    as drawn at once, so only the float64 temporaries shrink (16 bytes a point drawn at once).
     """
     if x_distribution not in ("grid", "uniform", "normal"):
-        raise ValueError(f"data.x_distribution must be one of grid, normal, uniform; got {x_distribution!r}")
-    kept = len(range(n)[shards.take(n)])
-    x, y = np.empty(kept, dtype=np.float32), np.empty(kept, dtype=np.float32)
-    # Each chunk [start, stop) of the n points, and where its points of this shard go among the kept ones.
-    chunks = [(start, min(start + DRAW_CHUNK, n)) for start in range(0, n, DRAW_CHUNK)]
-    firsts = [(shards.rank - start) % shards.count for start, _ in chunks]
-    places = [slice((start + first) // shards.count, (stop + shards.count - 1 - shards.rank) // shards.count)
-              for (start, stop), first in zip(chunks, firsts, strict=True)]  # fmt: skip
-    for (start, stop), first, place in zip(chunks, firsts, places, strict=True):
+        raise InvalidInput(f"data.x_distribution must be one of grid, normal, uniform; got {x_distribution!r}")
+    x, y = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    chunks = [slice(start, min(start + DRAW_CHUNK, n)) for start in range(0, n, DRAW_CHUNK)]
+    for part in chunks:
         if x_distribution == "grid":  # evenly spaced: no random numbers, only the noise consumes the stream
-            x[place] = _grid_part(x_min, x_max, n, start, stop)[first :: shards.count]
+            x[part] = _grid_part(x_min, x_max, n, part.start, part.stop)
         elif x_distribution == "uniform":
-            x[place] = rng.uniform(x_min, x_max, stop - start)[first :: shards.count]
+            x[part] = rng.uniform(x_min, x_max, part.stop - part.start)
         else:
-            x[place] = (x_mean + x_std * rng.randn(stop - start))[first :: shards.count]
-    for (start, stop), first, place in zip(chunks, firsts, places, strict=True):
-        part, noise = x[place], rng.randn(stop - start)[first :: shards.count]
-        y[place] = true_a * part**2 + true_b * part + true_c + noise_std * noise
+            x[part] = x_mean + x_std * rng.randn(part.stop - part.start)
+    for part in chunks:
+        y[part] = true_a * x[part] ** 2 + true_b * x[part] + true_c + noise_std * rng.randn(part.stop - part.start)
     return x, y
 
 
@@ -110,15 +104,13 @@ def sample_indices(points: int, limit: int, seed: int) -> torch.Tensor:
 
 
 class QuadraticDataModule(L.LightningDataModule):
-    """Train, validation and test splits of y = true_a·x² + true_b·x + true_c + noise_std·N(0, 1), or of your
-    own points read from a file (data.file).
+    """Train, validation and test splits of y = true_a·x² + true_b·x + true_c + noise_std·N(0, 1).
 
-    After `setup("fit")` the splits are available as float32 tensors in original units:
-    `train_x`, `train_y`, `val_x`, `val_y` (and `test_x`, `test_y` after `setup("test")`). Under DDP `train_x`
-    and `train_y` are this process's shard, every world_size-th point (`shards`, fitquad.theory.shards), drawn without
-    ever drawing the others; `train_size` counts them all. Validation and test points are whole in every process.
-    With `shuffle: blocks` and mini-batches, the training points are in the one-time shuffled order once the
-    training dataloader is made (the order they are trained in; the drawn order is not kept beside it).
+    After `setup()` the splits are available as float32 tensors in original units: `train_x`, `train_y`, `val_x`,
+    `val_y`, `test_x`, `test_y`. Under DDP every process holds all the points and trains on its own part, every
+    world_size-th point (as a DistributedSampler would split them): DDP averages the parts' gradients, which with
+    equal parts is the gradient on all the points. With `shuffle: blocks` and mini-batches, the training points are
+    in the one-time shuffled order once the training dataloader is made (the drawn order is not kept beside it).
 
     Args:
         true_a: The true curve's x² coefficient (the defaults are the SGD article's y = 0.75x² + 1.0x + 2.0).
@@ -139,20 +131,8 @@ class QuadraticDataModule(L.LightningDataModule):
         batch_size: null: full batch (plain gradient descent); an integer: mini-batches of that size.
         steps_per_epoch: Optimizer steps per Lightning epoch: validation, checkpointing and early stopping
             run once per epoch. null: one pass over the training data (one step when full batch).
-        fused_steps: Optimizer steps taken inside one training_step: 1 is the textbook loop; larger values
-            amortise Lightning's cost per training_step and give the same numbers (README, "Speed").
         shuffle: Mini-batches only. "every_pass": reshuffle all points at every pass (textbook SGD);
             "blocks": shuffle once, then permute batch-sized blocks each pass (far cheaper for millions of points).
-        file: Your own points instead of generated ones: a CSV or other text file of columns (header row
-            optional), a .npy array or a .npz archive (fitquad.checks.data_files). The true curve and the noise are then
-            unknown, and the diagnosis estimates σ² from the optimum's residuals. null: generate the data.
-        x_column: The column of x in the file(s): its header name (or array name), or its position, 0 first.
-        y_column: The column of y, likewise.
-        val_file: Validation points from a second file, with the same columns.
-        test_file: Test points from a file, with the same columns.
-        val_fraction: The share of data.file's points held out for validation, picked at random (seeded by
-            data.seed). null: 0.2, or none when data.val_file gives the validation points.
-        test_fraction: The share of data.file's points held out for testing, likewise.
     """
 
     def __init__(
@@ -172,112 +152,49 @@ class QuadraticDataModule(L.LightningDataModule):
         seed: int = 20240215,
         batch_size: int | None = None,
         steps_per_epoch: int | None = None,
-        fused_steps: int = 1,
         shuffle: Shuffle = "every_pass",
-        file: str | None = None,
-        x_column: int | str = 0,
-        y_column: int | str = 1,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        val_fraction: float | None = None,
-        test_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_data_options(self.hparams)
-        defaults = inspect.signature(QuadraticDataModule.__init__).parameters
-        check_file_options(self.hparams, {name: option.default for name, option in defaults.items() if name != "self"})
         self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # training_sample's, by size
-        self.shards = WHOLE  # which of the training points this process holds (all but under DDP)
         self.in_block_order = False  # whether train_x is in shuffle: blocks' one-time order (train_dataloader)
 
-    def _draw_splits(self, shards: Shards) -> None:
+    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The train, val and test splits as float32 (x, y) arrays: drawn here; a subclass may read them instead."""
         hp = self.hparams
         rng = np.random.RandomState(hp.seed)
-        curve = curve_options(hp)
-        # Order matters: train, then validation, then test, so each split is independent of the
-        # sizes of the ones drawn after it.
-        splits = {}
-        for split, n in (("train", hp.n_train), ("val", hp.n_val), ("test", hp.n_test)):
-            x, y = draw_quadratic(rng, n, **curve, shards=shards if split == "train" else WHOLE)
-            splits[split] = (torch.from_numpy(x), torch.from_numpy(y))
-        (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = splits.values()
-        self.train_size, self.shards = hp.n_train, shards
-
-    def _read_splits(self) -> None:
-        hp = self.hparams
-        x, y = read_points("data.file", hp.file, hp.x_column, hp.y_column)
-        splits = held_out_splits(x, y, held_out_fraction(hp, "val"), held_out_fraction(hp, "test"), hp.seed)
-        for split, path in (("val", hp.val_file), ("test", hp.test_file)):
-            if path is not None:
-                splits[split] = read_points(f"data.{split}_file", path, hp.x_column, hp.y_column)
-        tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in splits.values()]
-        (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = tensors
-        self.train_size, self.shards = len(self.train_x), WHOLE
+        # Order matters: train, then validation, then test, so each split is independent of the sizes of the ones
+        # drawn after it.
+        sizes = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}
+        return {split: draw_quadratic(rng, n, **curve_options(hp)) for split, n in sizes.items()}
 
     def setup(self, stage: str) -> None:
-        shards = self._shards()
-        if hasattr(self, "train_x") and shards == self.shards:
-            return  # drawn or read already (a file is read before the Trainer starts), for this process
-        if not hasattr(self, "train_x") or self.shards != WHOLE or self.in_block_order:
-            # First, or after another Trainer's shard or block order: from the points as drawn or read.
-            self._draw_splits(shards) if self.hparams.file is None else self._read_splits()
-            self.samples, self.in_block_order = {}, False
-        if shards != self.shards:  # points held whole (read from a file): keep this process's shard
-            self.check_equal_shards(shards.count)
-            keep = shards.take(self.train_size)
-            self.train_x, self.train_y, self.shards = self.train_x[keep].clone(), self.train_y[keep].clone(), shards
-            self.samples = {}
+        # Once, and again only for points a previous Trainer left in its block order.
+        if hasattr(self, "train_x") and not self.in_block_order:
+            return
+        splits = {split: (torch.from_numpy(x), torch.from_numpy(y)) for split, (x, y) in self.load_splits().items()}
+        (self.train_x, self.train_y), (self.val_x, self.val_y), (self.test_x, self.test_y) = splits.values()
+        self.samples, self.in_block_order = {}, False
 
-    def _shards(self) -> Shards:
-        """This process's shard of the training points: under DDP, its rank among the Trainer's processes."""
-        _, rank, world_size = self._placement()
-        if world_size > 1 and self.hparams.file is None:
-            self.check_equal_shards(world_size)
-        return Shards(rank, world_size)
-
-    def check_equal_shards(self, world_size: int) -> None:
-        """InvalidInput unless the training points (generated, or read from data.file) split into equal shards among
-        world_size processes: DDP averages the shards' gradients, which with equal shards is all the points'."""
-        points = self.train_size if hasattr(self, "train_x") else self.hparams.n_train
-        if points % world_size:
-            hp = self.hparams
-            what = "data.n_train" if hp.file is None else "the training points of data.file (after val_fraction)"
-            raise InvalidInput(
-                f"{what} must be a multiple of the {world_size} processes under DDP, so that every "
-                f"process gets an equal shard; got {points}"
-            )
+    @property
+    def train_size(self) -> int:
+        return len(self.train_x)
 
     @property
     def true_coefficients(self) -> list[float] | None:
-        """The true curve's coefficients, constant term first; None for points from a file (unknown)."""
-        hp = self.hparams
-        return [hp.true_c, hp.true_b, hp.true_a] if hp.file is None else None
+        """The true curve's coefficients, constant term first (None where a subclass reads points: unknown)."""
+        return [self.hparams.true_c, self.hparams.true_b, self.hparams.true_a]
 
     @property
     def true_noise_std(self) -> float | None:
-        """The noise's true standard deviation σ; None for points from a file (unknown)."""
-        return self.hparams.noise_std if self.hparams.file is None else None
+        """The noise's true standard deviation σ (None where a subclass reads points: unknown)."""
+        return self.hparams.noise_std
 
     def training_sample(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """uniform_sample of all the training points, seeded by data.seed and kept: the same at every call. Under
-        DDP the same sample as one process takes, gathered from the shards (collective: every process calls it)."""
+        """uniform_sample of the training points, seeded by data.seed and kept: the same at every call."""
         if limit not in self.samples:
-            if self.shards.count == 1:
-                self.samples[limit] = uniform_sample(self.train_x, self.train_y, limit, self.hparams.seed)
-            else:
-                self.samples[limit] = self._gathered_sample(limit)
+            self.samples[limit] = uniform_sample(self.train_x, self.train_y, limit, self.hparams.seed)
         return self.samples[limit]
-
-    def _gathered_sample(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n, shards = self.train_size, self.shards
-        chosen = torch.arange(n) if n <= limit else sample_indices(n, limit, self.hparams.seed)
-        owner = chosen % shards.count  # point i is shard (i mod count)'s point i // count
-        mine = chosen[owner == shards.rank] // shards.count
-        x, y = torch.empty(len(chosen)), torch.empty(len(chosen))
-        for rank, (shard_x, shard_y) in enumerate(shards.gather((self.train_x[mine], self.train_y[mine]))):
-            x[owner == rank], y[owner == rank] = shard_x, shard_y
-        return x, y
 
     def _placement(self) -> tuple[torch.device, int, int]:
         """(device, rank, number of processes) of this process: the Trainer's, or one CPU process without one."""
@@ -287,28 +204,37 @@ class QuadraticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> InMemoryBatches:
         hp = self.hparams
-        device, rank, _ = self._placement()
-        # Under DDP each process trains on its own shard (setup), and DDP averages the shards' gradients.
+        device, rank, processes = self._placement()
+        x, y = self.train_x, self.train_y
+        if processes > 1:  # this process's part: every processes-th point, starting at its rank
+            if len(x) % processes:
+                raise InvalidInput(
+                    f"the {len(x)} training points must be a multiple of the {processes} processes under DDP, "
+                    "so that every process trains on an equal part"
+                )
+            x, y = x[rank::processes].contiguous(), y[rank::processes].contiguous()
+        # A FusedQuadraticRegression takes several optimizer steps per batch (fitquad.core.fused); the textbook one.
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        fused_steps = getattr(module, "fused_steps", 1)
         # Moved to the device once here, so no batch is ever copied (batch_to_device is then a no-op).
         loader = InMemoryBatches(
-            self.train_x.to(device),
-            self.train_y.to(device),
+            x.to(device),
+            y.to(device),
             batch_size=hp.batch_size,
             steps_per_epoch=hp.steps_per_epoch,
-            fused_steps=hp.fused_steps,
+            fused_steps=fused_steps,
             seed=hp.seed + rank,
             shuffle=hp.shuffle,
             in_block_order=self.in_block_order,
         )
-        if loader.x.device == self.train_x.device and loader.x is not self.train_x:
+        if processes == 1 and loader.x.device == self.train_x.device and loader.x is not self.train_x:
             # shuffle: blocks shuffled the points once: that order replaces the drawn one here too, so millions of
-            # points are held once, not twice. Nothing fitquad computes from them depends on their order.
+            # points are held once, not twice. Nothing computed from them depends on their order.
             self.train_x, self.train_y, self.in_block_order = loader.x, loader.y, True
         return loader
 
     def _whole_split(self, x: torch.Tensor, y: torch.Tensor) -> InMemoryBatches | list:
-        # Evaluation sees the whole split as one batch, in every process; an empty split is no
-        # dataloader at all.
+        # Evaluation sees the whole split as one batch, in every process; an empty split is no dataloader at all.
         if len(x) == 0:
             return []
         device, _, _ = self._placement()
@@ -322,3 +248,195 @@ class QuadraticDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> InMemoryBatches | list:
         return self._whole_split(self.test_x, self.test_y)
+
+
+# ---- batches ----------------------------------------------------------------------------------------------------
+
+
+# Points gathered at a time when shuffling: only this many indices are ever widened to int64.
+GATHER_CHUNK = 1 << 22
+
+
+def permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """torch.randperm(n) in int32 where n allows: 4 bytes a point instead of 8, the same permutation, and the
+    generator left in the same state (so every later draw is unchanged)."""
+    return torch.randperm(n, generator=generator, dtype=torch.int32 if n <= torch.iinfo(torch.int32).max else None)
+
+
+def gathered(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """values[order], a chunk at a time: indexing takes int64 indices, and a whole int64 copy of the order would
+    cost 8 bytes a point at the peak of the shuffle."""
+    out = torch.empty_like(values)
+    for start in range(0, len(order), GATHER_CHUNK):
+        part = order[start : start + GATHER_CHUNK].to(values.device, torch.int64)
+        out[start : start + len(part)] = values[part]
+    return out
+
+
+class InMemoryBatches:
+    """An iterable that Lightning uses as a dataloader: it yields batches sliced from in-memory tensors.
+
+    With fused_steps 1 (the textbook loop) each item is one batch, a pair (x, y) of 1-D tensors. With more, an
+    item holds `steps` consecutive batches, one optimizer step each, that FusedQuadraticRegression runs inside a
+    single training_step: a pair (xs, ys) of (steps, batch_size) tensors, or of tuples of `steps` 1-D tensors.
+
+    - Full batch: every step sees all the points (a broadcast view, no copy).
+    - shuffle="every_pass": the points are reshuffled at every pass over the data with a seeded
+      generator, gathered once, and cut into contiguous views; a short last batch is served alone.
+    - shuffle="blocks": the points are shuffled once (`x` and `y` are then that order: in_block_order says
+      they already are), cut into batch-sized blocks, and each pass only permutes the order of the blocks
+      (views, no copy). For millions of points this removes the per-pass randperm and gather that dominate
+      an epoch (benchmarks/README.md); each batch keeps the same members from pass to pass.
+    A pass may span epochs: the position in it is kept from one epoch to the next.
+
+    Resumable: `state_dict` holds the generator's state, its state when the current pass was drawn
+    (so the pass's order is re-drawn on load, not stored: a few hundred bytes instead of 8 per point)
+    and how far into the epoch the batches have been served, and Lightning saves it in every
+    checkpoint (it does so for any dataloader with state_dict/load_state_dict). A fit resumed from a
+    mid-epoch checkpoint then serves exactly the batches the interrupted one would have, so its
+    parameters come out bit for bit the same. The tensors may live on any device; they are never copied back.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int | None,
+        steps_per_epoch: int | None,
+        fused_steps: int,
+        seed: int,
+        shuffle: Shuffle = "every_pass",
+        in_block_order: bool = False,
+    ) -> None:
+        self.n = len(x)
+        self.batch_size = self.n if batch_size is None else min(batch_size, self.n)
+        self.full_batch = self.batch_size == self.n
+        self.fused_steps = fused_steps
+        self.batches_per_pass = math.ceil(self.n / self.batch_size)
+        self.steps_per_epoch = steps_per_epoch or self.batches_per_pass
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+        self.x, self.y = x, y
+        if shuffle == "blocks" and not self.full_batch:
+            # Shuffled once, and only that order kept: the blocks are views of it, and x and y become it (the
+            # datamodule then drops the drawn order: one copy of millions of points, not two). Points already in
+            # that order (in_block_order: the datamodule making its loader again) are not shuffled twice, but the
+            # permutation is still drawn, so that every pass's block order is the same as the first loader's.
+            order = permutation(self.n, self.generator)
+            if not in_block_order:
+                self.x, self.y = gathered(x, order), gathered(y, order)
+            del order
+            self.blocks_x, self.blocks_y = self.x.split(self.batch_size), self.y.split(self.batch_size)
+        self.batch_in_pass = self.batches_per_pass  # position in the current pass: at its end, so a new one starts
+        self.epoch_start = self.batch_in_pass  # batch_in_pass where the current epoch started
+        self.items_served = 0  # items of the current epoch already yielded
+        self.pass_generator_state = self.generator.get_state()  # before the current pass was drawn
+        self.block_order: list[int] = []  # blocks: the current pass's order of the blocks
+
+    def _item_steps(self, batch_in_pass: int) -> Iterator[int]:
+        """How many steps each item of the next epoch holds, starting `batch_in_pass` batches into a pass.
+
+        An item never spans two passes, and under every_pass shuffling the short last batch of a pass
+        (if any) is an item of its own, so that an item's batches stack into one (steps, batch_size) view.
+        """
+        full_batches = self.n // self.batch_size if self.shuffle == "every_pass" else self.batches_per_pass
+        left = self.steps_per_epoch
+        while left > 0:
+            if self.full_batch:
+                steps = min(self.fused_steps, left)
+            else:
+                batch_in_pass %= self.batches_per_pass
+                steps = min(self.fused_steps, left, max(full_batches - batch_in_pass, 1))
+                batch_in_pass += steps
+            yield steps
+            left -= steps
+
+    def count_items(self, batch_in_pass: int) -> int:
+        """How many items `_item_steps(batch_in_pass)` yields, in closed form: an epoch of 10¹² steps is
+        counted at once, not one by one (Lightning asks for len() at every epoch's start)."""
+        if self.full_batch:
+            return math.ceil(self.steps_per_epoch / self.fused_steps)
+        full_batches = self.n // self.batch_size if self.shuffle == "every_pass" else self.batches_per_pass
+
+        def to_end_of_pass(start: int, left: int) -> tuple[int, int]:
+            # (items, steps) from batch `start` of a pass to its end, at most `left` steps: the full batches in
+            # items of fused_steps, then the short last batch (every_pass) as an item of its own.
+            fused = min(max(full_batches - start, 0), left)
+            short = min(self.batches_per_pass - max(start, full_batches), left - fused)
+            return math.ceil(fused / self.fused_steps) + short, fused + short
+
+        left = self.steps_per_epoch
+        items, steps = to_end_of_pass(batch_in_pass % self.batches_per_pass, left)
+        left -= steps
+        whole_pass_items, _ = to_end_of_pass(0, self.batches_per_pass)
+        whole_passes, left = divmod(left, self.batches_per_pass)
+        return items + whole_passes * whole_pass_items + to_end_of_pass(0, left)[0]
+
+    def __len__(self) -> int:
+        """Training steps (Lightning batches) in the current epoch, counting those already served."""
+        return self.count_items(self.epoch_start)
+
+    def __iter__(self) -> Iterator[tuple[Batches, Batches]]:
+        # One optimizer step an item (the textbook loop): a batch is a pair of 1-D tensors (x, y).
+        for xs, ys in self._items():
+            yield (xs, ys) if self.fused_steps > 1 else (xs[0], ys[0])
+
+    def _items(self) -> Iterator[tuple[Batches, Batches]]:
+        items = self.count_items(self.epoch_start)
+        remaining = itertools.islice(self._item_steps(self.epoch_start), self.items_served, None)
+        for index, steps in enumerate(remaining, start=self.items_served):
+            # Move on before yielding: Lightning stops at len(self) without resuming the generator, and
+            # a checkpoint saved while this item trains must resume after it.
+            self.items_served = index + 1
+            if self.full_batch:
+                self._end_epoch_after(index, items)
+                yield self.x.expand(steps, self.n), self.y.expand(steps, self.n)
+                continue
+            if self.batch_in_pass == self.batches_per_pass:
+                self._new_pass()
+            first = self.batch_in_pass
+            self.batch_in_pass += steps
+            self._end_epoch_after(index, items)
+            if self.shuffle == "blocks":
+                blocks = self.block_order[first : first + steps]
+                yield tuple(self.blocks_x[j] for j in blocks), tuple(self.blocks_y[j] for j in blocks)
+            else:
+                start, stop = first * self.batch_size, min((first + steps) * self.batch_size, self.n)
+                width = stop - start if steps == 1 else self.batch_size
+                yield self.pass_x[start:stop].view(steps, width), self.pass_y[start:stop].view(steps, width)
+
+    def _end_epoch_after(self, index: int, items: int) -> None:
+        if index + 1 == items:
+            self.items_served, self.epoch_start = 0, self.batch_in_pass
+
+    def _new_pass(self) -> None:
+        self.batch_in_pass = 0
+        self.pass_generator_state = self.generator.get_state()
+        self._draw_pass()
+
+    def _draw_pass(self) -> None:
+        """The current pass's order, drawn with the generator from where it stood when the pass began."""
+        if self.shuffle == "blocks":
+            self.block_order = torch.randperm(self.batches_per_pass, generator=self.generator).tolist()
+        else:
+            order = permutation(self.n, self.generator)
+            self.pass_x, self.pass_y = gathered(self.x, order), gathered(self.y, order)
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {
+            "generator": self.generator.get_state(),
+            "pass_generator": self.pass_generator_state,
+            "batch_in_pass": self.batch_in_pass,
+            "epoch_start": self.epoch_start,
+            "items_served": self.items_served,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor | int]) -> None:
+        self.batch_in_pass = state_dict["batch_in_pass"]
+        self.epoch_start = state_dict["epoch_start"]
+        self.items_served = state_dict["items_served"]
+        self.pass_generator_state = state_dict["pass_generator"]
+        if not self.full_batch and self.batch_in_pass < self.batches_per_pass:
+            self.generator.set_state(self.pass_generator_state)
+            self._draw_pass()  # the pass in progress, as it was
+        self.generator.set_state(state_dict["generator"])

@@ -23,11 +23,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fitquad.checks.validation import InvalidInput
-from fitquad.theory.shards import WHOLE, Shards
-from fitquad.theory.streaming import distinct_count, mean_and_std, powers_mean_and_r
+from . import InvalidInput
 
 FeatureScaling = Literal["none", "standardize", "whiten"]
+
+# Points per chunk when fitting the scaling to millions of points: float64 temporaries of one chunk, not of all.
+SCALING_CHUNK = 1 << 18
 
 
 def coefficient_names(degree: int) -> list[str]:
@@ -68,34 +69,61 @@ class PolynomialModel(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(degree, dtype=float64))
         self.register_buffer("whitening", torch.eye(degree, dtype=float64))
 
-    def fit_feature_scaling(self, train_x: torch.Tensor, shards: Shards = WHOLE) -> None:
-        """Set the scaling from the training inputs (no-op for feature_scaling='none'), in float64; on millions of
-        points a chunk at a time, and under DDP from all the processes' shards (fitquad.theory.streaming)."""
+    def fit_feature_scaling(self, train_x: torch.Tensor) -> None:
+        """Set the scaling from the training inputs (no-op for feature_scaling='none'), in float64: in one piece up
+        to SCALING_CHUNK points, beyond that a chunk at a time (no float64 copy of millions of points)."""
         if self.feature_scaling == "none":
             return
-        shift, scale = mean_and_std(train_x, shards)
+        n, chunks = len(train_x), train_x.split(SCALING_CHUNK)
+        if len(chunks) == 1:
+            shift, scale = train_x.double().mean().item(), train_x.double().std(correction=0).item()
+        else:
+            shift = sum(part.double().sum().item() for part in chunks) / n
+            scale = (sum((part.double() - shift).square().sum().item() for part in chunks) / n) ** 0.5
         self.shift.fill_(shift)
         self.scale.fill_(scale or 1.0)  # a constant x (std 0) keeps scale 1 rather than dividing by zero
         if self.feature_scaling == "whiten" and self.degree > 0:
-            # QR of the centred powers of z: (P − mean) = Q·R, and Q·√n has orthonormal columns of mean square 1,
-            # so whitening = R⁻¹·√n.
-            mean, r = powers_mean_and_r(train_x, self.shift.item(), self.scale.item(), self.degree, shards)
-            distinct = distinct_count(train_x, self.degree + 1, shards)
-            if distinct <= self.degree or not (r.diagonal().abs() > 0).all():  # the powers are linearly dependent
-                raise InvalidInput(
-                    f"model.feature_scaling whiten needs at least model.degree + 1 = {self.degree + 1} distinct "
-                    f"training x values, and the training data has {distinct}: use standardize, a lower degree, "
-                    "or x spread wider"
-                )
-            self.feature_mean.copy_(mean)
-            self.whitening.copy_(torch.linalg.inv(r) * shards.sum(len(train_x)) ** 0.5)
+            self._fit_whitening(train_x)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The (n, degree) matrix of z, z², …, z^degree."""
+    def _fit_whitening(self, train_x: torch.Tensor) -> None:
+        # QR of the centred powers P − mean = Q·R: Q·√n has orthonormal columns of mean square 1, so whitening is
+        # R⁻¹·√n. Beyond one chunk R is built up a chunk at a time (the R of [R so far; next chunk] is the R of all
+        # the rows so far, as stable as one QR of everything).
+        n, chunks = len(train_x), train_x.split(SCALING_CHUNK)
+        if len(chunks) == 1:
+            powers = self.features_unwhitened(train_x.double())
+            mean = powers.mean(dim=0)
+            r = torch.linalg.qr(powers - mean).R
+        else:
+            mean = sum(self.features_unwhitened(part.double()).sum(dim=0) for part in chunks) / n
+            r = torch.zeros(0, self.degree, dtype=torch.float64)
+            for part in chunks:
+                r = torch.linalg.qr(torch.cat([r, self.features_unwhitened(part.double()) - mean]), mode="r").R
+        distinct = len(torch.unique(chunks[0]))  # the first chunk often settles it without sorting all the points
+        if distinct <= self.degree and len(chunks) > 1:
+            distinct = len(torch.unique(train_x))
+        if distinct <= self.degree or not (r.diagonal().abs() > 0).all():  # the powers are linearly dependent
+            raise InvalidInput(
+                f"model.feature_scaling whiten needs at least model.degree + 1 = {self.degree + 1} distinct "
+                f"training x values, and the training data has {distinct}: use standardize, a lower degree, "
+                "or x spread wider"
+            )
+        # A QR fixes R only up to the sign of each row, and LAPACK's signs depend on how the rows were split: R with
+        # a positive diagonal (the unique one) gives the same start from init_seed however the points are chunked.
+        r = torch.where(r.diagonal() < 0, -1.0, 1.0).to(r.dtype).unsqueeze(-1) * r
+        self.feature_mean.copy_(mean)
+        self.whitening.copy_(torch.linalg.inv(r) * n**0.5)
+
+    def features_unwhitened(self, x: torch.Tensor) -> torch.Tensor:
+        """The (n, degree) powers z, z², …, z^degree, z = (x − shift)/scale, in x's dtype."""
         z = x if self.feature_scaling == "none" else (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
         if self.degree == 0:  # a constant model has no features, only its bias
             return z.unsqueeze(-1)[..., :0]
-        powers = torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
+        return torch.stack([z**k for k in range(1, self.degree + 1)], dim=-1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The (n, degree) matrix the linear layer sees: the powers of z, whitened under feature_scaling whiten."""
+        powers = self.features_unwhitened(x)
         if self.feature_scaling == "whiten":
             return (powers - self.feature_mean.to(x.dtype)) @ self.whitening.to(x.dtype)
         return powers

@@ -31,7 +31,6 @@ from torch import nn
 from fitquad.core.model import PolynomialModel
 from fitquad.theory.passes import design_chunks
 from fitquad.theory.reference import gap_scale
-from fitquad.theory.shards import WHOLE, Shards
 
 # QuadraticRegression's SGD arguments: the fields of OptimizerSettings, and a param group's options.
 SGD_OPTIONS = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
@@ -111,15 +110,14 @@ def conditioning(
     train_x: torch.Tensor,
     loss_fn: nn.Module,
     settings: OptimizerSettings,
-    shards: Shards = WHOLE,
 ) -> Conditioning:
-    """The Hessian of the training objective (loss + weight_decay/2·|θ|²) on all the shards' points and what it
+    """The Hessian of the training objective (loss + weight_decay/2·|θ|²) on all the training points and what it
     implies for SGD."""
     curvature, description = loss_curvature(loss_fn)
     # AᵀA summed a chunk at a time (one chunk up to CHUNK_POINTS points): no float64 copy of millions of points.
-    gram = shards.sum(sum(a.T @ a for a, _ in design_chunks(model, train_x)))
+    gram = sum(a.T @ a for a, _ in design_chunks(model, train_x))
     p = gram.shape[1]
-    hessian = curvature * gram / shards.sum(len(train_x)) + settings.weight_decay * torch.eye(p, dtype=torch.float64)
+    hessian = curvature * gram / len(train_x) + settings.weight_decay * torch.eye(p, dtype=torch.float64)
     eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
     lambda_min, lambda_max = eigenvalues[0].item(), eigenvalues[-1].item()
     return Conditioning(

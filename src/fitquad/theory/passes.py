@@ -4,7 +4,7 @@ chunk at a time, and the model's loss on all the points.
 The polynomial model is linear in its parameters θ = [bias, weight_1, …, weight_d]: its predictions are A·θ. Up to
 streaming.CHUNK_POINTS points in one process a pass is one dense computation; beyond that, float64 rows of A
 (CHUNK_POINTS × p) exist one chunk at a time, so millions of points cost no float64 copy of the data (README, "Many
-points"), and under DDP each process passes over its own shard and the sums are combined (fitquad.theory.shards).
+points").
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from torch import nn
 
 from fitquad.core.model import PolynomialModel
 from fitquad.theory import streaming
-from fitquad.theory.shards import WHOLE, Shards
 
 
 def float64_copy(model: PolynomialModel) -> PolynomialModel:
@@ -60,11 +59,9 @@ def design_chunks(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor | Non
             yield torch.cat([ones, features], dim=1), None if y_part is None else y_part.detach().cpu().double()
 
 
-def evaluate(
-    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, shards: Shards = WHOLE
-) -> tuple[float, float]:
-    """(loss, MSE) of the model (its own dtype and parameters, or float64 for float64_copy's) on the points (all the
-    shards'), computed a chunk at a time; in one piece exactly loss_fn(model(x), y) and mse_loss."""
+def evaluate(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[float, float]:
+    """(loss, MSE) of the model (its own dtype and parameters, or float64 for float64_copy's) on the points,
+    computed a chunk at a time; in one piece exactly loss_fn(model(x), y) and mse_loss."""
     dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
     loss = squares = 0.0
     chunk = streaming.CHUNK_POINTS
@@ -72,9 +69,8 @@ def evaluate(
         for x_part, y_part in zip(x.split(chunk), y.split(chunk), strict=True):
             x_part, y_part = x_part.to(device, dtype), y_part.to(device, dtype)
             prediction = model(x_part)
-            if streaming.in_one_piece(x, shards):  # torch's own means, exactly
+            if streaming.in_one_piece(x):  # torch's own means, exactly
                 return loss_fn(prediction, y_part).item(), nn.functional.mse_loss(prediction, y_part).item()
             loss += loss_fn(prediction, y_part).item() * len(x_part)
             squares += (prediction - y_part).double().square().sum().item()  # summed in float64 across chunks
-    n = shards.sum(len(x))
-    return shards.sum(loss) / n, shards.sum(squares) / n
+    return loss / len(x), squares / len(x)

@@ -31,7 +31,6 @@ from torch import nn
 from fitquad.core.model import PolynomialModel
 from fitquad.theory import streamed_optimum
 from fitquad.theory.passes import design_chunks, design_matrix, evaluate, with_parameters
-from fitquad.theory.shards import WHOLE, Shards
 from fitquad.theory.streamed_optimum import Weights, huber_weights_at, irls, l1_weights_at
 from fitquad.theory.streaming import in_one_piece
 
@@ -129,25 +128,24 @@ def optimum(
     y: torch.Tensor,
     loss_fn: nn.Module,
     weight_decay: float = 0.0,
-    shards: Shards = WHOLE,
 ) -> Reference:
     """The minimizer of loss_fn(model(x), y) + weight_decay/2·|θ|² over the model's parameters θ, in float64, on
-    all the shards' points.
+    all the points.
 
     loss_fn is one of torch's MSELoss, L1Loss, HuberLoss, SmoothL1Loss with mean reduction (the
     training module's own `loss_fn`); the value reported is computed by it, so it is what training sees.
     Beyond CHUNK_POINTS points, or under DDP, the same solvers stream over the data (fitquad.theory.streamed_optimum).
     """
     solver, options = _solver(loss_fn)
-    if not in_one_piece(x, shards):
+    if not in_one_piece(x):
         theta = {
             # mean r² + wd/2·|θ|²  =  (1/n)·(|Aθ − y|² + n·wd/2·|θ|²), as below
-            "mse": lambda: streamed_optimum.least_squares(model, x, y, shards.sum(len(x)) * weight_decay / 2, shards),
-            "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay, shards=shards),
-            "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay, shards),
+            "mse": lambda: streamed_optimum.least_squares(model, x, y, len(x) * weight_decay / 2),
+            "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay),
+            "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay),
         }[solver]()
         reference_model = with_parameters(model, theta)
-        train_loss, train_mse = evaluate(reference_model, x, y, loss_fn, shards)
+        train_loss, train_mse = evaluate(reference_model, x, y, loss_fn)
         return Reference(theta, reference_model.coefficients(), train_loss, train_mse)
     a = design_matrix(model, x)
     y = y.detach().cpu().double()
@@ -198,12 +196,11 @@ def loss_resolution(
     parameters: torch.Tensor,
     dtype: torch.dtype,
     l1: bool,
-    shards: Shards = WHOLE,
 ) -> float:
     """The smallest loss distinguishable from 0 when the model with `parameters` (its own units, e.g. the
     optimum's) predicts `y` in `dtype`: the rounding of each prediction's terms, squared (or not, for L1), over
-    all the shards' points."""
-    if in_one_piece(x, shards):
+    all the points."""
+    if in_one_piece(x):
         terms = design_matrix(model, x).abs() @ parameters.double().abs() + y.double().abs()
         rounding = LOSS_ULPS * torch.finfo(dtype).eps * terms
         return (rounding.mean() if l1 else rounding.square().mean()).item()
@@ -211,7 +208,7 @@ def loss_resolution(
     for a, y_part in design_chunks(model, x, y):
         rounding = LOSS_ULPS * torch.finfo(dtype).eps * (a.abs() @ parameters.double().abs() + y_part.abs())
         total += (rounding.sum() if l1 else rounding.square().sum()).item()
-    return shards.sum(total) / shards.sum(len(x))
+    return total / len(x)
 
 
 def relative_gap(loss: float, optimum_loss: float, resolution: float = 0.0) -> float:

@@ -1,11 +1,11 @@
 """The closed-form optimum (fitquad.theory.reference) of points that are not passed over in one piece: millions of them,
-a chunk at a time, or a DDP process's shard combined with the others' (fitquad.theory.shards).
+a chunk at a time.
 
 The same solvers as the dense ones in fitquad.theory.reference, on the same float64 design matrix A, without ever holding
 A whole:
 
 - least squares (weighted, with a ridge) by a QR built up one chunk at a time: the R of [R so far; next chunk] and
-  Qᵀy with it, as stable as a QR of all of A; the shards' (R, Qᵀy) are stacked and factored once more;
+  Qᵀy with it, as stable as a QR of all of A;
 - Huber and SmoothL1: IRLS, each iteration one weighted least-squares pass, then the exact Newton step on the final
   split between inliers and outliers, its gradient and Hessian summed over the chunks;
 - L1: IRLS with weights 1/|r|, then the exact vertex through the p points closest to the IRLS fit, found by keeping
@@ -21,7 +21,6 @@ import torch
 
 from fitquad.core.model import PolynomialModel
 from fitquad.theory.passes import design_chunks
-from fitquad.theory.shards import Shards
 
 # IRLS stops when no parameter moves by more than this, relative to the parameters' size.
 IRLS_TOLERANCE = 1e-13
@@ -35,10 +34,9 @@ def least_squares(
     x: torch.Tensor,
     y: torch.Tensor,
     ridge: float,
-    shards: Shards,
     weights: Weights | None = None,
 ) -> torch.Tensor:
-    """argmin_θ Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|² over all the shards' points, streamed: R·θ = Qᵀy is then solved as
+    """argmin_θ Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|² over all the points, streamed: R·θ = Qᵀy is then solved as
     reference's dense solver solves the whole system, with the same rank threshold (machine epsilon × rows)."""
     p = model.degree + 1
     r, z = torch.zeros(0, p, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
@@ -49,11 +47,6 @@ def least_squares(
         q, r = torch.linalg.qr(torch.cat([r, a]))
         z = q.T @ torch.cat([z, y_part])
     rows = len(x)
-    if shards.count > 1:  # one exchange per pass: the factors and the row counts together (IRLS makes hundreds)
-        factors = shards.gather((r, z, rows))
-        q, r = torch.linalg.qr(torch.cat([r for r, _, _ in factors]))
-        z = q.T @ torch.cat([z for _, z, _ in factors])
-        rows = sum(count for _, _, count in factors)
     if ridge > 0:
         q, r = torch.linalg.qr(torch.cat([r, math.sqrt(ridge) * torch.eye(p, dtype=r.dtype)]))
         z = q.T @ torch.cat([z, torch.zeros(p, dtype=z.dtype)])
@@ -102,13 +95,12 @@ def huber(
     delta: float,
     scale: float,
     weight_decay: float,
-    shards: Shards,
 ) -> torch.Tensor:
     """Minimize mean(huber_δ(r))/scale + wd/2·|θ|² (scale = 1: HuberLoss; scale = β = δ: SmoothL1Loss), as
     reference's dense solver does."""
-    n, p = shards.sum(len(x)), model.degree + 1
+    n, p = len(x), model.degree + 1
     ridge = n * scale * weight_decay
-    theta = irls(lambda weights: least_squares(model, x, y, ridge, shards, weights), huber_weights_at(delta))
+    theta = irls(lambda weights: least_squares(model, x, y, ridge, weights), huber_weights_at(delta))
     # Newton on the final split: inliers contribute r²/2, outliers δ·|r| (a constant gradient δ·sign(r)).
     gradient, hessian = torch.zeros(p, dtype=torch.float64), torch.zeros(p, p, dtype=torch.float64)
     for a, y_part in design_chunks(model, x, y):
@@ -116,8 +108,8 @@ def huber(
         inside = residuals.abs() <= delta
         gradient += a[inside].T @ residuals[inside] + delta * a[~inside].T @ residuals[~inside].sign()
         hessian += a[inside].T @ a[inside]
-    gradient = shards.sum(gradient) / (n * scale) + weight_decay * theta
-    hessian = shards.sum(hessian) / (n * scale) + weight_decay * torch.eye(p, dtype=torch.float64)
+    gradient = gradient / (n * scale) + weight_decay * theta
+    hessian = hessian / (n * scale) + weight_decay * torch.eye(p, dtype=torch.float64)
     if torch.linalg.matrix_rank(hessian) < p:
         return theta
     polished = theta - torch.linalg.solve(hessian, gradient)
@@ -125,18 +117,18 @@ def huber(
         int((((a @ polished - y_part).abs() <= delta) != ((a @ theta - y_part).abs() <= delta)).sum())
         for a, y_part in design_chunks(model, x, y)
     )
-    return polished if shards.sum(moved) == 0 else theta  # the split held: the step is exact
+    return polished if moved == 0 else theta  # the split held: the step is exact
 
 
-def l1(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, weight_decay: float, shards: Shards) -> torch.Tensor:
+def l1(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
     """Minimize mean|r| + wd/2·|θ|² by IRLS (weights 1/|r|), then, without weight decay, the exact vertex, as
     reference's dense solver does."""
-    n, p = shards.sum(len(x)), model.degree + 1
-    floor = 1e-12 * (1 + shards.max(y.abs().max().item() if len(y) else 0.0))
-    theta = irls(lambda weights: least_squares(model, x, y, n * weight_decay, shards, weights), l1_weights_at(floor))
+    n, p = len(x), model.degree + 1
+    floor = 1e-12 * (1 + (y.abs().max().item() if len(y) else 0.0))
+    theta = irls(lambda weights: least_squares(model, x, y, n * weight_decay, weights), l1_weights_at(floor))
     if weight_decay > 0 or n < p:
         return theta
-    a_closest, y_closest = _closest_points(model, x, y, theta, p, shards)
+    a_closest, y_closest = _closest_points(model, x, y, theta, p)
     if torch.linalg.matrix_rank(a_closest) < p:
         return theta
     vertex = torch.linalg.solve(a_closest, y_closest)
@@ -144,13 +136,13 @@ def l1(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, weight_decay: f
     for a, y_part in design_chunks(model, x, y):
         at_vertex += (a @ vertex - y_part).abs().sum().item()
         at_theta += (a @ theta - y_part).abs().sum().item()
-    return vertex if shards.sum(at_vertex) <= shards.sum(at_theta) else theta
+    return vertex if at_vertex <= at_theta else theta
 
 
 def _closest_points(
-    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, count: int, shards: Shards
+    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, count: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, y) of the `count` points (of all the shards') with the smallest |aθ − y|: each chunk's closest, merged."""
+    """(A, y) of the `count` points with the smallest |aθ − y|: each chunk's closest, merged."""
     p = model.degree + 1
     residuals = torch.zeros(0, dtype=torch.float64)
     rows, targets = torch.zeros(0, p, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
@@ -159,6 +151,4 @@ def _closest_points(
         rows, targets = torch.cat([rows, a]), torch.cat([targets, y_part])
         closest = residuals.argsort()[:count]
         residuals, rows, targets = residuals[closest], rows[closest], targets[closest]
-    merged = [torch.cat(part) for part in zip(*shards.gather((residuals, rows, targets)), strict=True)]
-    closest = merged[0].argsort()[:count]
-    return merged[1][closest], merged[2][closest]
+    return rows, targets

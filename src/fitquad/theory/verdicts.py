@@ -46,42 +46,6 @@ NOISE_FLOOR_SDS = 3.0
 NOISE_FLOOR_MIN_MARGIN = 0.1
 # Overfitting: validation MSE at least 1.5 times the training MSE (besides being far above σ²).
 OVERFIT_RATIO = 1.5
-# Divergence guard (in the training loop): a non-finite loss, or one 10⁴ times the first step's. A stable
-# fit never climbs that far above where it started (plain GD on a quadratic only goes down); an unstable
-# one grows geometrically, so this stops it within a few steps of the start of the blow-up.
-DIVERGENCE_LOSS_FACTOR = 1e4
-
-
-def diverging(losses: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
-    """The divergence guard's rule, element-wise (one run's steps, or many runs' losses): a loss is bad when it is
-    non-finite or DIVERGENCE_LOSS_FACTOR times a positive first loss."""
-    return ~torch.isfinite(losses) | ((losses > DIVERGENCE_LOSS_FACTOR * first) & (first > 0))
-
-
-class TrainingDiverged(RuntimeError):
-    """Raised by the training loop when the loss is non-finite or exploding; the CLI prints it as one line."""
-
-    def __init__(self, step: int, loss: float, first_loss: float, lr: float, largest_stable_lr: float | None):
-        self.step, self.loss, self.first_loss, self.lr, self.largest_stable_lr = (
-            step,
-            loss,
-            first_loss,
-            lr,
-            largest_stable_lr,
-        )
-        if largest_stable_lr is None or not math.isfinite(largest_stable_lr):  # L1, or a degenerate problem
-            limit = "this loss has no largest stable lr"
-            advice = "lower model.lr or clip with trainer.gradient_clip_val"
-        else:
-            limit = f"the largest stable lr is {largest_stable_lr:.3g}"
-            advice = (
-                f"lower model.lr below {largest_stable_lr:.3g}, use model.feature_scaling standardize "
-                "(or whiten), or clip with trainer.gradient_clip_val"
-            )
-        super().__init__(
-            f"training diverged at step {step}: loss {loss:.4g} (first step {first_loss:.4g}) with lr {lr:.3g}; "
-            f"{limit}; {advice}"
-        )
 
 
 @dataclass
