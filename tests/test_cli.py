@@ -1,6 +1,7 @@
 """The real `fitquad` command in a subprocess, as a user runs it, on every shipped config."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -43,9 +44,22 @@ def test_lesson3_leaves_a_complete_run_folder(lesson3_run):
     assert (cwd / summary["best_checkpoint"]).is_file()
     assert set(summary["coefficients"]) == {"a", "b", "c"}
     assert summary["optimizer_steps"] == len(read_train_losses(folder)) > 0
-    # The saved config re-creates the run.
+    # The saved config names the module it trained (the textbook one) and every option.
     saved = yaml.safe_load((folder / "config.yaml").read_text())
-    assert saved["model"]["feature_scaling"] == "standardize" and saved["data"]["n_train"] == 20
+    assert saved["model"]["class_path"] in ("fitquad.QuadraticRegression", "fitquad.core.module.QuadraticRegression")
+    assert saved["model"]["init_args"]["feature_scaling"] == "standardize" and saved["data"]["n_train"] == 20
+
+
+def test_a_runs_saved_config_re_runs_it_into_a_new_folder(lesson3_run, tmp_path):
+    # As the README says: `fitquad fit --config runs/…/config.yaml` runs it again, beside the first run.
+    _, folder, _ = lesson3_run
+    shutil.copytree(folder.parents[1], tmp_path / "runs")
+    saved = tmp_path / "runs" / "lesson3" / folder.name / "config.yaml"
+    run_fitquad("fit", "--config", str(saved), "--trainer.max_steps", "20", cwd=tmp_path)
+    versions = sorted(path.name for path in (tmp_path / "runs" / "lesson3").iterdir())
+    assert versions == [folder.name, "version_1"]
+    rerun = read_summary(tmp_path / "runs" / "lesson3" / "version_1")
+    assert rerun["optimizer_steps"] == 20 and set(rerun["coefficients"]) == {"a", "b", "c"}
 
 
 def test_lesson3_fit_is_within_one_percent_of_least_squares(lesson3_run):
@@ -84,7 +98,7 @@ def test_print_config_round_trips(tmp_path, capsys):
         main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--model.lr", "0.05", "--print_config"])
     printed = capsys.readouterr().out
     config = yaml.safe_load(printed)
-    assert config["model"]["lr"] == 0.05 and config["data"]["seed"] == 20240215
+    assert config["model"]["init_args"]["lr"] == 0.05 and config["data"]["seed"] == 20240215
     # The name the run lands under, as it will be used; the printed config, re-run, lands there too.
     assert config["trainer"]["logger"]["init_args"]["name"] == "sgd_article"
     (tmp_path / "printed.yaml").write_text(printed)
@@ -92,8 +106,32 @@ def test_print_config_round_trips(tmp_path, capsys):
     assert read_summary(only_run_folder(tmp_path, "sgd_article"))["optimizer_steps"] == 3
 
 
-def test_trainer_gradient_clipping_becomes_the_clipping_callback(tmp_path, monkeypatch):
+def test_trainer_gradient_clipping_is_lightnings_own_for_the_textbook_module(tmp_path, monkeypatch):
+    # Lightning clips (automatic optimization): trainer.gradient_clip_val stays as given, and the losses are a
+    # plain loop's with torch's clipping.
     args = [
+        "--trainer.max_epochs",
+        "5",
+        "--trainer.gradient_clip_val",
+        "0.5",
+        "--trainer.gradient_clip_algorithm",
+        "value",
+    ]
+    fitquad_in_process(
+        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path, monkeypatch=monkeypatch
+    )
+    folder = only_run_folder(tmp_path, "sgd_article")
+    saved = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]
+    assert saved["gradient_clip_val"] == 0.5 and saved["gradient_clip_algorithm"] == "value"
+    x, y = article_data()
+    expected_losses, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 5, clip="value")
+    assert read_train_losses(folder) == expected_losses
+
+
+def test_trainer_gradient_clipping_becomes_the_clipping_callback_for_the_fused_module(tmp_path, monkeypatch):
+    args = [
+        "--model",
+        "FusedQuadraticRegression",
         "--trainer.max_epochs",
         "5",
         "--trainer.gradient_clip_val",
@@ -207,16 +245,20 @@ def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["lr-find", "--help"])
     assert capsys.readouterr().out.startswith("usage: fitquad lr-find")
-    # The real command, as a user asks it: every option with its description.
+    # The real command, as a user asks it: every option with its description; the model's (model.class_path picks
+    # the module) with --model.help.
     fit_help = " ".join(run_fitquad("fit", "--help", cwd=tmp_path).stdout.split())
     for described in (
-        "--model.momentum MOMENTUM SGD momentum",
+        "--model.help [CLASS_PATH_OR_NAME] Show the help for the given subclass of QuadraticRegression",
         "--data.noise_std NOISE_STD Standard deviation",
-        "--data.fused_steps FUSED_STEPS Optimizer steps taken inside one training_step",
         "--fit_diagnosis.figures {true,false} Draw the fit",
         "--checkpoint_on_signal.filename FILENAME The checkpoint's file name",
     ):
         assert described in fit_help
+    model_help = " ".join(run_fitquad("fit", "--model.help", "QuadraticRegression", cwd=tmp_path).stdout.split())
+    assert "--model.momentum MOMENTUM SGD momentum" in model_help
+    fused_help = " ".join(run_fitquad("fit", "--model.help", "FusedQuadraticRegression", cwd=tmp_path).stdout.split())
+    assert "--model.fused_steps FUSED_STEPS Optimizer steps taken inside one training_step" in fused_help
 
 
 def test_the_first_line_comes_before_pytorch_loads(tmp_path):

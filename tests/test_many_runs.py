@@ -1,4 +1,4 @@
-"""Many runs as one batched model (fitquad.commands.many_runs, fitquad.commands.sweep_batched), checked against the same runs trained
+"""Many runs as one batched model (fitquad.commands.many_runs and sweep_batched), checked against the same runs trained
 alone: a plain PyTorch loop per run, and `fitquad sweep` with one Trainer per value (sweep.batched false)."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ BAD_INPUTS = [
     ),
     (["--data.batch_size", "0"], "data.batch_size must be ≥ 1, or null for full batch, got 0"),
     (["--data.batch_size", "x"], "data.batch_size must be an integer or null, got x"),
-    (["--data.fused_steps", "0"], "data.fused_steps must be ≥ 1, got 0"),
+    (["--model", "FusedQuadraticRegression", "--model.fused_steps", "0"], "model.fused_steps must be ≥ 1, got 0"),
     (["--data.steps_per_epoch", "-3"], "data.steps_per_epoch must be ≥ 1, or null for one pass over the data, got -3"),
     (["--data.x_max", "-1"], "data.x_max must be > data.x_min for x_distribution grid; got x_min 0.0, x_max -1.0"),
     (["--data.x_std", "0"], "data.x_std must be > 0, got 0.0"),
@@ -59,10 +59,14 @@ BAD_INPUTS = [
         ["--model.init_coefficients", "[1, 2]"],
         "model.init_coefficients must have model.degree + 1 = 3 values (constant term first), got [1.0, 2.0]",
     ),
-    (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be ≥ 0, or null for no clipping, got -1.0"),
+    (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be ≥ 0, or null for no clipping, got -1"),
     (["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps must be ≥ 1, got 0"),
     (["--trainer.max_steps", "-5"], "trainer.max_steps must be ≥ 0, or -1 for no limit, got -5"),
-    (["--model.nope", "1"], "unrecognized arguments: --model.nope 1 (`fitquad fit --help` lists the options)"),
+    (
+        ["--model.nope", "1"],
+        "model.nope is not an option of QuadraticRegression "
+        "(`fitquad fit --model.help QuadraticRegression` lists them)",
+    ),
     (
         ["--config", "{tmp}/unknown_key.yaml"],
         "Subcommand 'fit' does not accept option 'data.noise' (`fitquad fit --help` lists the options)",
@@ -85,8 +89,8 @@ BAD_INPUTS = [
     (["--ckpt_path", "{tmp}/not_lightning.ckpt"], "ckpt_path {tmp}/not_lightning.ckpt is not a Lightning checkpoint"),
     (["--weights_only", "false"], "weights_only must be true or null: fitquad never unpickles code from a checkpoint"),
     (
-        ["--optimizer", "LBFGS"],
-        "optimizer LBFGS is not supported: it needs a closure; use SGD, Adam or another torch optimizer",
+        ["--model", "FusedQuadraticRegression", "--optimizer", "LBFGS"],
+        "optimizer LBFGS needs a closure, which FusedQuadraticRegression's loop has not",
     ),
 ]
 BAD_INPUTS += [
@@ -167,18 +171,21 @@ def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path
     assert result.stderr.splitlines() == [f"fitquad: error: {message}"]
 
 
+FUSED = ["--model", "FusedQuadraticRegression", "--model.fused_steps", "10"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (
-            ["--trainer.callbacks+=LearningRateMonitor"],
-            "LearningRateMonitor counts training_steps, which are 10 optimizer steps each here: use data.fused_steps "
+            [*FUSED, "--trainer.callbacks+=LearningRateMonitor"],
+            "LearningRateMonitor counts training_steps, which are 10 optimizer steps each here: use model.fused_steps "
             "1, LearningRateMonitor.logging_interval epoch, or train/lr, which fitquad logs at every logged optimizer "
             "step",
         ),
         (
-            ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "25"],
-            "ModelCheckpoint.every_n_train_steps must be a multiple of data.fused_steps = 10 (it can only act "
+            [*FUSED, "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "25"],
+            "ModelCheckpoint.every_n_train_steps must be a multiple of model.fused_steps = 10 (it can only act "
             "between training_steps, every 10 optimizer steps), got 25",
         ),
         (

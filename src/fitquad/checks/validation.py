@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -207,8 +208,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     fused_steps = fused_steps or 1
     if manual and trainer.get("accumulate_grad_batches") not in (None, 1):
         raise InvalidInput(
-            "trainer.accumulate_grad_batches must be 1 with FusedQuadraticRegression (one optimizer step per batch; use "
-            "a larger data.batch_size or the textbook QuadraticRegression), "
+            "trainer.accumulate_grad_batches must be 1 with FusedQuadraticRegression (one optimizer step per batch; "
+            "use a larger data.batch_size or the textbook QuadraticRegression), "
             f"got {trainer['accumulate_grad_batches']}"
         )
     parameters = model["degree"] + 1
@@ -245,6 +246,9 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise InvalidInput("weights_only must be true or null: fitquad never unpickles code from a checkpoint")
 
 
+_NESTED = re.compile(
+    r"Problem with given class_path '(?P<class>[^']+)':\n(?P<inner>.*?)(?=\n    - |\n  Given value|\Z)", re.S
+)
 _PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DOTALL)
 _TYPE_NAMES = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false"}
 
@@ -263,6 +267,14 @@ def one_line(message: str) -> str:
     if match is None:
         return " ".join(message.split())
     key, rest = match["key"], match["rest"]
+    nested = _NESTED.search(rest)
+    if nested:  # an option of a class chosen by class_path (model.class_path): the option's own error, named in full
+        inner = textwrap.dedent(nested["inner"]).strip()
+        option = re.match(r"Option '(\w+)' is not accepted", inner)
+        if option:
+            name = nested["class"].rsplit(".", 1)[-1]
+            return f"{key}.{option[1]} is not an option of {name} (`fitquad fit --{key}.help {name}` lists them)"
+        return f"{key}.{one_line(inner)}"
     literal = re.search(r"Literal\[(.*?)\]", rest)
     given = re.search(r"(?:Got value|Given value): (.*)", rest)
     got = f", got {given[1].strip()}" if given else ""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import get_loader, set_loader
+from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -64,6 +64,7 @@ from fitquad.commands.run_folders import (
     RUNS_FOLDER,
     config_file_stem,
 )
+from fitquad.core import fused  # noqa: F401  (so that `--model FusedQuadraticRegression` is known by its name)
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 
 TRAINER_DEFAULTS = {
@@ -130,6 +131,14 @@ class SaveFitConfig(SaveConfigCallback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
+            # Saved without the version folder fitquad claimed for this run, so that `fitquad fit --config
+            # runs/…/config.yaml` re-runs it into a new version folder beside it.
+            self.config = self.config.clone()
+            loggers = self.config.get("trainer", {}).get("logger")
+            for logger in loggers if isinstance(loggers, list) else [loggers]:
+                init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+                if init_args is not None and "version" in init_args:
+                    init_args.version = None
             super().setup(trainer, pl_module, stage)
 
 

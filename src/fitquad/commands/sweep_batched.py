@@ -1,4 +1,4 @@
-"""`fitquad sweep`'s values, each over `sweep.draws` data draws, trained as one batched fit (fitquad.commands.many_runs).
+"""`fitquad sweep`'s values, each over `sweep.draws` data draws, trained as one batched fit (commands.many_runs).
 
 Draw k of a value is the run that value would train alone with `data.seed + k`: the same points, starting
 parameters and SGD settings. Every value gets one TensorBoard run (its draws' mean curves, and its HPARAMS

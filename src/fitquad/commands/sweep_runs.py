@@ -78,8 +78,8 @@ class SweepSettings:
         x_scale: The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
         draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
             and bias² + variance + σ² (fitquad.theory.bias_variance); needs the runs batched.
-        batched: null: all runs as one batched model whenever they allow it (full-batch SGD; fitquad.commands.sweep_batched),
-            else one Trainer per value; false: one Trainer per value; true: batched, or say why not.
+        batched: null: all runs as one batched model whenever they allow it (full-batch SGD;
+            fitquad.commands.sweep_batched), else one Trainer per value; false: one Trainer per value; true: batched, or say why not.
     """
 
     parameter: str

@@ -1,8 +1,8 @@
 """The closed-form optimum (fitquad.theory.reference) of points that are not passed over in one piece: millions of them,
 a chunk at a time.
 
-The same solvers as the dense ones in fitquad.theory.reference, on the same float64 design matrix A, without ever holding
-A whole:
+The same solvers as the dense ones in fitquad.theory.reference, on the same float64 design matrix A, without ever
+holding A whole:
 
 - least squares (weighted, with a ridge) by a QR built up one chunk at a time: the R of [R so far; next chunk] and
   Qᵀy with it, as stable as a QR of all of A;
