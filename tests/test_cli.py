@@ -272,8 +272,8 @@ def test_the_first_line_comes_before_pytorch_loads(tmp_path):
 
 
 def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
-    """`fitquad` ends a successful run without Python's slow shut-down (fitquad.commands.entry.leave_at_once): nothing any
-    writer buffered may be lost. The TensorBoard file holds the last step, the figures and the final metrics."""
+    """`fitquad` ends a successful run as Python ends (every logger's and atexit handler's last work runs): nothing
+    any writer buffered is lost. The TensorBoard file holds the last step, the figures and the final metrics."""
     cwd, folder, result = lesson3_run
     events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0})
     events.Reload()

@@ -34,7 +34,6 @@ def test_compare_on_a_reduced_grid(tmp_path) -> None:
         "--settings", "[{name: plain}, {name: momentum, momentum: 0.9}]",
         "--max_steps", str(STEPS),
         "--data.steps_per_epoch", str(STEPS),
-        "--data.fused_steps", "10",
         "--resolution", "31",
         cwd=tmp_path,
     )  # fmt: skip

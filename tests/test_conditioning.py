@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import fit_in_process, lesson3_data, scaled_model
+from conftest import fit_in_process, lesson3_data, recorded_losses, scaled_model
 from fitquad.core.data import QuadraticDataModule
+from fitquad.core.fused import FusedQuadraticRegression
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, conditioning, contraction_factors, predicted_steps_to_gap
 from fitquad.theory.reference import optimum
@@ -51,12 +52,13 @@ def test_stability_rule_is_where_the_contraction_factor_crosses_one(momentum, da
         assert (contraction_factors(lambda_max, settings).item() < 1) == stable
 
 
-def lesson3_module(**model_options) -> tuple[QuadraticRegression, QuadraticDataModule]:
+def lesson3_module(steps: int = 100, **model_options) -> tuple[QuadraticRegression, QuadraticDataModule]:
+    """Lesson 3 by the fused module, `steps` optimizer steps per training_step and per epoch (thousands of steps)."""
     datamodule = lesson3_data()
-    datamodule.hparams.update(steps_per_epoch=100, fused_steps=100)
+    datamodule.hparams.update(steps_per_epoch=steps)
     options = dict(feature_scaling="standardize", init_seed=0)
     options.update(model_options)
-    return QuadraticRegression(**options), datamodule
+    return FusedQuadraticRegression(fused_steps=steps, **options), datamodule
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,9 @@ def test_largest_stable_lr_separates_real_runs_that_converge_from_runs_that_dive
 
     module, datamodule = lesson3_module(lr=0.95 * limit, **options)
     fit_in_process(module, datamodule, tmp_path, max_steps=3000)
-    assert module.full_training_mse().item() == pytest.approx(best, rel=1e-4)
+    with torch.no_grad():
+        train_mse = nn.functional.mse_loss(module(datamodule.train_x), datamodule.train_y).item()
+    assert train_mse == pytest.approx(best, rel=1e-4)
 
     module, datamodule = lesson3_module(lr=1.05 * limit, **options)
     with pytest.raises(TrainingDiverged):
@@ -86,9 +90,8 @@ def test_largest_stable_lr_separates_real_runs_that_converge_from_runs_that_dive
 @pytest.mark.parametrize("scaling, lr", [("standardize", 0.35), ("standardize", 0.1), ("whiten", 0.5)])
 def test_predicted_steps_to_one_percent_are_the_steps_a_float64_run_takes(tmp_path, scaling, lr) -> None:
     # Start from the zero polynomial, θ = 0 in model units whatever the scaling.
-    module, datamodule = lesson3_module(feature_scaling=scaling, lr=lr, init_coefficients=[0.0, 0.0, 0.0])
-    datamodule.hparams.update(steps_per_epoch=300, fused_steps=300)
-    fit_in_process(module, datamodule, tmp_path, max_steps=300, precision="64-true")
+    module, datamodule = lesson3_module(300, feature_scaling=scaling, lr=lr, init_coefficients=[0.0, 0.0, 0.0])
+    trainer = fit_in_process(module, datamodule, tmp_path, max_steps=300, precision="64-true")
     model = scaled_model(2, scaling, datamodule.train_x)
     reference = optimum(model, datamodule.train_x, datamodule.train_y, nn.MSELoss())
     settings = OptimizerSettings(lr=lr)
@@ -99,6 +102,6 @@ def test_predicted_steps_to_one_percent_are_the_steps_a_float64_run_takes(tmp_pa
         reference.train_loss,
         settings,
     )
-    losses = module.train_losses[: module.steps_recorded]  # losses[k]: the loss after k updates
+    losses = recorded_losses(trainer)  # losses[k]: the loss after k updates
     actual = int(torch.nonzero((losses - reference.train_loss) / reference.train_loss <= 0.01)[0])
     assert predicted == actual

@@ -75,14 +75,22 @@ def test_full_batch_serves_every_point_each_step_without_copying():
         assert all(torch.equal(row, x) for row in xs) and all(torch.equal(row, y) for row in ys)
 
 
+def step_batches(item) -> list:
+    """The (x, y) batch of each optimizer step in a loader's item: the item itself at fused_steps 1 (the textbook
+    loop's batch of 1-D tensors), else one per row or tuple element."""
+    xs, ys = item
+    if isinstance(xs, torch.Tensor) and xs.dim() == 1:
+        return [(xs, ys)]
+    return list(zip(xs, ys, strict=True))
+
+
 @pytest.mark.parametrize("n, batch_size, fused_steps", [(10, 3, 1), (10, 3, 2), (12, 4, 5), (7, 7, 2)])
 def test_mini_batches_cover_each_point_once_per_pass_and_reshuffle(n, batch_size, fused_steps):
     x = torch.arange(float(n))
     batches = InMemoryBatches(x, x * 10, batch_size=batch_size, steps_per_epoch=None, fused_steps=fused_steps, seed=1)
     passes = []
     for _ in range(3):
-        items = one_epoch(batches)
-        rows = [(row_x, row_y) for xs, ys in items for row_x, row_y in zip(xs, ys, strict=True)]
+        rows = [row for item in one_epoch(batches) for row in step_batches(item)]
         # Every row is one optimizer step's batch: full-size except the pass's short last one.
         assert [len(r[0]) for r in rows] == [batch_size] * (n // batch_size) + (
             [n % batch_size] if n % batch_size else []
@@ -110,7 +118,7 @@ def test_block_shuffle_permutes_fixed_blocks_each_pass(n, batch_size, fused_step
     batches = InMemoryBatches(x, -x, batch_size, None, fused_steps, seed=2, shuffle="blocks")
     passes = []
     for _ in range(4):
-        blocks = [(bx, by) for xs, ys in one_epoch(batches) for bx, by in zip(xs, ys, strict=True)]
+        blocks = [block for item in one_epoch(batches) for block in step_batches(item)]
         assert all(torch.equal(by, -bx) for bx, by in blocks)
         assert sorted(torch.cat([bx for bx, _ in blocks]).tolist()) == x.tolist()  # each point once a pass
         passes.append([tuple(bx.tolist()) for bx, _ in blocks])

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import CONFIGS, REPO, fitquad_in_process, only_run_folder, read_summary, run_fitquad
 from fitquad.checks.data_files import held_out_splits, read_points
+from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.validation import InvalidInput
 from fitquad.core.data import QuadraticDataModule
 
@@ -144,7 +145,7 @@ def test_held_out_splits_are_seeded_disjoint_and_in_file_order():
 )
 def test_file_options_that_cannot_go_together_are_refused(options, message):
     with pytest.raises(InvalidInput, match=message):
-        QuadraticDataModule(**options)
+        FileDataModule(**options)
 
 
 def save_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:

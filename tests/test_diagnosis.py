@@ -21,6 +21,7 @@ from conftest import (
     only_run_folder,
     read_summary,
     read_train_losses,
+    recorded_losses,
     run_fitquad,
 )
 from fitquad.callbacks.diagnosis import FitDiagnosis
@@ -210,7 +211,8 @@ def test_divergence_stops_at_once_with_one_line_and_a_non_zero_exit_code(tmp_pat
     assert "with lr 0.0001; the largest stable lr is 3.54e-05" in last_line
     summary = read_summary(only_run_folder(tmp_path, "lesson3_lr_too_high"))
     assert summary["diagnosis"]["verdict"] == "diverged"
-    assert summary["optimizer_steps"] == 4  # fused_steps 1: the guard stopped it at the step it exploded
+    # The guard stopped it at the step whose loss exploded, before that step's update.
+    assert summary["optimizer_steps"] == 3
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:
@@ -235,22 +237,25 @@ def test_float64_runs_end_to_end_in_float64(tmp_path) -> None:
             self.dtypes = {tensor.dtype for tensor in batch}
 
     datamodule = lesson3_data()
-    datamodule.hparams.update(steps_per_epoch=10, fused_steps=10)
+    datamodule.hparams.update(steps_per_epoch=10)
     module = QuadraticRegression(feature_scaling="standardize", lr=0.35)
     batches, diagnosis = BatchDtypes(), FitDiagnosis(figures=False)
-    fit_in_process(module, datamodule, tmp_path, max_steps=200, precision="64-true", callbacks=[batches, diagnosis])
+    options = dict(precision="64-true", callbacks=[batches, diagnosis])
+    trainer = fit_in_process(module, datamodule, tmp_path, max_steps=200, **options)
     assert batches.dtypes == {torch.float64}
-    assert module.train_losses.dtype == torch.float64
-    found = module.summary_extras["diagnosis"]
+    losses = recorded_losses(trainer)
+    assert losses.dtype == torch.float64
+    found = diagnosis.summary_entries()["diagnosis"]
     assert found["verdict"] == "converged"
     # float64 reaches the float64 optimum to ~1e-15 (float32 parameters alone would leave ~1e-12)
     assert abs(found["relative_gap"]) < 1e-13
-    assert module.train_losses[module.steps_recorded - 1].item() == pytest.approx(found["optimum_loss"], rel=1e-13)
+    assert losses[-1].item() == pytest.approx(found["optimum_loss"], rel=1e-13)
 
 
 def test_matplotlib_is_imported_only_when_a_figure_is_drawn() -> None:
     # `fitquad --help` must not pay for it: no module on the way to the CLI imports figures at the top.
-    for name in ("cli", "callbacks", "diagnosis", "training", "reference", "conditioning"):
+    modules = ("commands/cli", "callbacks/summary", "callbacks/record", "callbacks/diagnosis", "core/module")
+    for name in (*modules, "theory/reference", "theory/conditioning"):
         tree = ast.parse((Path(fitquad.__file__).parent / f"{name}.py").read_text())
         top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
         imported = {alias.name for node in top_level for alias in node.names}

@@ -19,7 +19,7 @@ import torch
 import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, run_fitquad
+from conftest import CONFIGS, fit_in_process, only_run_folder, read_summary, regression, run_fitquad
 from fitquad.callbacks.interrupts import CheckpointOnSignal
 from fitquad.checks.checkpoint_io import SafeCheckpointIO, load_checkpoint
 from fitquad.checks.validation import InvalidInput
@@ -29,12 +29,16 @@ from fitquad.core.module import QuadraticRegression
 
 # Mini-batches whose fused items straddle epochs and passes: 20 points in batches of 6 (three full
 # batches and a short one per pass), 2 steps per item, 5 steps per epoch.
+# fused_steps: the loader's steps per item, and the module (FusedQuadraticRegression; 1: the textbook module).
 MINI_BATCH = dict(n_train=20, batch_size=6, fused_steps=2, steps_per_epoch=5)
 FULL_BATCH = dict(n_train=20, batch_size=None, fused_steps=3, steps_per_epoch=7)
+TEXTBOOK = dict(MINI_BATCH, fused_steps=1)
 BLOCKS = dict(MINI_BATCH, shuffle="blocks")
 
 
-@pytest.mark.parametrize("options", [MINI_BATCH, FULL_BATCH, BLOCKS], ids=["mini-batch", "full-batch", "blocks"])
+@pytest.mark.parametrize(
+    "options", [MINI_BATCH, FULL_BATCH, BLOCKS, TEXTBOOK], ids=["mini-batch", "full-batch", "blocks", "textbook"]
+)
 def test_batches_resumed_from_state_dict_continue_the_same_sequence(options: dict) -> None:
     x, y = torch.arange(20.0), -torch.arange(20.0)
     loader_options = dict(
@@ -65,9 +69,13 @@ def test_batches_resumed_from_state_dict_continue_the_same_sequence(options: dic
             served.extend(resumed)
         assert len(served) == len(expected)
         for (got_x, got_y), (want_x, want_y) in zip(served, expected, strict=True):
-            # An item is a (steps, size) tensor, or a tuple of 1-D tensors under block shuffling.
-            assert torch.equal(torch.cat(list(got_x)), torch.cat(list(want_x)))
-            assert torch.equal(torch.cat(list(got_y)), torch.cat(list(want_y)))
+            # An item is a (steps, size) tensor, a tuple of 1-D tensors under block shuffling, or one 1-D batch.
+            assert torch.equal(flat(got_x), flat(want_x)) and torch.equal(flat(got_y), flat(want_y))
+
+
+def flat(batches) -> torch.Tensor:
+    """An item's points in order: one 1-D batch, a (steps, size) tensor, or a tuple of 1-D tensors."""
+    return batches if isinstance(batches, torch.Tensor) and batches.dim() == 1 else torch.cat(list(batches))
 
 
 class SignalAtItem(L.Callback):
@@ -82,16 +90,23 @@ class SignalAtItem(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def build(data_options: dict) -> tuple[QuadraticRegression, QuadraticDataModule]:
+def build(options: dict) -> tuple[QuadraticRegression, QuadraticDataModule]:
     # Momentum, so the optimizer's state matters too.
-    model = QuadraticRegression(degree=2, feature_scaling="standardize", lr=0.05, momentum=0.9)
+    fused_steps = options["fused_steps"] if options["fused_steps"] > 1 else None
+    model = regression(fused_steps, degree=2, feature_scaling="standardize", lr=0.05, momentum=0.9)
+    data_options = {name: value for name, value in options.items() if name != "fused_steps"}
     return model, QuadraticDataModule(seed=7, **data_options)
 
 
 @pytest.mark.parametrize(
     ("options", "item", "signum"),
-    [(MINI_BATCH, 4, signal.SIGTERM), (MINI_BATCH, 3, signal.SIGINT), (FULL_BATCH, 5, signal.SIGINT)],
-    ids=["mini-batch-sigterm-mid-epoch", "mini-batch-sigint-end-of-epoch", "full-batch-sigint"],
+    [
+        (MINI_BATCH, 4, signal.SIGTERM),
+        (MINI_BATCH, 3, signal.SIGINT),
+        (FULL_BATCH, 5, signal.SIGINT),
+        (TEXTBOOK, 7, signal.SIGTERM),
+    ],
+    ids=["mini-batch-sigterm-mid-epoch", "mini-batch-sigint-end-of-epoch", "full-batch-sigint", "textbook-sigterm"],
 )
 def test_signal_saves_a_checkpoint_and_resuming_gives_identical_parameters(
     options: dict, item: int, signum: int, tmp_path: Path
@@ -134,7 +149,7 @@ def test_sigterm_to_the_real_command_saves_and_resume_matches_an_uninterrupted_r
     # lesson3 in mini-batches, with a ModelCheckpoint and no early stopping, long enough to be
     # signalled while training.
     config = yaml.safe_load((CONFIGS / "lesson3.yaml").read_text())
-    config["data"].update(batch_size=6, fused_steps=4, steps_per_epoch=10)
+    config["data"].update(batch_size=6, steps_per_epoch=10)
     config["model"].update(momentum=0.9, lr=0.05)
     config["trainer"].update(max_steps=10**7, log_every_n_steps=50)
     config["trainer"]["callbacks"] = [

@@ -99,7 +99,7 @@ def test_every_shipped_fit_config_passes_the_limits(tmp_path: Path, monkeypatch:
         "sgd_article",
         "overfit_early_stop",
     ):
-        main(["fit", "--config", str(CONFIGS / f"{name}.yaml"), "--trainer.max_steps", "1", "--data.fused_steps", "1"])
+        main(["fit", "--config", str(CONFIGS / f"{name}.yaml"), "--trainer.max_steps", "1"])
     assert len(list((tmp_path / "runs").glob("*/version_0/summary.json"))) == 6
 
 

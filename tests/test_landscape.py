@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import fit_in_process, plain_sgd_path
+from conftest import fit_in_process, plain_sgd_path, regression
 from fitquad.callbacks.landscape import (
     LossLandscape,
     build_landscape,
@@ -40,14 +40,14 @@ def article_xy() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize(
     "steps, fused_steps, sgd",
     [
-        (100, 1, dict(lr=0.1)),  # the article, one optimizer step per training_step
+        (100, None, dict(lr=0.1)),  # the article, by the textbook module
         (60, 7, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)),  # fused, uneven last batch
         (1100, 100, dict(lr=0.1, momentum=0.9, dampening=0.8)),  # past the 1024-row buffer: it doubles
     ],
 )
 def test_recorded_path_equals_plain_loop_step_for_step(tmp_path, steps, fused_steps, sgd) -> None:
-    datamodule = QuadraticDataModule(**ARTICLE_DATA, steps_per_epoch=steps, fused_steps=fused_steps)
-    module = QuadraticRegression(**{**ARTICLE_MODEL, **sgd})
+    datamodule = QuadraticDataModule(**ARTICLE_DATA, steps_per_epoch=steps)
+    module = regression(fused_steps, **{**ARTICLE_MODEL, **sgd})
     recorder = ParameterPath()
     fit_in_process(module, datamodule, tmp_path, max_steps=steps, limit_val_batches=0, callbacks=[recorder])
 
@@ -63,7 +63,7 @@ def test_recorded_path_equals_plain_loop_step_for_step(tmp_path, steps, fused_st
 def test_recorded_path_under_feature_scaling_maps_to_coefficients(tmp_path) -> None:
     # lesson3 with standardised features: the recorded parameters, mapped to original units, end where the
     # module's own coefficients() says, and each row equals the plain loop's on the same scaled model.
-    datamodule = QuadraticDataModule(**LESSON3_DATA, steps_per_epoch=40, fused_steps=40)
+    datamodule = QuadraticDataModule(**LESSON3_DATA, steps_per_epoch=40)
     module = QuadraticRegression(degree=2, feature_scaling="standardize", lr=0.35, init_seed=0)
     recorder = ParameterPath()
     fit_in_process(module, datamodule, tmp_path, max_steps=40, limit_val_batches=0, callbacks=[recorder])

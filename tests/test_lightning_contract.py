@@ -135,7 +135,7 @@ def test_step_counting_callbacks_act_at_the_same_steps_as_under_automatic_optimi
     if fused_steps is None:
         assert logger.steps_of("lr-SGD") == reference_logger.steps_of("lr-SGD") and logger.steps_of("lr-SGD")
     # Validation after steps 10 and 20: Lightning logs it at its count of training_steps before the
-    # current one (9, 19); with fused steps fitquad gives it the optimizer step instead.
+    # current one (9, 19), and so does the textbook module; the fused one gives it the optimizer step instead.
     assert reference_logger.steps_of("val/loss") == [9, 19]
     assert logger.steps_of("val/loss") == ([9, 19] if fused_steps is None else [10, 20])
     # fitquad's own training scalars: every log_every_n_steps optimizer steps, on the optimizer-step axis.

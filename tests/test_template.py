@@ -60,7 +60,7 @@ def test_the_core_files_alone_train_lesson3_to_its_least_squares_optimum(tmp_pat
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
-    run("train.py", "fit", "--config", "lesson3.yaml", "--trainer.enable_progress_bar", "false")
+    run("train.py", "fit", "--config", "lesson3.yaml")
     check = (
         "import json, sys\n"
         "from quadfit.module import QuadraticRegression\n"

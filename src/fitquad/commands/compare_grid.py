@@ -48,7 +48,7 @@ from fitquad.callbacks.landscape import (
 )
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_landscape_grid, check_limits
-from fitquad.checks.validation import InvalidInput
+from fitquad.checks.validation import InvalidInput, check_model_options
 from fitquad.commands.cli import lightning_quiet
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
@@ -275,7 +275,7 @@ def check_comparison(config) -> None:
         options = {**dict(config.model), "lr": setting.lr if setting.lr is not None else config.model.lr}
         sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
         try:
-            QuadraticRegression(**options, weight_decay=setting.weight_decay, **sgd)
+            check_model_options({**options, "weight_decay": setting.weight_decay, **sgd})
         except InvalidInput as error:
             raise InvalidInput(f"settings {setting.name!r}: {error}") from None
         check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})

@@ -31,7 +31,6 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.tuner import Tuner
 from torch import nn
 
-from fitquad.callbacks.record import TrainingRecord
 from fitquad.callbacks.summary import run_folder
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.validation import InvalidInput
@@ -55,6 +54,19 @@ def stable_lrs(module: QuadraticRegression, optimizer: torch.optim.Optimizer, x:
     gd_on_mse = conditioning(module.model, x, nn.MSELoss(), OptimizerSettings(lr=0.0)).largest_stable_lr_gd
     own = conditioning(module.model, x, module.loss_fn, OptimizerSettings.of(optimizer)).largest_stable_lr
     return gd_on_mse, own
+
+
+class LossKeepingRegression(QuadraticRegression):
+    """QuadraticRegression that keeps each optimizer step's loss: Tuner.lr_find trains with its own callback alone
+    (the Trainer's callbacks, TrainingRecord among them, are set aside while it runs), but the module's own hooks
+    still run."""
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.step_losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.step_losses.append(outputs["loss"])
 
 
 class LrFindCLI(FitquadCLI):
@@ -94,7 +106,7 @@ def main(argv: list[str]) -> None:
         # args differ from sys.argv.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = LrFindCLI(
-            QuadraticRegression,
+            LossKeepingRegression,
             FileDataModule,
             args=[*NO_TENSORBOARD_RUN, *argv, *ONE_STEP_PER_EPOCH],
             run=False,
@@ -114,9 +126,8 @@ def main(argv: list[str]) -> None:
     if not trainer.is_global_zero:  # under DDP one process draws and prints; the others found the same numbers
         return
     folder = run_folder(trainer)
-    # The loss of each step as taken (TrainingRecord records every step's loss), beside Lightning's smoothed curve.
-    record = next(callback for callback in trainer.callbacks if isinstance(callback, TrainingRecord))
-    raw_losses = record.losses.double().tolist()
+    # The loss of each step as taken, beside Lightning's smoothed curve.
+    raw_losses = torch.stack(model.step_losses).double().tolist()
     save_plot(finder, stable_lr, raw_losses, folder / "lr_find.png")
     tried = finder.results["lr"]
     print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")

@@ -63,6 +63,7 @@ from fitquad.commands.sweep_batched import check_batched_memory, train_batched, 
 from fitquad.commands.sweep_report import SweepPoint, write_results
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory import reference
+from fitquad.theory.conditioning import OptimizerSettings, conditioning
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
 
@@ -79,7 +80,8 @@ class SweepSettings:
         draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
             and bias² + variance + σ² (fitquad.theory.bias_variance); needs the runs batched.
         batched: null: all runs as one batched model whenever they allow it (full-batch SGD;
-            fitquad.commands.sweep_batched), else one Trainer per value; false: one Trainer per value; true: batched, or say why not.
+            fitquad.commands.sweep_batched), else one Trainer per value; false: one Trainer per value; true:
+            batched, or say why not.
     """
 
     parameter: str
@@ -122,6 +124,10 @@ def train_one(
     try:
         trainer.fit(module, datamodule=datamodule)
     except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
+        settings = OptimizerSettings.of(trainer.optimizers[0])  # what `fitquad fit`'s diagnosis adds to the line
+        error.largest_stable_lr = conditioning(
+            module.model, datamodule.train_x, module.loss_fn, settings
+        ).largest_stable_lr
         diverged = str(error)
     if on_signal.checkpoint_path is not None:  # stopped mid-training by Ctrl-C or SIGTERM, after saving
         raise Interrupted(on_signal.received)

@@ -78,7 +78,7 @@ class FusedQuadraticRegression(QuadraticRegression):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        self.log("step", float(self.global_step), sync_dist=True)  # validation metrics at the optimizer step too
+        self.log("step", float(self.global_step), sync_dist=True)  # as in training_step: the optimizer step
 
     def step_lr_schedulers(self, interval: Literal["step", "epoch"]) -> None:
         """Step the configured schedulers as Lightning does under automatic optimization (it leaves them to the
