@@ -11,8 +11,8 @@ checkpoints, diagnosis and figures all on). Plain: a script that draws the same 
 once into batch-sized blocks (what `shuffle: blocks` does) and runs the same epoch of torch.optim.SGD on a
 degree-2 polynomial. Prints both, fitquad's bytes per point above the data (8 bytes a point: float32 x and y)
 and above the plain script. With --processes P, also `fitquad fit` under torchrun with P CPU processes (DDP), each
-holding its shard of N/P points: its wall time and the largest process's peak (getrusage's children include
-torchrun's), and that process's bytes per point of its shard.
+holding all N points and training on its own N/P of them: its wall time and the largest process's peak
+(getrusage's children include torchrun's), and that process's bytes per point of all N.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
     plain_baseline, _ = plain(1_000)
     print(f"baseline (1,000 points): fitquad {fit_baseline:,.0f} MiB, plain {plain_baseline:,.0f} MiB")
     ddp = args.processes > 1
-    extra = f" {args.processes} processes: wall / each peak | bytes/shard point |" if ddp else ""
+    extra = f" {args.processes} processes: wall / each peak | bytes/point, each process |" if ddp else ""
     print(f"| points | fitquad wall / peak | plain wall / peak | fitquad bytes/point | plain bytes/point |{extra}")
     print("|---|---|---|---|---|" + ("---|---|" if ddp else ""))
     for points in map(int, args.points):
@@ -96,8 +96,8 @@ def main() -> None:
         )
         if ddp:
             ddp_mib, ddp_wall = fit(points, args.processes)
-            shard_point = (ddp_mib - fit_baseline) * 2**20 / (points / args.processes)
-            row += f" {ddp_wall:.1f} s / {ddp_mib:,.0f} MiB | {shard_point:.1f} |"
+            per_point = (ddp_mib - fit_baseline) * 2**20 / points
+            row += f" {ddp_wall:.1f} s / {ddp_mib:,.0f} MiB | {per_point:.1f} |"
         print(row, flush=True)
 
 
@@ -107,7 +107,7 @@ def fit(points: int, processes: int = 1) -> tuple[float, float]:
         "--data.shuffle=blocks", "--trainer.max_epochs=1",
     ]  # fmt: skip
     command = [FITQUAD, "fit", *options]
-    if processes > 1:  # torchrun starts every process; each holds its shard of the points
+    if processes > 1:  # torchrun starts every process; each holds all the points and trains on its part
         launch = [PYTHON, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--rdzv-backend=c10d",
                   "--rdzv-endpoint=localhost:0"]  # fmt: skip
         ddp = ["--trainer.strategy=ddp", f"--trainer.devices={processes}", "--trainer.accelerator=cpu"]

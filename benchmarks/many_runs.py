@@ -4,9 +4,9 @@
     python benchmarks/many_runs.py --repeats 5 --skip-memory
 
 The article's grid: `fitquad compare`'s 20 runs (4 losses × 5 SGD settings, 100 steps) side by side in one
-Trainer (fitquad.commands.side_by_side, what `compare` uses), and as one batched model (fitquad.commands.many_runs, which `compare`
-does not use: its matrix products add in another order), each against one Trainer per run, in this process after
-a warm-up; the final (w, b) of every run compared bit for bit with the run alone.
+Trainer (fitquad.commands.side_by_side, what `compare` uses), and as one batched model (fitquad.commands.many_runs,
+which `compare` does not use: its matrix products add in another order), each against one Trainer per run, in this
+process after a warm-up; the final (w, b) of every run compared bit for bit with the run alone.
 
 Speed: `fitquad sweep --config configs/capacity.yaml` (degrees 0-12, one draw, 3 steps each) in this process,
 batched and with `--sweep.batched false`, after one warm-up of each (imports and first-call costs excluded, the
@@ -81,11 +81,11 @@ def grid_runs(mode: str) -> list:
     from fitquad.commands.compare_grid import build_parser, run_options
     from fitquad.commands.many_runs import ManyRuns, ManyRunsData
     from fitquad.commands.side_by_side import SideBySide
-    from fitquad.core.data import QuadraticDataModule
+    from fitquad.checks.file_data import FileDataModule
     from fitquad.core.module import QuadraticRegression
 
     config = build_parser().parse_args(["--config", GRID_CONFIG])
-    data = QuadraticDataModule(**config.data)
+    data = FileDataModule(**config.data)
     data.setup("fit")
     runs = [run_options(config, loss, setting) for loss in config.losses for setting in config.settings]
     quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -4,23 +4,27 @@
     python benchmarks/speed.py --only demo --repeats 3 --profile
 
 small: lesson 3's 20 points, quadratic on standardised t, MSE, full-batch SGD (momentum 0.9), 20,000 steps,
-  validation every 1,000 steps (data.fused_steps 1000).
+  validation every 1,000 steps.
   plain: the textbook loop (features built once, nn.Linear, MSELoss, zero_grad/backward/step).
-  fitquad: QuadraticRegression + QuadraticDataModule in a Lightning Trainer with every feature on:
-  TensorBoard logging every 50 steps, validation metrics, ModelCheckpoint (best and last), EarlyStopping,
-  LossLandscape's per-step parameter path, FitDiagnosis and RunSummary.
-large: 10 million points, batches of 65,536, one epoch, same model, data.shuffle blocks.
+  textbook: fitquad's QuadraticRegression (automatic optimization, one step per training_step) +
+  QuadraticDataModule in a Lightning Trainer with every feature on: TensorBoard logging every 50 steps,
+  validation metrics, ModelCheckpoint (best and last), EarlyStopping, LossLandscape's per-step parameter path,
+  TrainingRecord, FitDiagnosis and RunSummary.
+  fused: the same with FusedQuadraticRegression, 1,000 optimizer steps per training_step.
+large: 10 million points, batches of 65,536, one epoch, same model, data.shuffle blocks; textbook and fused
+  (1,000 steps per training_step: the whole epoch in one).
   plain: data shuffled once, then each epoch only the order of the 65,536-point blocks is permuted.
-demo: configs/lesson3.yaml's cadence, 2,000 steps: TensorBoard every step (loss, lr, grad norm, a, b, c,
-  relative gap), and every 10 steps validation (loss, MSE, MAE, R², train MSE), EarlyStopping, and an
-  atomic best and last checkpoint (model and optimizer state, fsync'd, renamed into place).
+demo: configs/lesson3.yaml's cadence (the textbook module), 2,000 steps: TensorBoard every step (loss, lr,
+  grad norm, a, b, c, relative gap), and every 10 steps validation (loss, MSE, MAE, R², train MSE), EarlyStopping,
+  and an atomic best and last checkpoint (model and optimizer state, fsync'd, renamed into place).
   plain: a hand-written loop doing that same work with the same libraries (SummaryWriter.add_scalar,
   torchmetrics, torch.save + os.replace). Progress bars are off in both.
 
 fitquad is timed from on_train_start to on_train_end (the training loop; Trainer set-up, the sanity check,
 the closed-form reference and the end-of-fit figures are excluded). Each repeat runs the variants
 round-robin; the tables give medians and the median of per-repeat ratios, and every pair is checked to
-end on identical parameters. --profile adds the top of a cProfile of one fitquad demo run (of the small problem with
+end on identical parameters. The last line of each table is the fused module's speed over the textbook
+one's. --profile adds the top of a cProfile of one fitquad demo run (of the small problem with
 --only small).
 """
 
@@ -46,10 +50,12 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from fitquad.callbacks.diagnosis import FitDiagnosis
 from fitquad.callbacks.landscape import LossLandscape
+from fitquad.callbacks.record import TrainingRecord
 from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.core.data import QuadraticDataModule
-from fitquad.core.module import QuadraticRegression
+from fitquad.core.fused import FusedQuadraticRegression
+from fitquad.core.module import QuadraticRegression, initialize
 
 LESSON3 = dict(true_a=0.75, true_b=-14.25, true_c=68.6875, noise_std=3.0, x_distribution="grid", x_min=0.0, x_max=19.0)
 SGD = dict(lr=0.1, momentum=0.9)
@@ -80,12 +86,19 @@ def starting_linear(model: QuadraticRegression) -> torch.nn.Linear:
 def starting_model(datamodule: QuadraticDataModule) -> QuadraticRegression:
     datamodule.setup("fit")
     model = QuadraticRegression(degree=2, feature_scaling="standardize", **SGD)
-    model.initialize_parameters(datamodule.train_x)  # what the fit will start from
+    initialize(model.model, datamodule.train_x, None, 0)  # what the fit will start from
     return model
 
 
-def fitquad_fit(datamodule, steps: int, folder: str, log_every: int, landscape: bool) -> tuple[float, torch.Tensor]:
-    model = QuadraticRegression(degree=2, feature_scaling="standardize", **SGD)
+def fitquad_fit(
+    datamodule, steps: int, folder: str, log_every: int, landscape: bool, fused_steps: int | None = None
+) -> tuple[float, torch.Tensor]:
+    """One fit by the textbook module (fused_steps None) or the fused one; (training seconds, final weight)."""
+    options = dict(degree=2, feature_scaling="standardize", **SGD)
+    if fused_steps is None:
+        model = QuadraticRegression(**options)
+    else:
+        model = FusedQuadraticRegression(fused_steps=fused_steps, **options)
     timer = TrainTimer()
     callbacks = [
         timer,  # first: its on_train_end runs before the end-of-fit figures
@@ -93,7 +106,8 @@ def fitquad_fit(datamodule, steps: int, folder: str, log_every: int, landscape: 
         ModelCheckpoint(filename="last", save_on_train_epoch_end=True),
         EarlyStopping(monitor="val/loss", patience=10**9, check_on_train_epoch_end=False),
         *([LossLandscape()] if landscape else []),
-        FitDiagnosis(),  # the CLI always adds these two
+        TrainingRecord(),  # the CLI always adds these three
+        FitDiagnosis(),
         RunSummary(),
     ]
     trainer = L.Trainer(
@@ -125,28 +139,27 @@ def plain_steps(linear: torch.nn.Linear, batches, steps: int) -> float:
 
 
 def small_problem(repeats: int, steps: int = 20_000) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {"plain": [], "fitquad": []}
+    results: dict[str, list[float]] = {"plain": [], "textbook": [], "fused": []}
     for _ in range(repeats):
-        datamodule = QuadraticDataModule(
-            **LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=1000, fused_steps=1000
-        )
+        datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=1000)
         start = starting_model(datamodule)
         linear = starting_linear(start)
         full_batch = (features(datamodule.train_x, start), datamodule.train_y)
         plain_seconds = plain_steps(linear, itertools.repeat(full_batch), steps)
-        with tempfile.TemporaryDirectory() as folder:
-            seconds, weight = fitquad_fit(datamodule, steps, folder, log_every=50, landscape=True)
-        assert torch.equal(linear.weight, weight), "fitquad and the plain loop disagree"
         results["plain"].append(steps / plain_seconds)
-        results["fitquad"].append(steps / seconds)
+        for name, fused_steps in (("textbook", None), ("fused", 1000)):
+            with tempfile.TemporaryDirectory() as folder:
+                seconds, weight = fitquad_fit(datamodule, steps, folder, 50, landscape=True, fused_steps=fused_steps)
+            assert torch.equal(linear.weight, weight), f"fitquad ({name}) and the plain loop disagree"
+            results[name].append(steps / seconds)
     return results
 
 
 def large_problem(repeats: int, n: int = 10_000_000, batch_size: int = 65_536) -> dict[str, list[float]]:
     datamodule = QuadraticDataModule(
-        **LESSON3, n_train=n, n_val=10_000, seed=7, batch_size=batch_size, fused_steps=1000, shuffle="blocks"
+        **LESSON3, n_train=n, n_val=10_000, seed=7, batch_size=batch_size, shuffle="blocks"
     )
-    results: dict[str, list[float]] = {"plain": [], "fitquad": []}
+    results: dict[str, list[float]] = {"plain": [], "textbook": [], "fused": []}
     for _ in range(repeats):
         start = starting_model(datamodule)
         # The plain loop gets the data shuffled once exactly as fitquad's "blocks" mode does, and the same
@@ -156,11 +169,14 @@ def large_problem(repeats: int, n: int = 10_000_000, batch_size: int = 65_536) -
         order = torch.randperm(len(loader.blocks_x), generator=loader.generator).tolist()
         batches = ((features(loader.blocks_x[j], start), loader.blocks_y[j]) for j in order)
         plain_seconds = plain_steps(linear, batches, len(order))
-        with tempfile.TemporaryDirectory() as folder:
-            seconds, weight = fitquad_fit(datamodule, len(order), folder, log_every=50, landscape=False)
-        assert torch.equal(linear.weight, weight), "fitquad and the plain loop disagree"
         results["plain"].append(n / plain_seconds / 1e6)
-        results["fitquad"].append(n / seconds / 1e6)
+        for name, fused_steps in (("textbook", None), ("fused", 1000)):
+            with tempfile.TemporaryDirectory() as folder:
+                seconds, weight = fitquad_fit(
+                    datamodule, len(order), folder, 50, landscape=False, fused_steps=fused_steps
+                )
+            assert torch.equal(linear.weight, weight), f"fitquad ({name}) and the plain loop disagree"
+            results[name].append(n / seconds / 1e6)
     return results
 
 
@@ -226,7 +242,7 @@ def plain_demo(start: QuadraticRegression, datamodule, steps: int, folder: str) 
 def demo_problem(repeats: int, steps: int = 2000) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {"plain": [], "fitquad": []}
     for _ in range(repeats):
-        datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=10, fused_steps=10)
+        datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=10)
         start = starting_model(datamodule)
         with tempfile.TemporaryDirectory() as folder:
             plain_seconds, plain_weight = plain_demo(start, datamodule, steps, folder)
@@ -243,12 +259,12 @@ def profile(problem: str, lines: int = 25) -> None:
     if problem == "small":
         fused, steps, log_every, landscape = 1000, 20_000, 50, True
     else:
-        fused, steps, log_every, landscape = 10, 2000, 1, False
-    datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=fused, fused_steps=fused)
+        fused, steps, log_every, landscape = None, 2000, 1, False
+    datamodule = QuadraticDataModule(**LESSON3, n_train=20, n_val=20, seed=42, steps_per_epoch=fused or 10)
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as folder:
         profiler.enable()
-        fitquad_fit(datamodule, steps, folder, log_every=log_every, landscape=landscape)
+        fitquad_fit(datamodule, steps, folder, log_every=log_every, landscape=landscape, fused_steps=fused)
         profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(lines)
@@ -266,6 +282,11 @@ def report(title: str, results: dict[str, list[float]]) -> None:
         ratios = [v / p for v, p in zip(values, plain, strict=True)]
         spread = f"{min(ratios):.3f}–{max(ratios):.3f}"
         print(f"| {name} | {statistics.median(values):,.2f} | {statistics.median(ratios):.3f} | {spread} |")
+    if "fused" in results and "textbook" in results:
+        ratios = [f / t for f, t in zip(results["fused"], results["textbook"], strict=True)]
+        print(
+            f"fused / textbook: {statistics.median(ratios):.2f}× (lowest–highest {min(ratios):.2f}–{max(ratios):.2f})"
+        )
     sys.stdout.flush()
 
 
