@@ -1,5 +1,6 @@
 """The real `fitquad` command in a subprocess, as a user runs it, on every shipped config."""
 
+import csv
 import json
 import shutil
 import subprocess
@@ -282,6 +283,36 @@ def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
     assert events.Scalars("final/val_mse")[-1].value == pytest.approx(summary["val_mse"], rel=1e-6)
     assert {"diagnosis/fit", "diagnosis/residuals"} <= set(events.Tags()["images"])
     assert result.stdout.rstrip().splitlines()[-1].startswith("fitquad: run finished in")
+
+
+def test_a_finished_command_runs_every_atexit_handler(tmp_path):
+    # A logger's final upload (W&B, MLflow) runs at exit: the command lets Python shut down as usual.
+    marker = tmp_path / "marker.txt"
+    callback = ["--trainer.callbacks+=at_exit.WriteAtExit", "--trainer.callbacks.path", str(marker)]
+    run_fitquad("fit", "--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "5", *callback, cwd=tmp_path)
+    assert marker.read_text() == "written at exit\n"
+
+
+def test_every_logger_gets_every_per_step_scalar_and_the_hyperparameters(tmp_path, monkeypatch):
+    # --trainer.logger [tensorboard, csv]: not only the first logger (Lightning's trainer.logger).
+    loggers = (
+        "[{class_path: lightning.pytorch.loggers.TensorBoardLogger, init_args: {save_dir: runs, name: two}}, "
+        "{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: runs, name: two}}]"
+    )
+    args = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "20", "--trainer.logger", loggers]
+    fitquad_in_process("fit", *args, cwd=tmp_path, monkeypatch=monkeypatch)
+    tensorboard, csv_folder = sorted((tmp_path / "runs" / "two").iterdir())
+    events = EventAccumulator(str(tensorboard))
+    events.Reload()
+    with open(csv_folder / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    for tag in ("train/loss", "train/lr", "train/grad_norm", "params/a", "reference/relative_gap", "val/mse"):
+        in_csv = [(int(row["step"]), float(row[tag])) for row in rows if row[tag]]
+        in_tensorboard = [(event.step, event.value) for event in events.Scalars(tag)]
+        assert in_csv and [step for step, _ in in_csv] == [step for step, _ in in_tensorboard], tag
+        assert [value for _, value in in_csv] == pytest.approx([value for _, value in in_tensorboard], rel=1e-6)
+    assert any(row["final/val_mse"] for row in rows)
+    assert yaml.safe_load((csv_folder / "hparams.yaml").read_text())["optimizer.lr"] == 0.35
 
 
 def test_a_fit_without_validation_points_ends_cleanly(tmp_path, monkeypatch):

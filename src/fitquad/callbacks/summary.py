@@ -87,7 +87,11 @@ class RunSummary(L.Callback):
         metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
         metrics = {name: value for name, value in metrics.items() if value is not None}  # no validation points
         for logger in trainer.loggers:
-            logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
+            if isinstance(logger, TensorBoardLogger):  # its HPARAMS tab pairs the settings with these metrics
+                logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
+            else:
+                logger.log_hyperparams(hparams_used(trainer, pl_module))
+                logger.log_metrics(metrics, step=trainer.global_step)
             logger.finalize("success")
         say(trainer, f"fitquad: run finished in {folder}: {_one_line(summary)}")
 
