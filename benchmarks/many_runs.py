@@ -78,10 +78,10 @@ def grid_runs(mode: str) -> list:
     import torch
 
     from fitquad.callbacks.parameter_path import ParameterPath
+    from fitquad.checks.file_data import FileDataModule
     from fitquad.commands.compare_grid import build_parser, run_options
     from fitquad.commands.many_runs import ManyRuns, ManyRunsData
     from fitquad.commands.side_by_side import SideBySide
-    from fitquad.checks.file_data import FileDataModule
     from fitquad.core.module import QuadraticRegression
 
     config = build_parser().parse_args(["--config", GRID_CONFIG])
