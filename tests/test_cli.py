@@ -1,10 +1,16 @@
 """The real `fitquad` command in a subprocess, as a user runs it, on every shipped config."""
 
 import csv
+import fcntl
 import json
+import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,6 +289,45 @@ def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
     assert events.Scalars("final/val_mse")[-1].value == pytest.approx(summary["val_mse"], rel=1e-6)
     assert {"diagnosis/fit", "diagnosis/residuals"} <= set(events.Tags()["images"])
     assert result.stdout.rstrip().splitlines()[-1].startswith("fitquad: run finished in")
+
+
+def run_in_a_terminal(*args: str, cwd: Path) -> str:
+    """The real command under a pseudo-terminal of 120 columns (stdin, stdout and stderr all on it), as a learner
+    types it: everything it wrote, as the terminal received it."""
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    fitquad = str(Path(sys.executable).with_name("fitquad"))
+    process = subprocess.Popen([fitquad, *args], cwd=cwd, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    received = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the command has ended
+            break
+        if not chunk:
+            break
+        received.append(chunk)
+    os.close(master)
+    assert process.wait(timeout=120) == 0
+    return b"".join(received).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_in_a_terminal_the_progress_bar_and_every_line_of_the_diagnosis_show(tmp_path):
+    shown = run_in_a_terminal("fit", "--config", str(CONFIGS / "lesson3.yaml"), cwd=tmp_path)
+    assert "it/s" in shown  # the progress bar, on a terminal
+    lines = [line.strip("\r") for line in shown.split("\n")]
+    for start in ("before training:", "conditioning (", "reference:", "run folder runs/lesson3/version_0",
+                  "diagnosis:", "details:", "run finished in runs/lesson3/version_0"):  # fmt: skip
+        assert any(line.startswith(f"fitquad: {start}") for line in lines), start
+
+
+def test_through_a_pipe_every_line_shows_and_no_progress_bar(lesson3_run):
+    # `fitquad fit … | tee run.log`: stdout is a pipe, so no bar frames, and every line of the diagnosis.
+    _, _, result = lesson3_run
+    assert "it/s" not in result.stdout and "\r" not in result.stdout
+    assert "fitquad: diagnosis:" in result.stdout and "fitquad: run finished in" in result.stdout
 
 
 def test_a_finished_command_runs_every_atexit_handler(tmp_path):

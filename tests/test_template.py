@@ -78,3 +78,16 @@ def test_the_core_files_alone_train_lesson3_to_its_least_squares_optimum(tmp_pat
     trained_mse, optimum_mse = np.mean((design @ coefficients - y) ** 2), np.mean((design @ optimum - y) ** 2)
     assert optimum_mse <= trained_mse <= 1.01 * optimum_mse
     np.testing.assert_allclose(coefficients, optimum, rtol=1e-3)
+
+
+def test_the_public_classes_load_the_core_alone() -> None:
+    # `fitquad.QuadraticRegression` and `fitquad.QuadraticDataModule` load the core and nothing above it.
+    probe = (
+        "import sys, fitquad\n"
+        "fitquad.QuadraticRegression, fitquad.QuadraticDataModule\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'fitquad'))\n"
+    )
+    loaded = json.loads(
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.replace("'", '"')
+    )
+    assert loaded == ["fitquad", "fitquad.core", "fitquad.core.data", "fitquad.core.model", "fitquad.core.module"]

@@ -85,7 +85,7 @@ TRAINER_DEFAULTS = {
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 # What a class raises when it refuses the arguments it was built with.
-BUILD_ERRORS = (TypeError, ValueError, LookupError, ImportError, MisconfigurationException)
+BUILD_ERRORS = (TypeError, ValueError, LookupError, ImportError, RuntimeError, MisconfigurationException)
 
 
 @contextlib.contextmanager

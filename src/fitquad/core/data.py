@@ -89,18 +89,12 @@ def curve_options(hparams: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def uniform_sample(x: torch.Tensor, y: torch.Tensor, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All the points, or `limit` of them drawn uniformly at random (seeded), in their order: a sample that
-    represents them all, not one end of a sorted grid. Drawn with replacement, so no permutation of all the
-    points is ever made."""
+    """All the points, or `limit` of them drawn uniformly with replacement (seeded, no permutation of all the
+    points), in their order: a sample that represents them all, not one end of a sorted grid."""
     if len(x) <= limit:
         return x, y
-    chosen = sample_indices(len(x), limit, seed)
+    chosen = torch.randint(len(x), (limit,), generator=torch.Generator().manual_seed(seed)).sort().values
     return x[chosen], y[chosen]
-
-
-def sample_indices(points: int, limit: int, seed: int) -> torch.Tensor:
-    """`limit` indices among `points`, drawn uniformly with replacement (seeded), in increasing order."""
-    return torch.randint(points, (limit,), generator=torch.Generator().manual_seed(seed)).sort().values
 
 
 class QuadraticDataModule(L.LightningDataModule):
@@ -286,15 +280,12 @@ class InMemoryBatches:
     - shuffle="blocks": the points are shuffled once (`x` and `y` are then that order: in_block_order says
       they already are), cut into batch-sized blocks, and each pass only permutes the order of the blocks
       (views, no copy). For millions of points this removes the per-pass randperm and gather that dominate
-      an epoch (benchmarks/README.md); each batch keeps the same members from pass to pass.
+      an epoch (README, "Speed"); each batch keeps the same members from pass to pass.
     A pass may span epochs: the position in it is kept from one epoch to the next.
 
-    Resumable: `state_dict` holds the generator's state, its state when the current pass was drawn
-    (so the pass's order is re-drawn on load, not stored: a few hundred bytes instead of 8 per point)
-    and how far into the epoch the batches have been served, and Lightning saves it in every
-    checkpoint (it does so for any dataloader with state_dict/load_state_dict). A fit resumed from a
-    mid-epoch checkpoint then serves exactly the batches the interrupted one would have, so its
-    parameters come out bit for bit the same. The tensors may live on any device; they are never copied back.
+    Resumable: `state_dict` (which Lightning saves in every checkpoint) holds the generator's state, its state
+    when the current pass was drawn (the pass is re-drawn on load, not stored) and how far into the epoch the
+    batches have been served, so a fit resumed mid-epoch serves exactly the batches the interrupted one would.
     """
 
     def __init__(
