@@ -113,46 +113,23 @@ def test_print_config_round_trips(tmp_path, capsys):
     assert read_summary(only_run_folder(tmp_path, "sgd_article"))["optimizer_steps"] == 3
 
 
-def test_trainer_gradient_clipping_is_lightnings_own_for_the_textbook_module(tmp_path, monkeypatch):
-    # Lightning clips (automatic optimization): trainer.gradient_clip_val stays as given, and the losses are a
-    # plain loop's with torch's clipping.
-    args = [
-        "--trainer.max_epochs",
-        "5",
-        "--trainer.gradient_clip_val",
-        "0.5",
-        "--trainer.gradient_clip_algorithm",
-        "value",
-    ]
-    fitquad_in_process(
-        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path, monkeypatch=monkeypatch
-    )
+@pytest.mark.parametrize("module", ["QuadraticRegression", "FusedQuadraticRegression"])
+def test_trainer_gradient_clipping_clips_as_torch_does_for_either_module(tmp_path, monkeypatch, module):
+    # The textbook module: Lightning clips (automatic optimization), trainer.gradient_clip_val stays as given. The
+    # fused one: Lightning refuses that option under manual optimization, so it becomes fitquad's callback. Either
+    # way the losses are a plain loop's with torch's clipping.
+    clip = ["--trainer.gradient_clip_val", "0.5", "--trainer.gradient_clip_algorithm", "value"]
+    args = ["--config", str(CONFIGS / "sgd_article.yaml"), "--model", module, "--trainer.max_epochs", "5", *clip]
+    fitquad_in_process("fit", *args, cwd=tmp_path, monkeypatch=monkeypatch)
     folder = only_run_folder(tmp_path, "sgd_article")
-    saved = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]
-    assert saved["gradient_clip_val"] == 0.5 and saved["gradient_clip_algorithm"] == "value"
-    x, y = article_data()
-    expected_losses, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 5, clip="value")
-    assert read_train_losses(folder) == expected_losses
-
-
-def test_trainer_gradient_clipping_becomes_the_clipping_callback_for_the_fused_module(tmp_path, monkeypatch):
-    args = [
-        "--model",
-        "FusedQuadraticRegression",
-        "--trainer.max_epochs",
-        "5",
-        "--trainer.gradient_clip_val",
-        "0.5",
-        "--trainer.gradient_clip_algorithm",
-        "value",
-    ]
-    fitquad_in_process(
-        "fit", "--config", str(CONFIGS / "sgd_article.yaml"), *args, cwd=tmp_path, monkeypatch=monkeypatch
-    )
-    folder = only_run_folder(tmp_path, "sgd_article")
-    callbacks = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["callbacks"]
+    trainer = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]
     clipping = {"gradient_clip_val": 0.5, "gradient_clip_algorithm": "value"}
-    assert {"class_path": "fitquad.callbacks.clipping.GradientClipping", "init_args": clipping} in callbacks
+    if module == "QuadraticRegression":
+        assert {name: trainer[name] for name in clipping} == clipping
+    else:
+        assert {"class_path": "fitquad.callbacks.clipping.GradientClipping", "init_args": clipping} in trainer[
+            "callbacks"
+        ]
     x, y = article_data()
     expected_losses, _ = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 5, clip="value")
     assert read_train_losses(folder) == expected_losses

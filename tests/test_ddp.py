@@ -117,6 +117,24 @@ def test_ddp_by_lightning_and_by_torchrun_lands_where_one_process_does(tmp_path:
         )
 
 
+def test_ddp_with_the_fused_module_lands_where_one_process_does(tmp_path: Path, monkeypatch) -> None:
+    # The fused module's manual steps under DDP: every manual_backward syncs the gradients, inside a training_step.
+    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "25"]
+    fused = ["--model", "FusedQuadraticRegression", "--model.fused_steps", "10"]
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    (tmp_path / "ddp").mkdir()
+    run_fitquad("fit", *config, *fused, *ddp, cwd=tmp_path / "ddp")
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *config, *fused])
+    single, ddp_run = only_run_folder(tmp_path, "lesson3"), only_run_folder(tmp_path / "ddp", "lesson3")
+    assert read_summary(ddp_run)["optimizer_steps"] == read_summary(single)["optimizer_steps"] == 25
+    torch.testing.assert_close(
+        torch.tensor(list(read_summary(ddp_run)["coefficients"].values())),
+        torch.tensor(list(read_summary(single)["coefficients"].values())),
+    )
+    torch.testing.assert_close(torch.tensor(read_train_losses(ddp_run)), torch.tensor(read_train_losses(single)))
+
+
 @pytest.mark.parametrize("launcher", ["torchrun", "srun"])
 def test_a_launchers_ranks_share_the_jobs_run_folder_and_refuse_a_used_one(tmp_path, monkeypatch, launcher) -> None:
     # What each rank sees under torchrun (TORCHELASTIC_RUN_ID, RANK) or srun (SLURM_JOB_ID, SLURM_PROCID).
