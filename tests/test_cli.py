@@ -51,6 +51,10 @@ def test_lesson3_leaves_a_complete_run_folder(lesson3_run):
     assert (cwd / summary["best_checkpoint"]).is_file()
     assert set(summary["coefficients"]) == {"a", "b", "c"}
     assert summary["optimizer_steps"] == len(read_train_losses(folder)) > 0
+    # What ended it, said and kept: lesson3's EarlyStopping, with the best checkpoint.
+    assert summary["ended_by"].startswith("EarlyStopping: val/loss had not improved on its best")
+    ended = f"fitquad: ended by {summary['ended_by']} after {summary['optimizer_steps']} steps; best checkpoint "
+    assert ended + summary["best_checkpoint"] in result.stdout.splitlines()
     # The saved config names the module it trained (the textbook one) and every option.
     saved = yaml.safe_load((folder / "config.yaml").read_text())
     assert saved["model"]["class_path"] in ("fitquad.QuadraticRegression", "fitquad.core.module.QuadraticRegression")
@@ -91,6 +95,7 @@ def test_sgd_article_reproduces_the_articles_loss_sequence_exactly(tmp_path):
     summary = read_summary(folder)
     assert summary["coefficients"] == {"b": expected.bias.item(), "w": expected.weight.item()}
     assert summary["optimizer_steps"] == 100 and summary["epochs"] == 100
+    assert summary["ended_by"] == "trainer.max_epochs (100)"
 
 
 def test_lesson3_raw_stalls_far_above_the_optimum(tmp_path):

@@ -213,6 +213,7 @@ def test_divergence_stops_at_once_with_one_line_and_a_non_zero_exit_code(tmp_pat
     assert summary["diagnosis"]["verdict"] == "diverged"
     # The guard stopped it at the step whose loss exploded, before that step's update.
     assert summary["optimizer_steps"] == 3
+    assert summary["ended_by"] == "the divergence guard, at step 4"
 
 
 def test_divergence_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys) -> None:

@@ -115,3 +115,23 @@ def test_sigterm_during_a_batched_sweep_exits_143_and_keeps_its_config(tmp_path:
     assert err.strip() == "fitquad: stopped by SIGTERM"
     folder = tmp_path / "runs" / "weight_decay" / "version_0"
     assert (folder / "config.yaml").is_file() and not (folder / "sweep.csv").exists()
+
+
+def test_ctrl_c_while_pytorch_and_lightning_load_is_one_line(tmp_path: Path) -> None:
+    # Ctrl-C in the first seconds of a command, after "starting (loading PyTorch and Lightning)": one line, exit 130.
+    fitquad = str(Path(sys.executable).with_name("fitquad"))
+    process = subprocess.Popen(
+        [fitquad, "fit", "--config", str(CONFIGS / "lesson3.yaml")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    first = process.stdout.readline()
+    assert first.endswith("starting (loading PyTorch and Lightning)\n")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT
+    assert err.splitlines() == ["fitquad: stopped by Ctrl-C"], err
+    assert not (tmp_path / "runs").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from tqdm import tqdm
 
@@ -66,15 +67,15 @@ class RunSummary(L.Callback):
             say(trainer, f"fitquad: data: {data.train_size} training points; {each}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write_summary(trainer, pl_module)
+        self.write_summary(trainer, pl_module, what_ended(trainer))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # A diverged fit ends without on_fit_end: what it found is still written.
         if isinstance(exception, TrainingDiverged):
-            self.write_summary(trainer, pl_module)
+            self.write_summary(trainer, pl_module, f"the divergence guard, at step {exception.step}")
 
-    def write_summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        summary = self.summarize(trainer, pl_module)
+    def write_summary(self, trainer: L.Trainer, pl_module: L.LightningModule, ended_by: str) -> None:
+        summary = {**self.summarize(trainer, pl_module), "ended_by": ended_by}
         if not trainer.is_global_zero:
             return
         folder = run_folder(trainer)
@@ -93,6 +94,8 @@ class RunSummary(L.Callback):
                 logger.log_hyperparams(hparams_used(trainer, pl_module))
                 logger.log_metrics(metrics, step=trainer.global_step)
             logger.finalize("success")
+        best = f"; best checkpoint {summary['best_checkpoint']}" if summary["best_checkpoint"] else ""
+        say(trainer, f"fitquad: ended by {ended_by} after {trainer.global_step} steps{best}")
         say(trainer, f"fitquad: run finished in {folder}: {_one_line(summary)}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -137,6 +140,21 @@ class RunSummary(L.Callback):
             "run_folder": str(run_folder(trainer)),
             **found,
         }
+
+
+def what_ended(trainer: L.Trainer) -> str:
+    """What ended a fit that finished, in words a learner can act on: a callback, or a limit of the Trainer."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return (
+                f"EarlyStopping: {callback.monitor} had not improved on its best, {callback.best_score.item():.4g}, "
+                f"for {callback.patience} validations"
+            )
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return f"trainer.max_steps ({trainer.max_steps})"
+    if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
+        return f"trainer.max_epochs ({trainer.max_epochs})"
+    return "the Trainer: a callback asked it to stop, or trainer.max_time ran out"
 
 
 # torch optimizers' options that choose an implementation, not the mathematics: left out of HPARAMS.
