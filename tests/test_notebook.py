@@ -40,6 +40,10 @@ def test_the_notebook_runs_end_to_end(tmp_path, monkeypatch):
         return "".join(parts)
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    # What a reader sees in red: no cell writes to stderr (no warnings, no Lightning chatter), but the one that
+    # shows a mistake on purpose, whose one line is the error.
+    stderr = [[o.get("text", "") for o in cell.outputs if o.get("name") == "stderr"] for cell in code]
+    assert all(not "".join(lines).strip() for lines in stderr), [lines for lines in stderr if lines]
     raw, standardized, curves, whitened, capacity, draws, mine, degrees, mistake = [text(cell) for cell in code[1:]]
     assert "Gradient descent has stalled" in raw and 'src="data:image/png;base64,' in raw  # figures inline
     assert "The fit reached the best the model can do" in standardized

@@ -74,6 +74,9 @@ def as_a_command_runs() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             settle_warnings_and_yaml()
+            # The arguments are passed on purpose, and sys.argv is the caller's own (a Jupyter kernel's, a script's):
+            # LightningCLI's warning about giving both does not apply.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
             yield
     except (ArgumentError, MisconfigurationException) as error:
         raise InvalidInput(one_line(str(error))) from None
