@@ -75,6 +75,9 @@ BAD_FILES = [
     ("nameless.csv", "1,2\n3,4\n", "x", "y",
      "data.x_column 'x' names a column, but data.file '{path}' does not name its columns (no header row): give its "
      "position, 0 first"),
+    ("pandas.csv", ",x,y\n0,1,2\n1,3,4\n", 0, 1,
+     "data.x_column 0 is the unnamed column of data.file '{path}', a row index (pandas' to_csv writes one unless "
+     "index=False): choose the columns by name (e.g. data.x_column x), or save the file without its index"),
     ("latin1.csv", b"x,y\n1,2\n\xe9,3\n", 0, 1,
      "data.file '{path}' is not UTF-8 text: give a text file of columns, or a .npy or .npz file"),
 ]  # fmt: skip
@@ -146,6 +149,15 @@ def test_held_out_splits_are_seeded_disjoint_and_in_file_order():
 def test_file_options_that_cannot_go_together_are_refused(options, message):
     with pytest.raises(InvalidInput, match=message):
         FileDataModule(**options)
+
+
+def test_a_held_out_split_of_one_point_is_refused(tmp_path):
+    # R², a validation metric, needs two points: 6 points with the default 0.2 held out would give one.
+    path = tmp_path / "six.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(6)))
+    datamodule = FileDataModule(file=str(path))
+    with pytest.raises(InvalidInput, match="data.val_fraction gives 1 validation point, and R² needs at least 2"):
+        datamodule.setup("fit")
 
 
 def save_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:

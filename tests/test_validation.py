@@ -21,6 +21,7 @@ BAD_INPUTS = [
     (["--data.noise_std", "nan"], "data.noise_std must be a number, got nan"),
     (["--data.n_train", "2"], "data.n_train must be ≥ model.degree + 1 = 3 (one point per parameter at least), got 2"),
     (["--data.n_train", "0"], "data.n_train must be ≥ 1, got 0"),
+    (["--data.n_val", "1"], "data.n_val must be 0 (no validation) or ≥ 2 (R² needs two points), got 1"),
     (
         ["--data.n_val", "0"],
         "data.n_val must be ≥ 1 when a callback monitors a validation metric (EarlyStopping monitors val/loss), got 0",
@@ -159,7 +160,10 @@ def test_bad_input_is_one_line_naming_the_field(
 
 
 # The real command, for a few of them: nothing else on stderr (no usage text, warnings, traceback).
-@pytest.mark.parametrize("case", [0, 33], ids=["range", "non-yaml-config"])
+NOT_YAML = next(index for index, (extra, _) in enumerate(BAD_INPUTS) if "not_yaml" in " ".join(extra))
+
+
+@pytest.mark.parametrize("case", [0, NOT_YAML], ids=["range", "non-yaml-config"])
 def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path) -> None:
     extra, message = BAD_INPUTS[case]
     result = run_fitquad(*_arguments(extra, bad_files), cwd=bad_files, check=False)

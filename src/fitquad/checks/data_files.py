@@ -148,6 +148,8 @@ def _read_text(where: str, file: Path, x_column: Column, y_column: Column):
         _column_index(option, column, names, len(fields), where)
         for option, column in (("data.x_column", x_column), ("data.y_column", y_column))
     )
+    if names is not None:
+        _refuse_an_unnamed_column(where, names, columns, (x_column, y_column))
     data_from = first_line + 1 if header else first_line
     if next(_data_lines(file, data_from), None) is None:  # a header and nothing under it
         raise InvalidInput(f"{where} holds no points")
@@ -170,6 +172,19 @@ def _read_text(where: str, file: Path, x_column: Column, y_column: Column):
         return f"line {number}"
 
     return values[:, 0], values[:, 1], row
+
+
+def _refuse_an_unnamed_column(where: str, names: list[str], columns: tuple[int, int], given: tuple) -> None:
+    """A column with no name in a header that names the others is a row index (pandas' `to_csv` writes its index
+    so, unless told index=False): fitting against it would silently fit the row number."""
+    named = [name for name in names if name.strip()]
+    for option, column, index in zip(("data.x_column", "data.y_column"), given, columns, strict=True):
+        if not names[index].strip():
+            example = f" (e.g. data.{option[5:]} {named[0]})" if named else ""
+            raise InvalidInput(
+                f"{option} {column!r} is the unnamed column of {where}, a row index (pandas' to_csv writes one unless "
+                f"index=False): choose the columns by name{example}, or save the file without its index"
+            )
 
 
 def _text_problem(

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fitquad.checks.data_files import held_out_splits, read_points
-from fitquad.checks.validation import check_data_options, check_file_options, held_out_fraction
+from fitquad.checks.validation import InvalidInput, check_data_options, check_file_options, held_out_fraction
 from fitquad.core.data import QuadraticDataModule
 
 
@@ -61,6 +61,10 @@ class FileDataModule(QuadraticDataModule):
         for split, path in (("val", hp.val_file), ("test", hp.test_file)):
             if path is not None:
                 splits[split] = read_points(f"data.{split}_file", path, hp.x_column, hp.y_column)
+            if len(splits[split][0]) == 1:  # R², a validation and test metric, needs two points
+                given = f"data.{split}_file" if path is not None else f"data.{split}_fraction"
+                what = "validation" if split == "val" else "test"
+                raise InvalidInput(f"{given} gives 1 {what} point, and R² needs at least 2: give more points, or none")
         return splits
 
     @property

@@ -29,8 +29,9 @@ DATA_RULES: list[Rule] = [
     ("noise_std", lambda v: v >= 0, "≥ 0"),
     ("x_std", lambda v: v > 0, "> 0"),
     ("n_train", lambda v: v >= 1, "≥ 1"),
-    ("n_val", lambda v: v >= 0, "≥ 0 (0: no validation)"),
-    ("n_test", lambda v: v >= 0, "≥ 0"),
+    # R² (a validation and test metric) needs two points: one would fail in torchmetrics mid-fit.
+    ("n_val", lambda v: v == 0 or v >= 2, "0 (no validation) or ≥ 2 (R² needs two points)"),
+    ("n_test", lambda v: v == 0 or v >= 2, "0 or ≥ 2 (R² needs two points)"),
     ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32) (numpy's RandomState)"),
     ("batch_size", lambda v: v >= 1, "≥ 1, or null for full batch"),
     ("steps_per_epoch", lambda v: v >= 1, "≥ 1, or null for one pass over the data"),
