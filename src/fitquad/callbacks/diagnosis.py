@@ -280,6 +280,8 @@ class FitDiagnosis(L.Callback):
             optimum_coefficients=self.reference.coefficients,
             noise_std=self.noise_std,
             noise_estimated=self.noise_estimated,
+            optimizer=type(trainer.optimizers[0]).__name__,
+            **axis_labels(datamodule.hparams),
         )
         drawn = figures.fit_figures(picture)
         folder = run_folder(trainer)
@@ -290,6 +292,16 @@ class FitDiagnosis(L.Callback):
                 if hasattr(logger.experiment, "add_image"):
                     step = trainer.global_step
                     logger.experiment.add_image(f"diagnosis/{name}", image, global_step=step, dataformats="HWC")
+
+
+def axis_labels(data: dict) -> dict[str, str]:
+    """The figures' axis labels: your own data's column names where its file names them (data.x_column x)."""
+    labels = {}
+    for axis in ("x", "y"):
+        column = data.get(f"{axis}_column")
+        if data.get("file") is not None and isinstance(column, str):
+            labels[f"{axis}_label"] = column
+    return labels
 
 
 def _steps(steps: float | None, stable: bool) -> str:

@@ -50,6 +50,9 @@ class FitPicture:
     noise_std: float | None  # None: unknown, no noise bands
     noise_estimated: bool = False  # σ estimated from the optimum's residuals (your own data)
     train_size: int | None = None  # how many training points there are, when train_x is a sample of them
+    optimizer: str = "SGD"  # the optimizer that trained the fit (`--optimizer X` replaces the model's SGD)
+    x_label: str = "x (input)"  # the axes, named after your own data's columns where it names them
+    y_label: str = "y (target)"
 
 
 def sample(
@@ -89,11 +92,13 @@ def fit_figures(picture: FitPicture) -> dict[str, Figure]:
     def leaves(curve: torch.Tensor) -> str:
         return " (leaves the plot)" if bool(((curve < low) | (curve > high)).any()) else ""
 
-    fit = Figure(figsize=(7.5, 4.8), dpi=FIGURE_DPI)
+    fit = Figure(figsize=(9.5, 4.8), dpi=FIGURE_DPI, layout="constrained")
     axes = fit.subplots()
     if picture.true_coefficients is not None:
         axes.plot(grid, evaluate_polynomial(picture.true_coefficients, grid), color="tab:green", label="true curve")
-    axes.plot(grid, fitted, color="tab:red", linewidth=5, alpha=0.4, label=f"fitted by SGD{leaves(fitted)}")
+    axes.plot(
+        grid, fitted, color="tab:red", linewidth=5, alpha=0.4, label=f"fitted by {picture.optimizer}{leaves(fitted)}"
+    )
     axes.plot(
         grid, optimum, color="black", linestyle="--", linewidth=1.2, label=f"closed-form optimum{leaves(optimum)}"
     )
@@ -101,9 +106,8 @@ def fit_figures(picture: FitPicture) -> dict[str, Figure]:
     if len(val_x):
         axes.scatter(val_x, val_y, s=22, facecolors="none", edgecolors="tab:orange", label="validation points")
     axes.set_ylim(low, high)
-    axes.set(xlabel="x (input)", ylabel="y (target)", title=f"The data and the fitted curve{shown}")
-    axes.legend(fontsize="small")
-    fit.tight_layout()
+    axes.set(xlabel=picture.x_label, ylabel=picture.y_label, title=f"The data and the fitted curve{shown}")
+    fit.legend(loc="outside right upper", fontsize="small")  # beside the data, never on it
     return {"fit": fit, "residuals": residual_figure(picture, train_x, train_y, val_x, val_y, grid, fitted - optimum)}
 
 
@@ -116,7 +120,7 @@ def residual_figure(
     grid: torch.Tensor,
     fitted_minus_optimum: torch.Tensor,
 ) -> Figure:
-    figure = Figure(figsize=(7.5, 5.5), dpi=FIGURE_DPI)
+    figure = Figure(figsize=(9.5, 5.5), dpi=FIGURE_DPI, layout="constrained")
     above, below = figure.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     sigma = picture.noise_std
     if sigma:
@@ -126,15 +130,27 @@ def residual_figure(
         label = f"±{s} = ±{sigma:.3g} (68% of the noise{estimated})"
         above.axhspan(-sigma, sigma, color="tab:green", alpha=0.18, label=label)
     above.axhline(0.0, color="gray", linewidth=1)
-    fitted = picture.fitted_coefficients
+    fitted, name = picture.fitted_coefficients, picture.optimizer
     above.scatter(train_x, train_y - evaluate_polynomial(fitted, train_x), s=16, color="black", label="training")
     if len(val_x):
         val_residuals = val_y - evaluate_polynomial(fitted, val_x)
         above.scatter(val_x, val_residuals, s=22, facecolors="none", edgecolors="tab:orange", label="validation")
-    above.set(ylabel="y − SGD's prediction", title="Residuals of the SGD fit, and the noise they should look like")
-    above.legend(fontsize="small", ncols=2)
+    above.set(
+        ylabel=f"y − {name}'s prediction", title=f"Residuals of the {name} fit, and the noise they should look like"
+    )
+    figure.legend(loc="outside right upper", fontsize="small")  # beside the residuals, never on them
     below.axhline(0.0, color="gray", linewidth=1)
     below.plot(grid, fitted_minus_optimum, color="tab:red")
-    below.set(xlabel="x (input)", ylabel="SGD − optimum", title="How far SGD's curve is from the closed-form optimum")
-    figure.tight_layout()
+    # On a scale a reader can compare: at least ±5% of σ (or of y's range), so that a converged fit's float32
+    # rounding (1e-6) reads as the flat line it is, not as a miss as large as a stalled fit's.
+    y_range = (torch.cat([train_y, val_y]).max() - torch.cat([train_y, val_y]).min()).item() if len(train_y) else 1.0
+    floor = 0.05 * (sigma or y_range or 1.0)
+    scale = max(fitted_minus_optimum.abs().max().item(), floor)
+    below.set_ylim(-1.1 * scale, 1.1 * scale)
+    below.ticklabel_format(axis="y", useOffset=False)
+    below.set(
+        xlabel=picture.x_label,
+        ylabel=f"{name} − optimum",
+        title=f"How far {name}'s curve is from the closed-form optimum",
+    )
     return figure
