@@ -63,6 +63,12 @@ BAD_INPUTS = [
     (["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val must be ≥ 0, or null for no clipping, got -1"),
     (["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps must be ≥ 1, got 0"),
     (["--trainer.max_steps", "-5"], "trainer.max_steps must be ≥ 0, or -1 for no limit, got -5"),
+    (["--max_steps", "5"], "unrecognized arguments: --max_steps 5; did you mean --trainer.max_steps?"),
+    (["--model.lrr", "1"], "model.lrr is not an option of QuadraticRegression; did you mean --model.lr?"),
+    (
+        ["--model", "FusedQuadraticRegression", "--model.fused_step", "1"],
+        "model.fused_step is not an option of FusedQuadraticRegression; did you mean --model.fused_steps?",
+    ),
     (
         ["--model.nope", "1"],
         "model.nope is not an option of QuadraticRegression "
@@ -222,4 +228,15 @@ def test_evaluating_without_a_checkpoint_is_refused(command: str, capsys: pytest
     assert capsys.readouterr().err.strip() == (
         f"fitquad: error: {command} needs --ckpt_path, the checkpoint to {command} (e.g. "
         "runs/lesson3/version_0/checkpoints/last.ckpt); without one it would use an untrained model"
+    )
+
+
+@pytest.mark.parametrize(("command", "hint"), [("fitt", "did you mean fit? "), ("train", "")])
+def test_an_unknown_command_names_every_command(command: str, hint: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", LESSON3])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fitquad: error: {command!r} is not a command: {hint}the commands are fit, validate, test, predict, sweep, "
+        "compare, lr-find (`fitquad --help` says what each does)"
     )

@@ -15,10 +15,13 @@ one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (se
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -58,7 +61,7 @@ from fitquad.commands.config_adjustments import (
     names_a_file,
     progress_bar_only_on_a_terminal,
 )
-from fitquad.commands.entry import overview
+from fitquad.commands.entry import COMMANDS, overview
 from fitquad.commands.run_folders import (
     DEFAULT_RUN_NAME,
     RUNS_FOLDER,
@@ -122,7 +125,44 @@ class OneLineErrorParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> None:
         if not self.exit_on_error:  # jsonargparse parsing internally, and catching it
             super().error(message, ex)
-        raise InvalidInput(one_line(message))
+        line, hint = one_line(message), ""
+        with contextlib.suppress(Exception):  # a hint is a help, never a second failure
+            hint = did_you_mean(line, self)
+        note = re.search(r" \(`[^`]*` lists (the options|them)\)$", line)  # the hint goes before the closing note
+        at = note.start() if note else len(line)
+        raise InvalidInput(line[:at] + hint + line[at:])
+
+
+# Where a one-line error names an option that does not exist: unrecognized on the command line, not an option
+# of the model's class, not an option of a config file's section.
+UNKNOWN_OPTION = (
+    re.compile(r"unrecognized arguments: (?P<given>\S+)"),
+    re.compile(r"^(?P<given>\S+) is not an option of"),
+    re.compile(r"does not accept option '(?P<given>[^']+)'"),
+)
+
+
+def did_you_mean(line: str, parser: LightningArgumentParser) -> str:
+    """The option nearest to an unknown one, as a hint to append to its error ("" when none is near): a typo
+    (--model.lrr: --model.lr), or the right name under another section (--max_steps: --trainer.max_steps)."""
+    match = next((found for pattern in UNKNOWN_OPTION if (found := pattern.search(line))), None)
+    if match is None:
+        return ""
+    given = match["given"]
+    if not given.startswith("-") and match.re is UNKNOWN_OPTION[0]:  # a word alone: a config file given bare?
+        return f"; give a config file with --config {given}" if given.endswith((".yaml", ".yml")) else ""
+    name = given.lstrip("-")
+    known = [key.replace(".init_args.", ".") for key in parser.get_defaults().keys()]
+    known += [key.split(".", 1)[1] for key in known if key.split(".", 1)[0] in LightningCLI.subcommands()]
+    model_class = re.search(r"is not an option of (\w+)", line)
+    if model_class:  # the chosen class's own options (model.class_path may name the fused subclass)
+        chosen = next(
+            cls for cls in (QuadraticRegression, fused.FusedQuadraticRegression) if cls.__name__ == model_class[1]
+        )
+        known += [f"model.{option}" for cls in chosen.__mro__[:2] for option in inspect.signature(cls).parameters]
+    nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    nearest = nearest or [key for key in known if key.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]][:1]
+    return f"; did you mean --{nearest[0]}?" if nearest else ""
 
 
 class SaveFitConfig(SaveConfigCallback):
@@ -338,6 +378,15 @@ def main(args: list[str] | None = None) -> None:
     if command_line[:1] == ["--version"]:
         print(version())
         return
+    if command_line[0] not in COMMANDS:  # LightningCLI's own error would name its four commands only
+        nearest = difflib.get_close_matches(command_line[0], COMMANDS, n=1)
+        hint = f"did you mean {nearest[0]}? " if nearest else ""
+        print(
+            f"fitquad: error: {command_line[0]!r} is not a command: {hint}the commands are {', '.join(COMMANDS)} "
+            "(`fitquad --help` says what each does)",
+            file=sys.stderr,
+        )
+        sys.exit(BAD_INPUT_STATUS)
     failed_writes: list[OSError] = []
     report_thread_failure = threading.excepthook
 
