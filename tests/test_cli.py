@@ -269,6 +269,8 @@ def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
     summary = read_summary(folder)
     assert events.Scalars("train/loss")[-1].step == summary["optimizer_steps"]
     assert events.Scalars("final/val_mse")[-1].value == pytest.approx(summary["val_mse"], rel=1e-6)
+    assert events.Scalars("final/val_mse")[-1].step == summary["optimizer_steps"]  # beside the curves' ends
+    assert "custom_scalars__config__" in events.Tags()["tensors"]  # CUSTOM SCALARS: train vs validation, together
     assert {"diagnosis/fit", "diagnosis/residuals"} <= set(events.Tags()["images"])
     assert result.stdout.rstrip().splitlines()[-1].startswith("fitquad: run finished in")
 

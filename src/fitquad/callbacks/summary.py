@@ -57,6 +57,9 @@ class RunSummary(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         say(trainer, f"fitquad: run folder {run_folder(trainer)}")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):  # its CUSTOM SCALARS tab: the curves to read together
+                logger.experiment.add_custom_scalars(TENSORBOARD_LAYOUT)
         data = trainer.datamodule
         # Where your own points came from (the config's generated-data options are then unused).
         if data is not None and data.hparams.get("file") is not None:
@@ -92,7 +95,7 @@ class RunSummary(L.Callback):
                 logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
             else:
                 logger.log_hyperparams(hparams_used(trainer, pl_module))
-                logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics(metrics, step=trainer.global_step)  # and at the last step, beside the curves
             logger.finalize("success")
         best = f"; best checkpoint {summary['best_checkpoint']}" if summary["best_checkpoint"] else ""
         say(trainer, f"fitquad: ended by {ended_by} after {trainer.global_step} steps{best}")
@@ -140,6 +143,17 @@ class RunSummary(L.Callback):
             "run_folder": str(run_folder(trainer)),
             **found,
         }
+
+
+# TensorBoard's CUSTOM SCALARS tab: the curves a learner reads together, each chart one question.
+TENSORBOARD_LAYOUT = {
+    "fitquad": {
+        "under- or overfitting? train/mse against val/mse (σ² is the floor)": ["Multiline", ["train/mse", "val/mse"]],
+        "the loss: training (every step) and validation": ["Multiline", ["train/loss", "val/loss"]],
+        "how far from the closed-form optimum (relative gap)": ["Multiline", ["reference/relative_gap"]],
+        "the step: learning rate and gradient norm": ["Multiline", ["train/lr", "train/grad_norm"]],
+    }
+}
 
 
 def what_ended(trainer: L.Trainer) -> str:
