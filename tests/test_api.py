@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 import fitquad
-from conftest import CONFIGS, only_run_folder, read_summary, read_train_losses, run_fitquad
+from conftest import CONFIGS, article_data, only_run_folder, read_summary, read_train_losses, run_fitquad
 from fitquad.commands.api import command_line
 from fitquad.commands.cli import main
 
@@ -94,3 +94,22 @@ def test_sweep_and_compare_from_python_return_their_tables(tmp_path, monkeypatch
     assert set(grid.figures) == {"compare"} and "<pre>" in grid._repr_html_()
     with pytest.raises(fitquad.InvalidInput, match="^losses must list at least one loss"):
         fitquad.compare(str(CONFIGS / "sgd_article_grid.yaml"), losses=[])
+
+
+def test_fit_takes_your_points_as_arrays_and_can_be_quiet(tmp_path, monkeypatch, capsys):
+    # x and y as arrays are fitted as the same points in a file are: saved once, held out as a file's, re-runnable.
+    monkeypatch.chdir(tmp_path)
+    x, y = article_data()
+    options = dict(model={"degree": 1, "lr": 0.1}, trainer={"max_steps": 30})
+    result = fitquad.fit(SGD_ARTICLE, x=x.numpy(), y=y.tolist(), quiet=True, **options)
+    assert capsys.readouterr().out == ""  # quiet: nothing printed, everything in the result
+    (saved,) = (tmp_path / "runs" / "arrays").glob("points-*.npz")
+    assert result.datamodule.hparams.file == str(saved.relative_to(tmp_path))
+    assert result.datamodule.train_size + len(result.datamodule.val_x) == 50
+    from_file = fitquad.fit(SGD_ARTICLE, data={"file": str(saved)}, **options)
+    assert from_file.summary["coefficients"] == result.summary["coefficients"]
+    assert "fitquad: run finished in" in capsys.readouterr().out  # not quiet: the lines, as the command prints them
+    with pytest.raises(fitquad.InvalidInput, match="x and y must hold as many points: x has 3, y 2"):
+        fitquad.fit(x=[1.0, 2.0, 3.0], y=[1.0, 2.0])
+    with pytest.raises(fitquad.InvalidInput, match="give both, or neither"):
+        fitquad.fit(x=[1.0, 2.0, 3.0])

@@ -26,7 +26,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import hashlib
 import html
+import io
 import json
 import logging
 import warnings
@@ -154,19 +156,47 @@ def _rows(path: Path) -> list[dict]:
         return [{name: value(text) for name, text in row.items()} for row in csv.DictReader(table)]
 
 
-def fit(config: str | Path | None = None, **options: Any) -> FitResult:
+def fit(
+    config: str | Path | None = None, *, x: Any = None, y: Any = None, quiet: bool = False, **options: Any
+) -> FitResult:
     """`fitquad fit --config <config> <options>`, returning the trained module, the summary, the losses and the
-    figures. Raises InvalidInput for bad input, TrainingDiverged if the fit blows up."""
+    figures. Raises InvalidInput for bad input, TrainingDiverged if the fit blows up.
+
+    x, y: your own points as arrays (lists, numpy arrays, tensors, pandas columns), instead of data.file: they are
+    saved as runs/arrays/points-<hash>.npz and fitted as that file is (its held-out splits, its checks), so the run's
+    config.yaml re-runs it. quiet: no lines printed (the summary, the diagnosis and the figures are in the result)."""
     from fitquad.callbacks.summary import run_folder
     from fitquad.commands.cli import run_lightning_cli
 
+    if (x is None) != (y is None):
+        raise InvalidInput("fitquad.fit takes your own points as x and y together: give both, or neither")
+    if x is not None:
+        options = {**options, "data.file": str(saved_points(x, y))}
     args = ["fit", *command_line(config, options)]
-    with as_a_command_runs():
+    with as_a_command_runs(), contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
         cli = run_lightning_cli(args, args)
     folder = run_folder(cli.trainer).resolve()  # the notebook may change folders; the result still points here
     summary = json.loads((folder / "summary.json").read_text())
     losses = np.array([float(line.split(",")[1]) for line in (folder / "train_loss.csv").read_text().split()[1:]])
     return FitResult(folder, summary, losses, cli.model, cli.datamodule, cli.trainer, _figures(folder))
+
+
+def saved_points(x: Any, y: Any) -> Path:
+    """x and y as a .npz file in runs/arrays/, named by its contents (the same points, the same file)."""
+    from fitquad.commands.run_folders import RUNS_FOLDER
+
+    try:
+        arrays = {"x": np.asarray(x, dtype=np.float64).ravel(), "y": np.asarray(y, dtype=np.float64).ravel()}
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"x and y must be arrays of numbers: {one_line(str(error))}") from None
+    if len(arrays["x"]) != len(arrays["y"]):
+        raise InvalidInput(f"x and y must hold as many points: x has {len(arrays['x'])}, y {len(arrays['y'])}")
+    digest = hashlib.sha256(arrays["x"].tobytes() + arrays["y"].tobytes()).hexdigest()[:16]
+    path = Path(RUNS_FOLDER) / "arrays" / f"points-{digest}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        np.savez(path, **arrays)
+    return path
 
 
 def sweep(config: str | Path | None = None, **options: Any) -> TableResult:
