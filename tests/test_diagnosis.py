@@ -332,3 +332,17 @@ def test_the_start_says_in_plain_words_the_best_loss_and_whether_the_lr_is_safe(
         optimum, stable = summary["reference"]["train_loss_optimum"], summary["conditioning"]["largest_stable_lr"]
         assert f"a loss of {optimum:.4g}" in line and f"lr {lr} {verdict} {stable:.3g}" in line, line
         shutil.rmtree(tmp_path / "runs")  # the next fit's folder must be the only one
+
+
+def test_the_step_advice_for_huber_is_a_lower_bound_and_said_so(tmp_path, monkeypatch, capsys) -> None:
+    # Huber's Hessian is its curvature within delta, the largest it has: the steps it predicts are a lower bound
+    # (followed, the fit needs more), and the lines say "at least"; MSE's are exact and say "about".
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--model.loss", "huber", "--model.huber_delta", "0.5"])
+    out = capsys.readouterr().out
+    assert "should get within 1% of it in at least about 59 full-batch steps (a lower bound" in out
+    assert "predicted full-batch steps to within 1% of the optimum: at least 59" in out
+    assert re.search(r"still converging: .* after 100 steps; at least \d+ more full-batch steps", out)
+    main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--trainer.max_epochs", "5"])
+    out = capsys.readouterr().out
+    assert "at least" not in out and re.search(r"; about \d+ more full-batch steps", out)

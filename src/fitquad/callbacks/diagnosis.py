@@ -133,7 +133,8 @@ class FitDiagnosis(L.Callback):
             f"conditioning ({pl_module.model.feature_scaling} features; {c.curvature}): Hessian eigenvalues "
             f"{eigenvalues}; κ = {c.condition_number:.3g}; largest stable lr {c.largest_stable_lr:.3g} ({rule}; "
             f"full-batch GD {c.largest_stable_lr_gd:.3g}), lr {s.lr:.3g} is {where} it; predicted full-batch steps "
-            f"to within {CONVERGED_GAP:.0%} of the optimum: {_steps(steps, s.lr < c.largest_stable_lr)}{sgd_only}",
+            f"to within {CONVERGED_GAP:.0%} of the optimum: {'at least ' if c.steps_are_a_bound and steps else ''}"
+            f"{_steps(steps, s.lr < c.largest_stable_lr)}{sgd_only}",
             f"reference: training-loss optimum {self.reference.train_loss:.6g} at {coefficients} "
             f"(float64, closed form); {self._floors_line(floors)}",
         ]
@@ -166,9 +167,10 @@ class FitDiagnosis(L.Callback):
         elif steps is None or steps == math.inf:
             pace = f"lr {s.lr:.3g} is safe (below {c.largest_stable_lr:.3g})"
         else:
+            at_least, why = ("at least ", f" ({c.why_a_bound})") if c.steps_are_a_bound else ("", "")
             pace = (
-                f"lr {s.lr:.3g} is safe (below {c.largest_stable_lr:.3g}) and should get within 1% of it in about "
-                f"{steps:.3g} full-batch step{'' if steps == 1 else 's'}"
+                f"lr {s.lr:.3g} is safe (below {c.largest_stable_lr:.3g}) and should get within 1% of it in "
+                f"{at_least}about {steps:.3g} full-batch step{'' if steps == 1 else 's'}{why}"
             )
         return f"{best}{noise}; {pace}."
 
@@ -235,6 +237,7 @@ class FitDiagnosis(L.Callback):
             stopped_early=any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks),
             optimizer=type(trainer.optimizers[0]).__name__,
             loss_resolution=self.resolution,
+            steps_are_a_bound=self.conditioning.steps_are_a_bound,
         )
         self._report(trainer, pl_module, diagnosis)
         if self.figures:

@@ -69,6 +69,16 @@ class Conditioning:
     largest_stable_lr: float  # the same rule with this optimizer's momentum, dampening, Nesterov
     curvature: str  # where the Hessian comes from, in words
 
+    @property
+    def steps_are_a_bound(self) -> bool:
+        """Whether predicted steps are a lower bound: Huber's and SmoothL1's Hessian is their curvature within delta
+        (beta), the largest they have; residuals beyond it contribute none, so the fit is slower than predicted."""
+        return not self.curvature.startswith(("MSE", "L1"))
+
+    @property
+    def why_a_bound(self) -> str:
+        return "a lower bound: residuals beyond the loss's delta or beta pull with a constant force, more slowly"
+
     def as_dict(self) -> dict:
         return {
             "hessian_eigenvalues": self.eigenvalues.tolist(),

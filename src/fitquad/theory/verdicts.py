@@ -129,6 +129,7 @@ def diagnose(
     optimizer: str = "SGD",
     loss_resolution: float = 0.0,
     noise_estimated: bool = False,
+    steps_are_a_bound: bool = False,
 ) -> Diagnosis:
     """The rules, in order; the first that holds is the diagnosis. The learning-rate and step predictions
     are SGD's (fitquad.theory.conditioning): for another `optimizer` the advice leaves them out. `noise_std` is σ, or
@@ -186,19 +187,20 @@ def diagnose(
                 "still_converging", f"still converging: {where} after {steps_taken} steps; train longer{other}", numbers
             )
         to_go = "unknown (L1 has no curvature)" if steps_to_go is None else f"{steps_to_go:.3g}"
+        about = "at least" if steps_to_go is not None and steps_are_a_bound else "about"  # a bound: Huber, SmoothL1
         stalled = steps_to_go is not None and steps_to_go > STALLED_STEPS_RATIO * steps_taken
         if condition_number >= ILL_CONDITIONED_KAPPA and stalled:
             return Diagnosis(
                 "stalled_ill_conditioned",
                 f"stalled by ill-conditioning: {where} after {steps_taken} steps; κ = {condition_number:.3g}, so "
-                f"about {to_go} more steps are needed at lr {lr:.3g} (largest stable {largest_stable_lr:.3g}); "
+                f"{about} {to_go} more steps are needed at lr {lr:.3g} (largest stable {largest_stable_lr:.3g}); "
                 "use model.feature_scaling standardize (or whiten)",
                 numbers,
             )
         noise = " (mini-batch SGD: the loss hovers above the optimum by the gradient noise)" if mini_batch else ""
         return Diagnosis(
             "still_converging",
-            f"still converging: {where} after {steps_taken} steps; about {to_go} more full-batch steps to within "
+            f"still converging: {where} after {steps_taken} steps; {about} {to_go} more full-batch steps to within "
             f"{CONVERGED_GAP:.0%} of the optimum at lr {lr:.3g}{noise}; train longer or raise lr "
             f"(largest stable {largest_stable_lr:.3g})",
             numbers,
