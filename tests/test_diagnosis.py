@@ -346,3 +346,14 @@ def test_the_step_advice_for_huber_is_a_lower_bound_and_said_so(tmp_path, monkey
     main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--trainer.max_epochs", "5"])
     out = capsys.readouterr().out
     assert "at least" not in out and re.search(r"; about \d+ more full-batch steps", out)
+
+
+def test_early_stopping_under_mini_batches_is_not_called_overfitting() -> None:
+    # With mini-batches the validation loss jitters with the batches' gradient noise: a degree-2 model on degree-2
+    # data stopped early did not stop "before fitting the noise". Full batch keeps the overfitting sentence.
+    facts = dict(LESSON3, steps_taken=70, optimum_loss=4.9, condition_number=7.7, float32_update_error=None)
+    facts.update(train_loss=5.5, train_mse=5.5, val_mse=9.5, steps_to_go=5, stopped_early=True)
+    noisy, full = diagnose(**facts, mini_batch=True), diagnose(**facts, mini_batch=False)
+    assert noisy.verdict == full.verdict == "stopped_early"
+    assert "gradient noise, so the stop may be that noise, not overfitting" in noisy.in_plain_words
+    assert "(which would fit the noise)" in full.in_plain_words and "gradient noise" not in full.in_plain_words

@@ -60,7 +60,18 @@ class Diagnosis:
         """What happened, why, and what to try, in a sentence a beginner can read before the numbers."""
         if self.verdict == "converged" and self.numbers.get("train_noise_floor") is None:
             return "The fit reached the best the model can do on this data: its loss is at the closed-form optimum."
+        if self.verdict == "stopped_early" and self.numbers.get("mini_batch"):
+            return STOPPED_EARLY_BY_BATCH_NOISE
         return IN_PLAIN_WORDS[self.verdict]
+
+
+# Early stopping under mini-batches: the validation loss jitters with each batch's gradient noise, so a stop says
+# nothing about overfitting (a model of the data's own degree cannot overfit it much).
+STOPPED_EARLY_BY_BATCH_NOISE = (
+    "Early stopping ended the fit when the validation loss stopped improving; with mini-batches that loss jitters "
+    "with each batch's gradient noise, so the stop may be that noise, not overfitting. The best checkpoint holds the "
+    "validation minimum; a larger batch, a smaller lr or more patience trains closer to the optimum."
+)
 
 
 # The sentence printed first for each verdict (the message with its numbers follows it).
@@ -146,6 +157,7 @@ def diagnose(
         "largest_stable_lr": largest_stable_lr,
         "train_mse": train_mse,
         "val_mse": val_mse,
+        "mini_batch": mini_batch,
     }
     if float32_update_error is not None:
         numbers["float32_update_error"] = float32_update_error
