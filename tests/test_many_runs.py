@@ -220,8 +220,8 @@ def test_bias_and_variance_against_numpy_and_the_measured_error(tmp_path, monkey
     # points gives the same models, and from them bias² and variance at the same evaluation points.
     monkeypatch.chdir(tmp_path)
     draws, degrees = 100, [0, 1, 2, 3]
-    points, _ = sweep(["--config", str(CONFIGS / "capacity_draws.yaml"), "--sweep.values", str(degrees),
-                       "--sweep.draws", str(draws)])  # fmt: skip
+    points, folder = sweep(["--config", str(CONFIGS / "capacity_draws.yaml"), "--sweep.values", str(degrees),
+                            "--sweep.draws", str(draws)])  # fmt: skip
     config = yaml.safe_load((CONFIGS / "capacity_draws.yaml").read_text())["data"]
     x_eval = ((np.arange(2000) + 0.5) / 2000 * 2 - 1).astype(np.float32).astype(np.float64)  # uniform on [-1, 1]
     truth = 2 * x_eval**2 + x_eval + 2
@@ -236,8 +236,13 @@ def test_bias_and_variance_against_numpy_and_the_measured_error(tmp_path, monkey
             theta = np.linalg.lstsq(np.vander(x, degree + 1, increasing=True), y, rcond=None)[0]
             predictions.append(np.vander(x_eval, degree + 1, increasing=True) @ theta)
         predictions = np.array(predictions)
-        assert point.variance == pytest.approx(predictions.var(axis=0).mean(), rel=1e-6)
-        assert point.bias_squared == pytest.approx(((predictions.mean(axis=0) - truth) ** 2).mean(), rel=1e-6)
+        # Unbiased: the variance with K − 1, and bias² less the scatter of the draws' mean, variance/K.
+        variance = predictions.var(axis=0, ddof=1).mean()
+        assert point.variance == pytest.approx(variance, rel=1e-6)
+        bias_squared = ((predictions.mean(axis=0) - truth) ** 2).mean() - variance / draws
+        assert point.bias_squared == pytest.approx(bias_squared, rel=1e-6, abs=1e-9)
+        per_draw = json.loads((folder / point.run / "summary.json").read_text())["per_draw"]
+        assert point.val_mse_median == pytest.approx(np.median([d["val_mse"] for d in per_draw]), rel=1e-9)
         # The decomposition predicts the mean validation MSE, measured on each draw's own fresh points, to within
         # its Monte-Carlo error (4 standard errors: a 1-in-15,000 miss for each of the 4 degrees).
         predicted = point.bias_squared + point.variance + point.noise_floor

@@ -52,10 +52,10 @@ def main() -> None:
     if args[:1] in (["-h"], ["--help"]):
         print(overview())
         return
-    line = announcement(args)
-    if line is not None:
-        print(line, flush=True)
     try:
+        line = announcement(args)
+        if line is not None:
+            print(line, flush=True)
         from fitquad.commands.cli import main as run
     except KeyboardInterrupt:  # Ctrl-C while PyTorch and Lightning load: nothing has started, nothing to save
         print("fitquad: stopped by Ctrl-C", file=sys.stderr, flush=True)

@@ -44,10 +44,12 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
 
     x = [p.value for p in points]
     floors = {p.noise_floor for p in points}
-    floor_label = f"noise floor σ² = {points[0].noise_floor:.3g}" if len(floors) == 1 else "noise floor σ²"
+    # σ² is the validation MSE's floor; the training MSE's is lower, σ²(n − p)/n, and falls as p (the degree) grows.
+    sigma2 = f"σ² = {points[0].noise_floor:.3g}" if len(floors) == 1 else "σ²"
+    floor_label = f"noise floor {sigma2} (validation's; training's is σ²(n−p)/n)"
     best = validation_minimum(points)
     bottom, top = frame(points)
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(10, 4.8), layout="constrained")
     axes = figure.subplots()
     draws = points[0].draws
     mean = " (mean of the draws)" if draws > 1 else ""
@@ -67,8 +69,8 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
         axes.plot([p.value for p in off_scale], [top / 1.25] * len(off_scale), "^", color="tab:orange",
                   markersize=9, label="validation MSE above the frame")  # fmt: skip
         for p in off_scale:
-            axes.annotate(f"{p.val_mse:.2g}", (p.value, top / 1.25), textcoords="offset points", xytext=(0, -14),
-                          ha="center", fontsize="x-small", color="tab:orange")  # fmt: skip
+            axes.annotate(f"{p.val_mse:.2g}", (p.value, top / 1.25), textcoords="offset points", xytext=(0, -8),
+                          ha="center", va="top", rotation=90, fontsize="x-small", color="tab:orange")  # fmt: skip
     for p in points:
         if p.diverged:  # no finite MSE to plot: marked where it would be
             axes.axvline(p.value, color="red", alpha=0.3, linestyle=":")
@@ -76,30 +78,41 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
 
 
 def draw_bias_variance(points: list[SweepPoint], parameter: str, x_scale: str, title: str, path: Path) -> None:
-    """bias², variance and σ² against the swept value, their sum beside the measured mean validation MSE."""
+    """bias², variance and σ² against the swept value, their sum beside the measured validation MSE of the draws:
+    its median and middle 80%, not its mean, which a few overfit draws dominate."""
     from matplotlib.figure import Figure
 
     x = [p.value for p in points]
-    figure = Figure(figsize=(7, 4.5))
+    figure = Figure(figsize=(9, 5), layout="constrained")
     axes = figure.subplots()
-    axes.plot(x, [p.bias_squared for p in points], "o-", label="bias²")
+    positive = [p.bias_squared if p.bias_squared > 0 else math.nan for p in points]  # see the note below
+    axes.plot(x, positive, "o-", label="bias² (corrected for the scatter of the draws' mean)")
     axes.plot(x, [p.variance for p in points], "s-", label="variance")
     floors = {p.noise_floor for p in points}
     axes.plot(x, [p.noise_floor for p in points], "k--", label=f"σ² = {points[0].noise_floor:.3g}" if len(floors) == 1
               else "σ²")  # fmt: skip
     axes.plot(x, [p.bias_squared + p.variance + p.noise_floor for p in points], "-", color="tab:purple", linewidth=2,
-              label="bias² + variance + σ²")  # fmt: skip
-    axes.errorbar(x, [p.val_mse for p in points], yerr=[2 * p.val_mse_error for p in points], fmt="D", color="tab:red",
-                  markersize=5, capsize=3, label="measured mean validation MSE ± 2 s.e.")  # fmt: skip
+              label="bias² + variance + σ² (the expected validation MSE)")  # fmt: skip
+    bands = [p.val_mse_band or (math.nan, math.nan) for p in points]
+    axes.fill_between(x, [b[0] for b in bands], [b[1] for b in bands], color="tab:red", alpha=0.15,
+                      label=f"validation MSE: 10–90% of the {points[0].draws} draws")  # fmt: skip
+    axes.plot(x, [p.val_mse_median for p in points], "D", color="tab:red", markersize=5,
+              label="validation MSE: median of the draws")  # fmt: skip
     # The whole range, not sweep.png's frame: how far variance climbs with an overfit model is the point here.
-    drawn = [v for p in points for v in (p.bias_squared, p.variance, p.noise_floor, p.val_mse) if math.isfinite(v)]
-    finish(figure, axes, points, parameter, x_scale, (0.5 * min(v for v in drawn if v > 0), 2 * max(drawn)), title,
-           path)  # fmt: skip
+    drawn = [v for p in points for v in (p.bias_squared, p.variance, p.noise_floor, *(p.val_mse_band or ())) if
+             math.isfinite(v) and v > 0]  # fmt: skip
+    finish(figure, axes, points, parameter, x_scale, (0.5 * min(drawn), 2 * max(drawn)), title, path, note=(
+        f"What {points[0].draws} draws can tell: once a model can follow the noise, one draw's validation MSE is "
+        "heavy-tailed\n(a few draws are off by orders of magnitude), so its mean over the draws is not a reliable "
+        "number; the median and the middle 80%\nare shown. A bias² missing from the plot is below 0 after the "
+        "correction: within its own sampling error of 0."
+    ))  # fmt: skip
 
 
 def finish(figure: Figure, axes: Axes, points: list[SweepPoint], parameter: str, x_scale: str,
-           y_range: tuple[float, float], title: str, path: Path) -> None:  # fmt: skip
-    """Both figures' axes: the swept value across, MSE up on a log scale (the MSEs span decades), then saved."""
+           y_range: tuple[float, float], title: str, path: Path, note: str = "") -> None:  # fmt: skip
+    """Both figures' axes: the swept value across, MSE up on a log scale (the MSEs span decades), the legend beside
+    the plot (never on the data), a note under it, then saved."""
     if not any(isinstance(p.value, str) for p in points):  # names (model.loss) keep matplotlib's category axis
         axes.set_xscale(x_scale)
     axes.set_yscale("log")
@@ -108,6 +121,8 @@ def finish(figure: Figure, axes: Axes, points: list[SweepPoint], parameter: str,
     axes.set_ylabel("MSE (log scale)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
+    figure.legend(loc="outside right upper", fontsize="small")
+    if note:
+        figure.text(0.01, 0.01, note, fontsize="x-small", va="bottom", ha="left", color="dimgray")
+        figure.get_layout_engine().set(rect=(0, 0.1, 1, 0.9))  # room for the note under the axes
     figure.savefig(path, dpi=120)

@@ -35,6 +35,7 @@ class SweepPoint:
     draws: int = 1
     train_mse_band: tuple[float, float] | None = None  # 10th and 90th percentile over the draws
     val_mse_band: tuple[float, float] | None = None
+    val_mse_median: float = math.nan  # the middle draw's: robust where one draw's MSE is heavy-tailed (overfitting)
     val_mse_error: float = math.nan  # standard error of the mean validation MSE (Monte-Carlo error)
     bias_squared: float = math.nan  # fitquad.theory.bias_variance, generated data only
     variance: float = math.nan
@@ -77,6 +78,7 @@ class SweepPoint:
             draws=len(per_draw),
             train_mse_band=band("train_mse"),
             val_mse_band=band("val_mse"),
+            val_mse_median=float(np.median(val)) if len(val) else math.nan,
             val_mse_error=float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else math.nan,
             bias_squared=decomposition.bias_squared if decomposition else math.nan,
             variance=decomposition.variance if decomposition else math.nan,
@@ -104,8 +106,8 @@ def ratio(numerator: float, denominator: float) -> float:
 COLUMNS = ("train_mse", "val_mse", "noise_floor", "optimum_train_mse", "optimum_val_mse", "gap", "optimizer_steps")
 
 
-DRAW_COLUMNS = ("train_mse_p10", "train_mse_p90", "val_mse_p10", "val_mse_p90", "val_mse_error", "bias_squared",
-                "variance", "draws")  # fmt: skip
+DRAW_COLUMNS = ("train_mse_p10", "train_mse_p90", "val_mse_p10", "val_mse_p90", "val_mse_median", "val_mse_error",
+                "bias_squared", "variance", "draws")  # fmt: skip
 
 
 def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
@@ -116,7 +118,8 @@ def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
         for p in points:
             row = [getattr(p, column) for column in COLUMNS]
             if with_draws:
-                row += [*p.train_mse_band, *p.val_mse_band, p.val_mse_error, p.bias_squared, p.variance]
+                row += [*p.train_mse_band, *p.val_mse_band, p.val_mse_median, p.val_mse_error, p.bias_squared,
+                        p.variance]  # fmt: skip
             writer.writerow([p.value, *(repr(v) for v in row[: len(COLUMNS)]), p.epochs, p.run,
                              *(repr(v) for v in row[len(COLUMNS) :]), *([p.draws] if with_draws else [])])  # fmt: skip
 
@@ -167,12 +170,14 @@ def markdown_table_of_draws(points: list[SweepPoint], parameter: str) -> str:
     lines = [
         f"Sweep of `{parameter}` over {points[0].draws} data draws per value (draw k: data.seed + k). {floor}. "
         f"Means over the draws; the spread is the middle 80% (10th–90th percentile); ± is the mean's standard "
-        f"error. bias² + var + σ² is the expected validation MSE that the decomposition predicts."
+        f"error; once one draw's MSE is heavy-tailed (overfitting) the median says more than the mean. bias² is "
+        f"corrected for the scatter of the draws' mean (below 0: within its sampling error of 0); bias² + var + σ² is "
+        f"the expected validation MSE that the decomposition predicts."
         + (f" Lowest mean validation MSE at {name} = {best.value}." if best else ""),
         "",
-        f"| {name} | train MSE | train 10–90% | val MSE ± s.e. | val 10–90% | bias² | variance | bias² + var + σ² "
-        "| gap to optimum (max) | steps |",
-        "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
+        f"| {name} | train MSE | train 10–90% | val MSE ± s.e. | val median | val 10–90% | bias² | variance "
+        "| bias² + var + σ² | gap to optimum (max) | steps |",
+        "|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
 
     def spread(band: tuple[float, float] | None) -> str:
@@ -181,8 +186,8 @@ def markdown_table_of_draws(points: list[SweepPoint], parameter: str) -> str:
     for p in points:
         predicted = p.bias_squared + p.variance + p.noise_floor
         cells = [p.value, f"{p.train_mse:.4g}", spread(p.train_mse_band), f"{p.val_mse:.4g} ± {p.val_mse_error:.2g}",
-                 spread(p.val_mse_band), f"{p.bias_squared:.3g}", f"{p.variance:.3g}", f"{predicted:.4g}",
-                 f"{p.gap:.2g}", p.optimizer_steps]  # fmt: skip
+                 f"{p.val_mse_median:.3g}", spread(p.val_mse_band), f"{p.bias_squared:.3g}", f"{p.variance:.3g}",
+                 f"{predicted:.4g}", f"{p.gap:.2g}", p.optimizer_steps]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += [f"\n{name} = {p.value}: {p.diverged}" for p in points if p.diverged]
     return "\n".join(lines) + "\n"

@@ -9,12 +9,14 @@ averaged over x from the data's own x distribution. Underfitting is bias (every 
 way); overfitting is variance (each draw's model follows its own noise). From K draws, at evaluation points
 that stand for the x distribution (`evaluation_points`):
 
-    bias²    = mean over the points of (mean of the draws − f)²
-    variance = mean over the points of the draws' variance (K in the denominator)
+    variance = mean over the points of the draws' sample variance (K − 1 in the denominator: unbiased)
+    bias²    = mean over the points of (mean of the draws − f)², less variance/K
 
-so that bias² + variance is exactly the draws' mean squared distance from the true curve, and bias² ≥ 0. (The
-mean of K draws still scatters by variance/K around E_D f̂_D, so this bias² is high by variance/K, and the
-variance low by as much: 0.5% of the variance at K = 200.)
+The mean of K draws scatters by variance/K around E_D f̂_D, so (mean − f)² alone is high by variance/K: a
+model whose variance is huge (degree 12 on 15 points) would show that variance/K as a bias² of 10¹⁰. Less
+variance/K, each is an unbiased estimate, and bias² + variance is still exactly the draws' mean squared distance
+from the true curve. The corrected bias² can come out below 0 where the true bias² is 0 (its estimate is within
+its own sampling error of 0).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def evaluation_points(data_options: Mapping[str, Any]) -> tuple[torch.Tensor, to
 
 
 def decompose(predictions: np.ndarray, truth: np.ndarray, noise_variance: float) -> Decomposition:
-    """bias² and variance from the (draws, points) predictions of the draws' models at the evaluation points."""
-    variance = float(predictions.var(axis=0).mean())
-    bias_squared = float(((predictions.mean(axis=0) - truth) ** 2).mean())
+    """bias² and variance, unbiased, from the (draws, points) predictions of the draws' models at the evaluation
+    points."""
+    draws = len(predictions)
+    variance = float(predictions.var(axis=0, ddof=1).mean()) if draws > 1 else 0.0
+    bias_squared = float(((predictions.mean(axis=0) - truth) ** 2).mean()) - variance / draws
     return Decomposition(bias_squared, variance, noise_variance)
