@@ -37,9 +37,10 @@ from fitquad.theory.verdicts import CONVERGED_GAP, Diagnosis, diagnose, float32_
 
 
 class FitDiagnosis(L.Callback):
-    """Always on (the CLI adds it): the reference and conditioning at fit start, the relative gap during
-    training, the diagnosis and figures at the end. Its findings go into summary.json: RunSummary asks for them
-    (`summary_entries`).
+    """Always on (the CLI adds it): what the fit can reach, how it got there, and why (the diagnosis).
+
+    The reference and conditioning at fit start, the relative gap during training, the diagnosis and figures at
+    the end. Its findings go into summary.json: RunSummary asks for them (`summary_entries`).
 
     Args:
         figures: Draw the fit and its residuals (PNG in the run folder and TensorBoard's IMAGES tab);
