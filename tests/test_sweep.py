@@ -71,6 +71,17 @@ def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pyt
         rows = list(csv.DictReader(file))
     assert [int(row["degree"]) for row in rows] == degrees
     assert [float(row["val_mse"]) for row in rows] == [p.val_mse for p in points]
+    # TensorBoard: one run, "sweep", with the degree as its x-axis: the U of sweep.png in SCALARS.
+    events = EventAccumulator(str(folder / "sweep"))
+    events.Reload()
+    logged = [(event.step, event.value) for event in events.Scalars("sweep/val_mse")]
+    assert [step for step, _ in logged] == degrees
+    assert [value for _, value in logged] == pytest.approx([p.val_mse for p in points], rel=1e-6)
+    # Every value's run has a fit's HPARAMS columns (the optimizer's, the scheduler's, the precision), whichever
+    # run TensorBoard reads first.
+    hparams = yaml.safe_load((folder / points[0].run / "hparams.yaml").read_text())
+    assert {"optimizer", "optimizer.lr", "optimizer.momentum", "lr_scheduler", "precision"} <= set(hparams)
+    assert hparams["optimizer"] == "SGD" and hparams["lr_scheduler"] == "none"
 
 
 def test_learning_curve_approaches_the_noise_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

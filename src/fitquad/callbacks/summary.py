@@ -182,14 +182,21 @@ def hparams_used(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
     given = {**pl_module.hparams, **trainer.datamodule.hparams}
     # Without LightningCLI's own bookkeeping (_instantiator).
     hparams = {k: v for k, v in given.items() if k not in SGD_OPTIONS and not k.startswith("_")}
-    optimizer = trainer.optimizers[0]
-    hparams["optimizer"] = type(optimizer).__name__
-    settings = {k: v for k, v in optimizer.defaults.items() if v is not None and k not in IMPLEMENTATION_FLAGS}
-    hparams.update({f"optimizer.{k}": v for k, v in settings.items()})
     schedulers = [type(config.scheduler).__name__ for config in trainer.lr_scheduler_configs]
-    hparams["lr_scheduler"] = ", ".join(schedulers) or "none"
-    hparams["precision"] = str(trainer.precision)
+    hparams.update(optimizer_hparams(trainer.optimizers[0], schedulers, trainer.precision))
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+
+
+def optimizer_hparams(optimizer: torch.optim.Optimizer, schedulers: list[str], precision: object) -> dict:
+    """The optimizer's class and settings, the schedulers and the precision, as HPARAMS columns: every run of every
+    command has the same ones (TensorBoard shows the columns of the first run it reads)."""
+    settings = {k: v for k, v in optimizer.defaults.items() if v is not None and k not in IMPLEMENTATION_FLAGS}
+    return {
+        "optimizer": type(optimizer).__name__,
+        **{f"optimizer.{k}": v for k, v in settings.items()},
+        "lr_scheduler": ", ".join(schedulers) or "none",
+        "precision": str(precision),
+    }
 
 
 def _finite(value):

@@ -24,7 +24,7 @@ from torch import nn
 
 from fitquad.callbacks.clipping import GradientClipping
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
-from fitquad.callbacks.summary import _finite
+from fitquad.callbacks.summary import _finite, optimizer_hparams
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_fits_in_memory
 from fitquad.checks.validation import check_enough_points
@@ -133,10 +133,12 @@ def train_batched(
 
 
 def value_hparams(run_config: Namespace, draws: int) -> dict[str, int | float | str | bool]:
-    """One value's settings for TensorBoard's HPARAMS tab: the model's and the data's (first draw's seed), the
-    number of draws and the precision."""
-    given = {**run_config.model.as_dict(), **run_config.data.as_dict(), "draws": draws}
-    given["precision"] = str(run_config.trainer.precision)
+    """One value's settings for TensorBoard's HPARAMS tab, with the columns of a fit's run: the model's and the
+    data's (first draw's seed), SGD's settings as `optimizer.*`, the number of draws and the precision."""
+    model = run_config.model.as_dict()
+    sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], **{name: model.pop(name) for name in SGD_OPTIONS})
+    given = {**model, **run_config.data.as_dict(), "draws": draws}
+    given.update(optimizer_hparams(sgd, [], run_config.trainer.precision))  # the columns a fit's run has
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in given.items()}
 
 

@@ -204,5 +204,28 @@ def write_results(points: list[SweepPoint], parameter: str, x_scale: str, name: 
         title = f"{name}: bias² + variance + σ² over {points[0].draws} draws"
         draw_bias_variance(points, parameter, x_scale, title, folder / "bias_variance.png")
         written.append("bias_variance.png")
+    write_tensorboard_curve(points, parameter, folder / "sweep")
+    written.append("sweep/ (TensorBoard: the curves over the swept value)")
     print(table, flush=True)
     print(f"fitquad sweep: wrote {', '.join(written)} in {folder}", flush=True)
+
+
+def write_tensorboard_curve(points: list[SweepPoint], parameter: str, folder: Path) -> None:
+    """The sweep as TensorBoard draws it best: one run, "sweep", whose x-axis is the swept value (its position among
+    the values when they are not whole numbers), so SCALARS shows the curves of sweep.png, not one short line per
+    value."""
+    from torch.utils.tensorboard import SummaryWriter  # only when a sweep ends: TensorBoard's writer is heavy
+
+    whole = all(isinstance(p.value, int) and not isinstance(p.value, bool) and p.value >= 0 for p in points)
+    writer = SummaryWriter(str(folder))
+    for index, p in enumerate(points):
+        step = p.value if whole else index
+        scalars = {"train_mse": p.train_mse, "val_mse": p.val_mse, "noise_floor": p.noise_floor}
+        if p.draws > 1:
+            scalars.update(val_mse_median=p.val_mse_median, bias_squared=p.bias_squared, variance=p.variance)
+        for tag, value in scalars.items():
+            if math.isfinite(value):
+                writer.add_scalar(f"sweep/{tag}", value, step)
+    axis = parameter if whole else f"the position of {parameter} among " + ", ".join(str(p.value) for p in points)
+    writer.add_text("sweep", f"x-axis: {axis}")
+    writer.close()
