@@ -25,6 +25,7 @@ def test_keywords_are_the_command_lines_options():
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fit_from_python_gives_what_the_command_gives(tmp_path, monkeypatch):
     (tmp_path / "shell").mkdir()
     run_fitquad("fit", "--config", SGD_ARTICLE, "--model.lr", "0.05", cwd=tmp_path / "shell")

@@ -40,6 +40,7 @@ def lesson3_run(tmp_path_factory):
     return cwd, only_run_folder(cwd, "lesson3"), result
 
 
+@pytest.mark.slow
 def test_lesson3_leaves_a_complete_run_folder(lesson3_run):
     cwd, folder, result = lesson3_run
     relative = folder.relative_to(cwd)
@@ -61,6 +62,7 @@ def test_lesson3_leaves_a_complete_run_folder(lesson3_run):
     assert saved["model"]["init_args"]["feature_scaling"] == "standardize" and saved["data"]["n_train"] == 20
 
 
+@pytest.mark.slow
 def test_a_runs_saved_config_re_runs_it_into_a_new_folder(lesson3_run, tmp_path):
     # As the README says: `fitquad fit --config runs/…/config.yaml` runs it again, beside the first run.
     _, folder, _ = lesson3_run
@@ -73,6 +75,7 @@ def test_a_runs_saved_config_re_runs_it_into_a_new_folder(lesson3_run, tmp_path)
     assert rerun["optimizer_steps"] == 20 and set(rerun["coefficients"]) == {"a", "b", "c"}
 
 
+@pytest.mark.slow
 def test_lesson3_fit_is_within_one_percent_of_least_squares(lesson3_run):
     _, folder, _ = lesson3_run
     summary = read_summary(folder)
@@ -86,6 +89,7 @@ def test_lesson3_fit_is_within_one_percent_of_least_squares(lesson3_run):
     assert summary["train_mse"] == pytest.approx(optimum_mse, rel=0.01)  # as the run measured it, in float32
 
 
+@pytest.mark.slow
 def test_sgd_article_reproduces_the_articles_loss_sequence_exactly(tmp_path):
     run_fitquad("fit", "--config", str(CONFIGS / "sgd_article.yaml"), cwd=tmp_path)
     folder = only_run_folder(tmp_path, "sgd_article")
@@ -98,6 +102,7 @@ def test_sgd_article_reproduces_the_articles_loss_sequence_exactly(tmp_path):
     assert summary["ended_by"] == "trainer.max_epochs (100)"
 
 
+@pytest.mark.slow
 def test_lesson3_raw_stalls_far_above_the_optimum(tmp_path):
     run_fitquad("fit", "--config", str(CONFIGS / "lesson3_raw.yaml"), "--trainer.max_steps", "3000", cwd=tmp_path)
     summary = read_summary(only_run_folder(tmp_path, "lesson3_raw"))
@@ -105,6 +110,7 @@ def test_lesson3_raw_stalls_far_above_the_optimum(tmp_path):
     assert summary["train_mse"] > 10 * 4.9  # this data's least-squares MSE is about 4.9
 
 
+@pytest.mark.slow
 def test_print_config_round_trips(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(CONFIGS / "sgd_article.yaml"), "--model.lr", "0.05", "--print_config"])
@@ -140,6 +146,7 @@ def test_trainer_gradient_clipping_clips_as_torch_does_for_either_module(tmp_pat
     assert read_train_losses(folder) == expected_losses
 
 
+@pytest.mark.slow
 def test_validate_test_predict_and_resume_from_a_checkpoint(lesson3_run, tmp_path, capsys, monkeypatch):
     _, folder, _ = lesson3_run
     last = str(folder / "checkpoints" / "last.ckpt")
@@ -203,6 +210,7 @@ def test_an_lr_scheduler_from_the_command_line_steps_the_models_sgd(tmp_path, mo
     assert lr[50] == pytest.approx(0.35) and lr[51] == pytest.approx(0.175) and lr[120] == pytest.approx(0.0875)
 
 
+@pytest.mark.slow
 def test_a_default_fit_prints_only_fitquads_lines(lesson3_run):
     # No Lightning banners, adverts, model summary or progress bar (not a terminal): fitquad's own lines.
     _, folder, result = lesson3_run
@@ -213,12 +221,14 @@ def test_a_default_fit_prints_only_fitquads_lines(lesson3_run):
     assert lines[-1].startswith(f"fitquad: run finished in {folder.name}") or "run finished" in lines[-1]
 
 
+@pytest.mark.slow
 def test_lightning_info_brings_lightnings_lines_back(tmp_path):
     args = ["--trainer.max_steps", "10", "--lightning_info", "true"]
     result = run_fitquad("fit", "--config", str(CONFIGS / "lesson3.yaml"), *args, cwd=tmp_path)
     assert "GPU available" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_status:
         main(["--help"])
@@ -250,6 +260,7 @@ def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
     assert "--model.fused_steps FUSED_STEPS Optimizer steps taken inside one training_step" in fused_help
 
 
+@pytest.mark.slow
 def test_the_first_line_comes_before_pytorch_loads(tmp_path):
     # The entry point imports neither torch nor Lightning before it has said what is about to run (they take
     # seconds to import); `fitquad --help` needs neither at all.
@@ -260,6 +271,7 @@ def test_the_first_line_comes_before_pytorch_loads(tmp_path):
     assert result.stdout.splitlines()[0] == f"fitquad: {arguments}: starting (loading PyTorch and Lightning)"
 
 
+@pytest.mark.slow
 def test_a_successful_command_leaves_every_writer_flushed(lesson3_run):
     """`fitquad` ends a successful run as Python ends (every logger's and atexit handler's last work runs): nothing
     any writer buffered is lost. The TensorBoard file holds the last step, the figures and the final metrics."""
@@ -307,6 +319,7 @@ def test_in_a_terminal_the_progress_bar_and_every_line_of_the_diagnosis_show(tmp
         assert any(line.startswith(f"fitquad: {start}") for line in lines), start
 
 
+@pytest.mark.slow
 def test_through_a_pipe_every_line_shows_and_no_progress_bar(lesson3_run):
     # `fitquad fit … | tee run.log`: stdout is a pipe, so no bar frames, and every line of the diagnosis.
     _, _, result = lesson3_run
@@ -314,6 +327,7 @@ def test_through_a_pipe_every_line_shows_and_no_progress_bar(lesson3_run):
     assert "fitquad: diagnosis:" in result.stdout and "fitquad: run finished in" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_finished_command_runs_every_atexit_handler(tmp_path):
     # A logger's final upload (W&B, MLflow) runs at exit: the command lets Python shut down as usual.
     marker = tmp_path / "marker.txt"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 from matplotlib.image import imread
 
@@ -26,6 +27,7 @@ def plain_gd(x: torch.Tensor, y: torch.Tensor, loss_fn: torch.nn.Module, **sgd) 
     return losses, path[-1, 1].item(), path[-1, 0].item()
 
 
+@pytest.mark.slow
 def test_compare_on_a_reduced_grid(tmp_path) -> None:
     result = run_fitquad(
         "compare",
@@ -71,6 +73,7 @@ def test_compare_on_a_reduced_grid(tmp_path) -> None:
         assert float(row["final_w"]) == w and float(row["final_b"]) == b
 
 
+@pytest.mark.slow
 def test_compare_rejects_bad_input_in_one_line(tmp_path) -> None:
     result = run_fitquad("compare", "--losses", "[mse, cubic]", cwd=tmp_path, check=False)
     assert result.returncode == 2
@@ -78,6 +81,7 @@ def test_compare_rejects_bad_input_in_one_line(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_every_run_of_the_article_grid_is_bit_for_bit_the_run_alone(tmp_path) -> None:
     # The 20 runs train side by side in one Trainer (fitquad.commands.side_by_side); each must be the run alone.
     run_fitquad("compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--resolution", "11", cwd=tmp_path)
@@ -99,6 +103,7 @@ def test_every_run_of_the_article_grid_is_bit_for_bit_the_run_alone(tmp_path) ->
         assert (float(row["final_w"]), float(row["final_b"])) == (path[-1, 1].item(), path[-1, 0].item()), row
 
 
+@pytest.mark.slow
 def test_a_diverging_run_is_marked_and_the_others_train_on(tmp_path) -> None:
     # lr 3 is above MSE's largest stable lr (0.976); L1's gradient is bounded, so its runs do not blow up.
     result = run_fitquad(

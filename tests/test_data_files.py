@@ -171,6 +171,7 @@ def least_squares(x: np.ndarray, y: np.ndarray, degree: int) -> tuple[np.ndarray
     return coefficients, float(np.mean((design @ coefficients - y) ** 2))
 
 
+@pytest.mark.slow
 def test_a_fit_on_a_csv_lands_where_the_same_points_generated_do(tmp_path, monkeypatch):
     """The real command on a CSV of the points fitquad generates: the same trained coefficients, the same
     verdict, the closed-form reference equal to numpy's least squares on the file's points, and σ² estimated
@@ -208,6 +209,7 @@ def test_a_fit_on_a_csv_lands_where_the_same_points_generated_do(tmp_path, monke
     assert (only_run_folder(tmp_path, "mine") / "fit.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_bad_file_stops_the_command_with_one_line_and_no_run_folder(tmp_path):
     write(tmp_path, "points.csv", "x,y\n1,2\n2,5\n3,oops\n4,17\n")
     result = run_fitquad("fit", "--data.file", "points.csv", cwd=tmp_path, check=False)
@@ -223,6 +225,7 @@ def test_a_bad_file_stops_the_command_with_one_line_and_no_run_folder(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_the_capacity_sweep_on_your_own_data_matches_numpys_least_squares(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("*.ipynb"))
     config = str(CONFIGS / "your_data_capacity.yaml")
@@ -291,6 +294,7 @@ def test_any_config_can_be_pointed_at_a_file_and_its_generated_data_options_are_
     assert "sweep.parameter data.n_train is for generated data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_bad_file_stops_before_its_folder_is_made(tmp_path):
     write(tmp_path, "points.csv", "speed_kmh,distance_m\n1,2\n2,5\n3,oops\n4,17\n")
     config = str(CONFIGS / "your_data_capacity.yaml")

@@ -65,6 +65,7 @@ def test_unequal_parts_are_refused() -> None:
         datamodule.train_dataloader()
 
 
+@pytest.mark.slow
 def test_unequal_parts_are_one_line_before_any_process_starts_or_folder_is_made(tmp_path) -> None:
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
     result = run_fitquad("fit", "--data.n_train", "21", *ddp, cwd=tmp_path, check=False)
@@ -75,6 +76,7 @@ def test_unequal_parts_are_one_line_before_any_process_starts_or_folder_is_made(
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_ddp_by_lightning_and_by_torchrun_lands_where_one_process_does(tmp_path: Path, monkeypatch) -> None:
     # lesson3: 20 grid points, full batch, the textbook module. The two processes' parts
     # (even and odd points) have different gradients, so the parameters only agree with one process's
@@ -117,6 +119,7 @@ def test_ddp_by_lightning_and_by_torchrun_lands_where_one_process_does(tmp_path:
         )
 
 
+@pytest.mark.slow
 def test_ddp_with_the_fused_module_lands_where_one_process_does(tmp_path: Path, monkeypatch) -> None:
     # The fused module's manual steps under DDP: every manual_backward syncs the gradients, inside a training_step.
     config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "25"]
@@ -158,6 +161,7 @@ def test_a_launchers_ranks_share_the_jobs_run_folder_and_refuse_a_used_one(tmp_p
             make_run_folder(tmp_path / "runs", "name")
 
 
+@pytest.mark.slow
 def test_lr_find_under_ddp_prints_once_the_single_process_numbers(tmp_path) -> None:
     # Every process holds all the points: the largest stable lr is that of all of them, and one process writes the
     # plot and prints.

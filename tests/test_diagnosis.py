@@ -202,6 +202,7 @@ def test_lesson3_leaves_its_figures_text_and_gap_in_tensorboard(tmp_path, monkey
     )
 
 
+@pytest.mark.slow
 def test_divergence_stops_at_once_with_one_line_and_a_non_zero_exit_code(tmp_path) -> None:
     result = run_fitquad("fit", "--config", str(CONFIGS / "lesson3_lr_too_high.yaml"), cwd=tmp_path, check=False)
     assert result.returncode == 1

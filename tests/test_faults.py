@@ -143,6 +143,7 @@ def test_signal_saves_a_checkpoint_and_resuming_gives_identical_parameters(
         assert torch.equal(resumed, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_real_command_saves_and_resume_matches_an_uninterrupted_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -224,6 +225,7 @@ class PicklePayload:
         return open, (self.path, "w")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_carrying_a_pickle_payload_is_refused_without_running_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

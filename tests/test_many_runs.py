@@ -250,6 +250,7 @@ def test_bias_and_variance_against_numpy_and_the_measured_error(tmp_path, monkey
     assert min(points, key=lambda p: p.val_mse).value == 2  # the true degree, on average
 
 
+@pytest.mark.slow
 def test_the_draws_config_writes_bands_bias_variance_and_one_run_per_value(tmp_path) -> None:
     run_fitquad("sweep", "--config", str(CONFIGS / "capacity_draws.yaml"), "--sweep.values", "[0, 2, 8]",
                 "--sweep.draws", "20", cwd=tmp_path)  # fmt: skip

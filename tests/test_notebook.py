@@ -9,6 +9,7 @@ import shutil
 import sys
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO
@@ -23,6 +24,7 @@ def test_the_notebook_is_kept_without_outputs():
     assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_end_to_end(tmp_path, monkeypatch):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     shutil.copytree(REPO / "configs", tmp_path / "configs")

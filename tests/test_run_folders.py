@@ -66,6 +66,7 @@ def test_an_explicit_version_that_holds_a_run_is_refused_and_left_alone(
     assert {path: path.read_bytes() for path in old_run.rglob("*") if path.is_file()} == before
 
 
+@pytest.mark.slow
 def test_fits_of_one_config_started_together_each_get_their_own_folder(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     fitquad = Path(sys.executable).with_name("fitquad")
@@ -80,6 +81,7 @@ def test_fits_of_one_config_started_together_each_get_their_own_folder(tmp_path:
         assert json.loads((folder / "summary.json").read_text())["optimizer_steps"] == 5
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_the_checkpoints_already_written(tmp_path: Path) -> None:
     def small_files() -> None:  # RLIMIT_FSIZE: a write past 48 KiB fails with EFBIG, as a full disk fails
         resource.setrlimit(resource.RLIMIT_FSIZE, (48 * 1024, 48 * 1024))
@@ -96,6 +98,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_checkpoints_already_written(tmp_p
     assert not list((tmp_path / "runs").rglob("*.partial"))
 
 
+@pytest.mark.slow
 def test_a_killed_saves_leftover_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import CONFIGS, HELPERS, run_fitquad
 from fitquad.checks.checkpoint_io import load_checkpoint
 
@@ -34,6 +36,7 @@ def assert_stopped_by_sigterm(result: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_sanity_check_saves_after_the_first_step(tmp_path: Path) -> None:
     result = run_fitquad("fit", "--config", SGD_ARTICLE, *signal_at("on_sanity_check_start"), cwd=tmp_path, check=False)
     assert_stopped_by_sigterm(result)
@@ -42,6 +45,7 @@ def test_sigterm_during_the_sanity_check_saves_after_the_first_step(tmp_path: Pa
     assert "SIGTERM at step 1: checkpoint saved" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_before_training_stops_at_once_with_nothing_to_save(tmp_path: Path) -> None:
     result = run_fitquad("fit", "--config", SGD_ARTICLE, *signal_at("setup"), cwd=tmp_path, check=False)
     assert_stopped_by_sigterm(result)
@@ -49,6 +53,7 @@ def test_sigterm_before_training_stops_at_once_with_nothing_to_save(tmp_path: Pa
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.slow
 def test_sigterm_as_a_fit_finishes_keeps_its_results_and_still_exits_143(tmp_path: Path) -> None:
     result = run_fitquad("fit", "--config", SGD_ARTICLE, *signal_at("on_train_end"), cwd=tmp_path, check=False)
     assert_stopped_by_sigterm(result)
@@ -56,6 +61,7 @@ def test_sigterm_as_a_fit_finishes_keeps_its_results_and_still_exits_143(tmp_pat
     assert (folder / "summary.json").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_sweep_keeps_the_finished_runs(tmp_path: Path) -> None:
     # The second run's training start: the first run is finished, the second saves a checkpoint and stops.
     sweep = ["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[1, 2, 3]", "--trainer.max_steps", "30"]
@@ -69,6 +75,7 @@ def test_sigterm_during_a_sweep_keeps_the_finished_runs(tmp_path: Path) -> None:
     assert "stopped after 1 of 3 runs" in result.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_during_compare_exits_143_without_a_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(HELPERS)}
     fitquad = Path(sys.executable).with_name("fitquad")
@@ -87,6 +94,7 @@ def test_sigterm_during_compare_exits_143_without_a_traceback(tmp_path: Path) ->
     assert err.strip() == "fitquad: stopped by SIGTERM"
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_a_sweep_run_finished_keeps_that_run(tmp_path: Path) -> None:
     sweep = ["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[1, 2]", "--trainer.max_steps", "5"]
     ctrl_c = [*signal_at("on_train_end"), "--trainer.callbacks.signal_name", "SIGINT"]
@@ -96,6 +104,7 @@ def test_ctrl_c_after_a_sweep_run_finished_keeps_that_run(tmp_path: Path) -> Non
     assert [row.split(",")[0] for row in rows] == ["1"]  # its training was done: tabulated, not thrown away
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_batched_sweep_exits_143_and_keeps_its_config(tmp_path: Path) -> None:
     # The batched fit of all the sweep's runs (no helper callback here: it would make the sweep unbatched).
     fitquad = Path(sys.executable).with_name("fitquad")
@@ -117,6 +126,7 @@ def test_sigterm_during_a_batched_sweep_exits_143_and_keeps_its_config(tmp_path:
     assert (folder / "config.yaml").is_file() and not (folder / "sweep.csv").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_pytorch_and_lightning_load_is_one_line(tmp_path: Path) -> None:
     # Ctrl-C in the first seconds of a command, after "starting (loading PyTorch and Lightning)": one line, exit 130.
     fitquad = str(Path(sys.executable).with_name("fitquad"))

@@ -134,6 +134,7 @@ def plain_gradient_descent_val_losses(steps: int, every: int) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_validation_minimum(tmp_path: Path) -> None:
     run_fitquad("fit", "--config", str(CONFIGS / "overfit_early_stop.yaml"), cwd=tmp_path)
     folder = only_run_folder(tmp_path, "overfit_early_stop")
@@ -168,6 +169,7 @@ def test_early_stopping_keeps_the_validation_minimum(tmp_path: Path) -> None:
     assert restored_loss.item() == pytest.approx(best_loss, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_sweep_command_writes_table_figure_and_side_by_side_runs(tmp_path: Path) -> None:
     run_fitquad(
         "sweep", "--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[0, 2, 12]", "--trainer.max_steps", "2",

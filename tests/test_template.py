@@ -80,6 +80,7 @@ def test_the_core_files_alone_train_lesson3_to_its_least_squares_optimum(tmp_pat
     np.testing.assert_allclose(coefficients, optimum, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_the_public_classes_load_the_core_alone() -> None:
     # `fitquad.QuadraticRegression` and `fitquad.QuadraticDataModule` load the core and nothing above it.
     probe = (

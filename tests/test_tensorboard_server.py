@@ -24,6 +24,7 @@ def get_json(url: str) -> object:
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_logged_scalars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "20"])

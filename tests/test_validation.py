@@ -169,6 +169,7 @@ def test_bad_input_is_one_line_naming_the_field(
 NOT_YAML = next(index for index, (extra, _) in enumerate(BAD_INPUTS) if "not_yaml" in " ".join(extra))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [0, NOT_YAML], ids=["range", "non-yaml-config"])
 def test_the_real_command_prints_one_line_and_exits_2(case: int, bad_files: Path) -> None:
     extra, message = BAD_INPUTS[case]
