@@ -1,11 +1,11 @@
 # fitquad on a GPU host (see README.md, "Docker"):
 #   docker build -t fitquad .
 #   docker run --gpus all -v fitquad-runs:/home/fitquad/app/runs fitquad fit --config configs/lesson3.yaml --trainer.accelerator gpu
-# The base is PyTorch's own runtime image, pinned by version: CUDA and cuDNN libraries and Python.
-# pyproject.toml asks for torch>=2.13 (the oldest the tests ran on), so pip replaces the image's torch
-# with PyPI's CUDA build of the newest allowed torch. (A base image with torch 2.13 would save that
-# download; its tag could not be checked from the machine this was written on.)
-FROM pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime
+# One torch in the image: the base is a slim Python with no torch of its own, and torch's own Linux wheel from
+# PyPI (built with CUDA, its CUDA libraries coming as nvidia-* wheels) is installed once, pinned to the version the
+# tests run on, before fitquad, so that `pip install .` finds it satisfied. The host needs an NVIDIA driver and
+# the NVIDIA container toolkit (`--gpus all`); CUDA itself is in the image.
+FROM python:3.11-slim
 
 # Output straight to `docker logs`; no pip cache or version check in the image.
 ENV PYTHONUNBUFFERED=1 \
@@ -19,7 +19,7 @@ WORKDIR /home/fitquad/app
 # The package from this repository (a regular install), then the configs it runs.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir . && rm -rf build src/*.egg-info
+RUN pip install --no-cache-dir torch==2.13.0 && pip install --no-cache-dir . && rm -rf build src/*.egg-info
 COPY configs ./configs
 
 # The runs folder, the user's, so a fresh volume is theirs too; it is kept outside the container.
