@@ -24,8 +24,8 @@ import torch
 
 from fitquad.checks.validation import InvalidInput
 
-# Peak memory of a fit per data point, measured with /usr/bin/time on 10⁶ and 10⁷ points (README): about 69 B a
-# point at 3 parameters; this estimate is an upper bound of that, growing with the design matrix's width.
+# Peak memory of a fit per data point: an upper bound of what benchmarks/footprint.py measures (README, "Many
+# points"), growing with the design matrix's width.
 BYTES_PER_POINT = 48
 BYTES_PER_POINT_AND_PARAMETER = 16
 

@@ -191,8 +191,9 @@ class FitquadCLI(LightningCLI):
 
     def subcommands(self) -> dict[str, set[str]]:
         """LightningCLI's subcommands (its documented override point), narrowed to the one being run when it is
-        known: building a parser for each of the four, every class's arguments in each, took 0.6 s of every
-        command. An unknown or missing one keeps them all, for the parser's own error and help."""
+        known: building a parser for each of the four, every class's arguments in each, is a large share of every
+        command's start-up (README, "Speed"). An unknown or missing one keeps them all, for the parser's own error
+        and help."""
         every = LightningCLI.subcommands()
         if self.only_subcommand in every:
             return {self.only_subcommand: every[self.only_subcommand]}

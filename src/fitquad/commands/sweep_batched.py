@@ -65,8 +65,8 @@ def why_not_batched(run_configs: list[Namespace], draws: int) -> str | None:
     return None
 
 
-# Per run, beyond its points' float64 designs: its feature scaling, parameters and results (~4 KiB measured by
-# benchmarks/many_runs.py, doubled). Per point: x and y stacked, the training and validation designs, and the
+# Per run, beyond its points' float64 designs: its feature scaling, parameters and results (twice what
+# benchmarks/many_runs.py measures). Per point: x and y stacked, the training and validation designs, and the
 # evaluation's temporaries.
 BYTES_PER_RUN = 8 * 1024
 BYTES_PER_POINT_AND_FEATURE = 24

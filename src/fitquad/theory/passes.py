@@ -21,7 +21,7 @@ from fitquad.theory import streaming
 
 def float64_copy(model: PolynomialModel) -> PolynomialModel:
     """A float64 copy of the model on the CPU (same scaling buffers), so nothing below rounds to float32."""
-    # A new model loaded with the state, not copy.deepcopy: 10 times quicker, and sweeps copy thousands of models.
+    # A new model loaded with the state, not copy.deepcopy, which is far slower: sweeps copy thousands of models.
     copied = PolynomialModel(model.degree, model.feature_scaling).to(torch.float64)
     copied.load_state_dict(model.state_dict())
     return copied
