@@ -202,7 +202,7 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ("override", "message"),
     [
         (["--sweep.parameter", "model.nope"], "sweep.parameter must be a setting of the data, model or trainer"),
-        (["--sweep.values", "[0, 1.5]"], "Parser key \"model.degree\": Expected a <class 'int'>. Got value: 1.5"),
+        (["--sweep.values", "[0, 1.5]"], "sweep.values: 1.5 is not a value model.degree takes (model.degree must be"),
         (["--sweep.values", "[]"], "sweep.values must list at least one value"),
     ],
 )
@@ -229,3 +229,26 @@ def test_the_sweep_figure_frames_the_u_not_the_largest_error() -> None:
     bottom, top = frame(points)
     assert bottom == pytest.approx(0.01) and top == pytest.approx(30 * 0.11)  # degree 12's 10⁷ is off the frame
     assert all(p.val_mse < top for p in points[:3])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--sweep.values", '[1, "a"]'], "sweep.values: 'a' is not a value model.degree takes"),
+        (
+            ["--sweep.parameter", "trainer.max_epochs", "--sweep.values", "[1, -5]"],
+            "sweep.values: trainer.max_epochs -5 is refused by Lightning: `max_epochs` must be a non-negative",
+        ),
+    ],
+)
+def test_every_swept_value_is_checked_before_anything_trains(tmp_path, monkeypatch, capsys, extra, message) -> None:
+    # The value Lightning refuses comes second: nothing may train, and no folder may be made, before it is found.
+    from fitquad.commands.cli import main as fitquad_main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        fitquad_main(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *extra])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(f"fitquad sweep: error: {message}") and "\n" not in captured.err.strip()
+    assert not (tmp_path / "runs").exists() and "fitquad sweep:" not in captured.out

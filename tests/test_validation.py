@@ -121,11 +121,11 @@ BAD_INPUTS += [
         ["--trainer.devices", "-1"],
         "the config cannot be built as given: `devices` selected with `CPUAccelerator` should be an int > 0.",
     ),
-    (["--trainer.accelerator", "tpu"], "the config cannot be built as given: Requirement 'torch_xla>=1.13' not met."),
+    (["--trainer.accelerator", "tpu"], "trainer.accelerator tpu needs a TPU and torch_xla, and this machine has none"),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append(
-        (["--trainer.accelerator", "gpu"], "trainer.accelerator gpu needs a CUDA GPU, and none is visible; use cpu")
+        (["--trainer.accelerator", "gpu"], "trainer.accelerator gpu needs a CUDA GPU, and this machine has none")
     )
 
 

@@ -16,7 +16,6 @@ import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 import yaml
 
 from fitquad.core import InvalidInput  # the core's own error type: every check here raises it too
@@ -240,11 +239,32 @@ def check_config(config: Mapping[str, Any]) -> None:
                 "optimizer LBFGS needs a closure, which FusedQuadraticRegression's loop has not: use the textbook "
                 "QuadraticRegression, or SGD, Adam or another torch optimizer"
             )
-    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        accelerator = trainer["accelerator"]
-        raise InvalidInput(f"trainer.accelerator {accelerator} needs a CUDA GPU, and none is visible; use cpu")
+    check_accelerator(trainer.get("accelerator"))
     if config.get("weights_only") is False:
         raise InvalidInput("weights_only must be true or null: fitquad never unpickles code from a checkpoint")
+
+
+# What each accelerator Lightning knows by name needs, for the one line that says it is missing.
+ACCELERATOR_NEEDS = {
+    "cuda": "a CUDA GPU",
+    "gpu": "a CUDA GPU",
+    "mps": "an Apple GPU (MPS)",
+    "tpu": "a TPU and torch_xla",
+}
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """trainer.accelerator names one this machine has (Lightning's own check fails later, naming a package)."""
+    if not isinstance(accelerator, str) or accelerator not in ACCELERATOR_NEEDS:
+        return  # auto, cpu, an Accelerator object, or a name Lightning refuses itself
+    from lightning.pytorch.accelerators import AcceleratorRegistry  # Lightning's registry, by its public names
+
+    name = "cuda" if accelerator == "gpu" else accelerator
+    if not AcceleratorRegistry[name]["accelerator"].is_available():
+        raise InvalidInput(
+            f"trainer.accelerator {accelerator} needs {ACCELERATOR_NEEDS[accelerator]}, and this machine has none: "
+            "use cpu, or auto (the best this machine has)"
+        )
 
 
 _NESTED = re.compile(

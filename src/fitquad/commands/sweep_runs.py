@@ -56,8 +56,8 @@ from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits
-from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
-from fitquad.commands.cli import lightning_quiet
+from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points, one_line
+from fitquad.commands.cli import BUILD_ERRORS, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.sweep_batched import check_batched_memory, train_batched, why_not_batched
 from fitquad.commands.sweep_report import SweepPoint, write_results
@@ -183,6 +183,27 @@ def make_parser() -> LightningArgumentParser:
     return parser
 
 
+def parse_value(parser: LightningArgumentParser, args: list[str], parameter: str, value: object) -> Namespace:
+    """The sweep's config with one value in place, as a command-line override; a value of the wrong type is one line
+    naming sweep.values (not the setting's own key, which the user did not type)."""
+    try:
+        return parser.parse_args([*args, f"--{parameter}", str(value)])
+    except ArgumentError as error:
+        raise InvalidInput(
+            f"sweep.values: {value!r} is not a value {parameter} takes ({one_line(str(error))})"
+        ) from None
+
+
+def build_trainer(parser: LightningArgumentParser, run_config: Namespace, parameter: str, value: object) -> None:
+    """A Trainer from one value's config, built and dropped: Lightning refuses a bad Trainer option only as it builds
+    one, and that must happen before any run trains or the sweep's folder is made."""
+    try:
+        L.Trainer(**parser.instantiate(run_config).trainer)
+    except BUILD_ERRORS as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise InvalidInput(f"sweep.values: {parameter} {value!r} is refused by Lightning: {message}") from None
+
+
 def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     """Run a sweep from command-line arguments; returns the points, also written to the sweep folder, and the
     folder."""
@@ -201,12 +222,14 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         parser.error(f"sweep.parameter {parameter} is for generated data: with data.file it would change nothing")
     # Each value goes through the parser like a command-line override, and is range-checked and built (model
     # and data, which check their own options), before the sweep's folder is made or any run trains.
-    run_configs = [parser.parse_args([*args, f"--{parameter}", str(value)]) for value in values]
-    for run_config in run_configs:
+    run_configs = [parse_value(parser, args, parameter, value) for value in values]
+    for run_config, value in zip(run_configs, values, strict=True):
         check_config(run_config)
         check_limits(run_config)
         QuadraticRegression(**run_config.model)
         FileDataModule(**run_config.data)
+        if parameter.startswith("trainer."):  # the Trainer checks its own options as it is built: built now
+            build_trainer(parser, run_config, parameter, value)
     if config["data.file"] is not None:  # read once now, as `fitquad fit` does: a bad file leaves no sweep folder
         check_data_file(run_configs, parameter)
     labels = [run_label(parameter, value, values) for value in values]
@@ -293,7 +316,7 @@ def result_line(point: SweepPoint) -> str:
 def main(args: list[str] | None = None) -> None:
     try:
         points, _ = sweep(sys.argv[1:] if args is None else args)
-    except ArgumentError as error:
+    except (ArgumentError, InvalidInput) as error:
         print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
     diverged = [p for p in points if p.diverged]
