@@ -134,3 +134,18 @@ def test_block_shuffled_mini_batches_match_a_plain_loop(tmp_path):
         model, _, losses = fitquad_run(tmp_path, steps=40, data_options=options, fused_steps=fused_steps, momentum=0.5)
         np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=0, atol=1e-6)
         assert torch.equal(model.model.linear.weight, expected.weight)
+
+
+def test_accumulated_batches_are_one_step_each_as_lightning_takes_them(tmp_path):
+    # Lightning's accumulate_grad_batches under the textbook module: two shuffled halves of the article's 50 points
+    # per optimizer step are one full-batch step (the mean of their gradients), and TrainingRecord records one loss
+    # per optimizer step (the halves' mean), as a plain full-batch loop does; float sums in another order only.
+    x, y = article_data()
+    expected_losses, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 30)
+    datamodule = QuadraticDataModule(seed=20240215, n_train=50, n_val=10, batch_size=25)
+    model = regression(None, degree=1, init_coefficients=[-3.0, 6.0], lr=0.1)
+    trainer = fit_in_process(model, datamodule, tmp_path, max_steps=30, accumulate_grad_batches=2)
+    losses = recorded_losses(trainer)
+    assert trainer.global_step == len(losses) == 30
+    np.testing.assert_allclose(losses.numpy(), expected_losses, rtol=1e-5)
+    torch.testing.assert_close(model.model.linear.weight, expected.weight)

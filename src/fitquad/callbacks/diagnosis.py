@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from fitquad.callbacks.record import batch_losses, logged_steps
+from fitquad.callbacks.record import StepLosses, logged_steps
 from fitquad.callbacks.summary import run_folder, say
 from fitquad.checks.limits import check_first_step
 from fitquad.core.module import TrainingDiverged
@@ -176,12 +176,16 @@ class FitDiagnosis(L.Callback):
         return f"{best}{noise}; {pace}."
 
     # ---- during training: the relative gap at every logged step ---------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.steps = StepLosses()
+        self.steps.start(trainer)
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if not trainer.loggers:
+        losses = self.steps.taken(trainer, outputs)
+        if not trainer.loggers or losses is None:
             return
-        losses = batch_losses(outputs)
         steps, logged = logged_steps(trainer, len(losses))
         if not logged.any():
             return

@@ -27,6 +27,26 @@ def batch_losses(outputs: Any) -> torch.Tensor:
     return outputs.reshape(-1)
 
 
+class StepLosses:
+    """The losses of the optimizer steps that training_steps took, from their outputs: one per optimizer step. Under
+    `trainer.accumulate_grad_batches k` Lightning steps once every k batches, and a step's loss is the sum of its
+    batches' outputs (Lightning divides each batch's loss by k); the batches before it took no step."""
+
+    def start(self, trainer: L.Trainer) -> None:
+        self.pending: list[torch.Tensor] = []
+        self.steps_before = trainer.global_step
+
+    def taken(self, trainer: L.Trainer, outputs: Any) -> torch.Tensor | None:
+        """The losses of the steps this training_step completed (None when it completed none)."""
+        self.pending.append(batch_losses(outputs))
+        if trainer.global_step == self.steps_before:
+            return None
+        self.steps_before = trainer.global_step
+        losses = self.pending[0] if len(self.pending) == 1 else torch.stack(self.pending).sum(dim=0)
+        self.pending = []
+        return losses
+
+
 def logged_steps(trainer: L.Trainer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(steps, mask) of the last `count` optimizer steps: their numbers (1 is the first update) and which are logged."""
     steps = torch.arange(trainer.global_step - count + 1, trainer.global_step + 1)
@@ -55,6 +75,8 @@ class TrainingRecord(L.Callback):
         self.first_step = trainer.global_step  # a resumed fit starts at its checkpoint's step
         self._pending: dict[int, dict[str, float]] = {}
         self._logging = bool(trainer.loggers)
+        self._steps = StepLosses()
+        self._steps.start(trainer)
         self._hook = trainer.optimizers[0].register_step_post_hook(self._after_update(trainer, pl_module))
 
     def _after_update(self, trainer: L.Trainer, pl_module: L.LightningModule):
@@ -75,7 +97,9 @@ class TrainingRecord(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        losses = batch_losses(outputs)
+        losses = self._steps.taken(trainer, outputs)
+        if losses is None:
+            return
         end = self._count + len(losses)
         while end > len(self._buffer):  # a buffer that doubles when full: one copy per training_step, no host sync
             self._buffer = torch.cat([self._buffer, torch.empty_like(self._buffer)])
