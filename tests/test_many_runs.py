@@ -268,7 +268,8 @@ def test_the_draws_config_writes_bands_bias_variance_and_one_run_per_value(tmp_p
         assert yaml.safe_load((run / "hparams.yaml").read_text())["degree"] == degree
         summary = json.loads((run / "summary.json").read_text())
         assert len(summary["per_draw"]) == 20 and len(summary["per_draw"][0]["coefficients"]) == degree + 1
-    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["degree_0", "degree_2", "degree_8"]
+    # One TensorBoard run per degree (not per draw), and the sweep's own curve over the degrees.
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["degree_0", "degree_2", "degree_8", "sweep"]
 
 
 @pytest.mark.parametrize(

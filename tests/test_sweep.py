@@ -250,5 +250,5 @@ def test_every_swept_value_is_checked_before_anything_trains(tmp_path, monkeypat
         fitquad_main(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *extra])
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
-    assert captured.err.strip().startswith(f"fitquad sweep: error: {message}") and "\n" not in captured.err.strip()
+    assert captured.err.strip().startswith(f"fitquad: error: {message}") and "\n" not in captured.err.strip()
     assert not (tmp_path / "runs").exists() and "fitquad sweep:" not in captured.out

@@ -2,9 +2,9 @@
 
 - Memory: a fit holds its points several times over (float32 data, float64 passes for the closed-form
   reference, conditioning and diagnosis, the design matrix of every feature): about
-  BYTES_PER_POINT + BYTES_PER_POINT_AND_PARAMETER × parameters bytes a point, measured as peak RSS (README,
-  "Bad input"). A run that would need more than the memory available now is refused in one line that says
-  how much it would need, instead of dying in numpy after its run folder was made.
+  BYTES_PER_POINT + BYTES_PER_POINT_AND_PARAMETER × parameters bytes a point, measured as peak RSS
+  (docs/robustness.md). A run that would need more than the memory available now is refused in one line that
+  says how much it would need, instead of dying in numpy after its run folder was made.
 - Floating point: every option may be finite and in range and still overflow once combined: |y| beyond
   what the loss can square, a learning rate that turns the first gradient into inf. Bounds on x and y, from
   the options alone, are checked before a run folder is made (check_representable); the model's features,
@@ -24,8 +24,8 @@ import torch
 
 from fitquad.checks.validation import InvalidInput
 
-# Peak memory of a fit per data point: an upper bound of what benchmarks/footprint.py measures (README, "Many
-# points"), growing with the design matrix's width.
+# Peak memory of a fit per data point: an upper bound of what benchmarks/footprint.py measures
+# (benchmarks/README.md, "Many points"), growing with the design matrix's width.
 BYTES_PER_POINT = 48
 BYTES_PER_POINT_AND_PARAMETER = 16
 

@@ -192,7 +192,7 @@ class FitquadCLI(LightningCLI):
     def subcommands(self) -> dict[str, set[str]]:
         """LightningCLI's subcommands (its documented override point), narrowed to the one being run when it is
         known: building a parser for each of the four, every class's arguments in each, is a large share of every
-        command's start-up (README, "Speed"). An unknown or missing one keeps them all, for the parser's own error
+        command's start-up (benchmarks/README.md). An unknown or missing one keeps them all, for the parser's own error
         and help."""
         every = LightningCLI.subcommands()
         if self.only_subcommand in every:

@@ -57,7 +57,7 @@ from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits
 from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points, one_line
-from fitquad.commands.cli import BUILD_ERRORS, lightning_quiet
+from fitquad.commands.cli import BUILD_ERRORS, lightning_quiet, report_bad_input
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.sweep_batched import check_batched_memory, train_batched, why_not_batched
 from fitquad.commands.sweep_report import SweepPoint, write_results
@@ -316,9 +316,11 @@ def result_line(point: SweepPoint) -> str:
 def main(args: list[str] | None = None) -> None:
     try:
         points, _ = sweep(sys.argv[1:] if args is None else args)
-    except (ArgumentError, InvalidInput) as error:
+    except ArgumentError as error:
         print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)
+    except InvalidInput as error:  # as `fitquad fit` reports bad input
+        sys.exit(report_bad_input(str(error)))
     diverged = [p for p in points if p.diverged]
     if diverged:  # as `fitquad fit` does for a diverged run: the table is written, the status says so
         values = ", ".join(str(p.value) for p in diverged)

@@ -280,7 +280,7 @@ class InMemoryBatches:
     - shuffle="blocks": the points are shuffled once (`x` and `y` are then that order: in_block_order says
       they already are), cut into batch-sized blocks, and each pass only permutes the order of the blocks
       (views, no copy). For millions of points this removes the per-pass randperm and gather that dominate
-      an epoch (README, "Speed"); each batch keeps the same members from pass to pass.
+      an epoch (benchmarks/README.md); each batch keeps the same members from pass to pass.
     A pass may span epochs: the position in it is kept from one epoch to the next.
 
     Resumable: `state_dict` (which Lightning saves in every checkpoint) holds the generator's state, its state

@@ -3,8 +3,8 @@ chunk at a time, and the model's loss on all the points.
 
 The polynomial model is linear in its parameters θ = [bias, weight_1, …, weight_d]: its predictions are A·θ. Up to
 streaming.CHUNK_POINTS points in one process a pass is one dense computation; beyond that, float64 rows of A
-(CHUNK_POINTS × p) exist one chunk at a time, so millions of points cost no float64 copy of the data (README, "Many
-points").
+(CHUNK_POINTS × p) exist one chunk at a time, so millions of points cost no float64 copy of the data
+(benchmarks/README.md, "Many points").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `diagnose` takes the numbers of a finished fit (its loss and the closed-form optimum's, κ, the predicted steps
 to go, the MSEs and the noise floors) and returns the first verdict whose rule holds. All thresholds are here,
-each with its reason; README.md ("Reading the diagnosis") lists them. The callback that gathers the numbers
+each with its reason; docs/reading-the-diagnosis.md lists them. The callback that gathers the numbers
 and reports the verdict is fitquad.callbacks.diagnosis.FitDiagnosis.
 """
 
