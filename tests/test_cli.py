@@ -254,6 +254,11 @@ def test_help_lists_every_command_and_describes_every_option(tmp_path, capsys):
         "--checkpoint_on_signal.filename FILENAME The checkpoint's file name",
     ):
         assert described in fit_help
+    # fitquad's own sections first (the data's, the model's, its always-on callbacks'), then the Trainer's hundred.
+    sections = ("--data.noise_std NOISE_STD Standard", "--model.help [CLASS_PATH_OR_NAME] Show",
+                "--fit_diagnosis.figures {true,false} Draw", "--trainer.accelerator ACCELERATOR ")  # fmt: skip
+    order = [fit_help.index(option) for option in sections]
+    assert order == sorted(order)
     model_help = " ".join(run_fitquad("fit", "--model.help", "QuadraticRegression", cwd=tmp_path).stdout.split())
     assert "--model.momentum MOMENTUM SGD momentum" in model_help
     fused_help = " ".join(run_fitquad("fit", "--model.help", "FusedQuadraticRegression", cwd=tmp_path).stdout.split())

@@ -199,16 +199,24 @@ class FitquadCLI(LightningCLI):
             return {self.only_subcommand: every[self.only_subcommand]}
         return every
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis before RunSummary:
-        # when a fit diverges, RunSummary's on_exception writes the diagnosis FitDiagnosis's has just made.
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """LightningCLI's three sections, fitquad's first: `--help` shows the data's and the model's options and
+        fitquad's always-on callbacks' before the Trainer's hundred."""
+        parser.add_lightning_class_args(self.datamodule_class, "data")
+        parser.add_lightning_class_args(self.model_class, "model", subclass_mode=self.subclass_mode_model)
         if self.subclass_mode_model:  # a config without model.class_path gets the textbook module
             parser.set_defaults({"model": {"class_path": "fitquad.core.module.QuadraticRegression"}})
+        # Always on, whatever trainer.callbacks a config or the command line gives. FitDiagnosis before RunSummary:
+        # when a fit diverges, RunSummary's on_exception writes the diagnosis FitDiagnosis's has just made.
         parser.add_lightning_class_args(TrainingRecord, "training_record")
         parser.add_lightning_class_args(FitDiagnosis, "fit_diagnosis")
         parser.add_lightning_class_args(RunSummary, "run_summary")
         parser.add_lightning_class_args(PredictionsCSV, "predictions_csv")
         parser.add_lightning_class_args(CheckpointOnSignal, "checkpoint_on_signal")
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--lightning_info",
             type=bool,
