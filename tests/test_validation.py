@@ -76,7 +76,8 @@ BAD_INPUTS = [
     ),
     (
         ["--config", "{tmp}/unknown_key.yaml"],
-        "Subcommand 'fit' does not accept option 'data.noise' (`fitquad fit --help` lists the options)",
+        "Subcommand 'fit' does not accept option 'data.noise'; did you mean --data.noise_std? "
+        "(`fitquad fit --help` lists the options)",
     ),
     (["--config", "{tmp}/missing.yaml"], "config: File does not exist: '{tmp}/missing.yaml'"),
     (

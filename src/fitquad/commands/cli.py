@@ -122,6 +122,10 @@ class OneLineErrorParser(LightningArgumentParser):
     """jsonargparse's parser, except that an error is an InvalidInput of one line instead of the whole usage text
     and an exit: the command reports it (run_reporting_failures), fitquad.commands.api raises it."""
 
+    # The subcommand's parser, whose options a hint suggests from (the root parser that reads --config knows only
+    # the subcommand's name): set as FitquadCLI fills it.
+    subcommand_parser: LightningArgumentParser | None = None
+
     def error(self, message: str, ex: Exception | None = None) -> None:
         if not self.exit_on_error:  # jsonargparse parsing internally, and catching it
             super().error(message, ex)
@@ -152,6 +156,8 @@ def did_you_mean(line: str, parser: LightningArgumentParser) -> str:
     if not given.startswith("-") and match.re is UNKNOWN_OPTION[0]:  # a word alone: a config file given bare?
         return f"; give a config file with --config {given}" if given.endswith((".yaml", ".yml")) else ""
     name = given.lstrip("-")
+    if match.re is UNKNOWN_OPTION[2] and OneLineErrorParser.subcommand_parser is not None:  # a key of a config file
+        parser = OneLineErrorParser.subcommand_parser
     known = [key.replace(".init_args.", ".") for key in parser.get_defaults().keys()]
     known += [key.split(".", 1)[1] for key in known if key.split(".", 1)[0] in LightningCLI.subcommands()]
     model_class = re.search(r"is not an option of (\w+)", line)
@@ -202,6 +208,7 @@ class FitquadCLI(LightningCLI):
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """LightningCLI's three sections, fitquad's first: `--help` shows the data's and the model's options and
         fitquad's always-on callbacks' before the Trainer's hundred."""
+        OneLineErrorParser.subcommand_parser = parser
         parser.add_lightning_class_args(self.datamodule_class, "data")
         parser.add_lightning_class_args(self.model_class, "model", subclass_mode=self.subclass_mode_model)
         if self.subclass_mode_model:  # a config without model.class_path gets the textbook module
