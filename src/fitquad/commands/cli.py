@@ -34,8 +34,9 @@ import yaml
 from jsonargparse import Namespace, get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, LRSchedulerTypeTuple, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.optim import Optimizer
 
 from fitquad.callbacks.diagnosis import FitDiagnosis
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
@@ -224,6 +225,12 @@ class FitquadCLI(LightningCLI):
         parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # LightningCLI's --optimizer and --lr_scheduler (it adds none of its own once these exist), titled in --help
+        # by what they do here rather than by torch's base class and a tuple of classes.
+        parser.add_optimizer_args((Optimizer,))
+        parser.add_lr_scheduler_args(LRSchedulerTypeTuple)
+        parser.groups["optimizer"].title = "--optimizer X: any torch optimizer, in place of the model's SGD"
+        parser.groups["lr_scheduler"].title = "--lr_scheduler X: any torch learning-rate scheduler, on the optimizer"
         parser.add_argument(
             "--lightning_info",
             type=bool,
