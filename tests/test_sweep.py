@@ -49,6 +49,8 @@ def test_capacity_sweep_underfits_then_overfits(tmp_path: Path, monkeypatch: pyt
     val = np.array([p.val_mse for p in points])
     sigma2 = points[0].noise_floor
     assert sigma2 == pytest.approx(0.09)
+    # The training MSE's own floor, drawn beside σ²: σ²(n − p)/n on 15 points with p = degree + 1 parameters.
+    assert [p.train_floor for p in points] == pytest.approx([sigma2 * (15 - (d + 1)) / 15 for d in degrees])
 
     # Each trained model is its least-squares optimum, computed here independently.
     data = config_data("capacity.yaml")

@@ -44,9 +44,9 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
 
     x = [p.value for p in points]
     floors = {p.noise_floor for p in points}
-    # σ² is the validation MSE's floor; the training MSE's is lower, σ²(n − p)/n, and falls as p (the degree) grows.
+    # σ² is the validation MSE's floor; the training MSE's is lower, σ²(n − p)/n: p parameters fit some of the noise.
     sigma2 = f"σ² = {points[0].noise_floor:.3g}" if len(floors) == 1 else "σ²"
-    floor_label = f"noise floor {sigma2} (validation's; training's is σ²(n−p)/n)"
+    floor_label = f"validation MSE's floor: {sigma2}"
     best = validation_minimum(points)
     bottom, top = frame(points)
     figure = Figure(figsize=(10, 4.8), layout="constrained")
@@ -62,6 +62,8 @@ def draw_figure(points: list[SweepPoint], parameter: str, x_scale: str, title: s
                               label=f"{split}: 10–90% of {draws} draws")  # fmt: skip
     if math.isfinite(points[0].noise_floor):  # unknown for your own data
         axes.plot(x, [p.noise_floor for p in points], "k--", label=floor_label)
+    if any(math.isfinite(p.train_floor) for p in points):
+        axes.plot(x, [p.train_floor for p in points], ":", color="C0", label="training MSE's floor: σ²(n−p)/n")
     if best is not None:
         axes.plot([best.value], [best.val_mse], "r*", markersize=14, label="validation minimum")
     off_scale = [p for p in points if math.isfinite(p.val_mse) and p.val_mse > top]

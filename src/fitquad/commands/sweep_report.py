@@ -36,6 +36,8 @@ class SweepPoint:
     train_mse_band: tuple[float, float] | None = None  # 10th and 90th percentile over the draws
     val_mse_band: tuple[float, float] | None = None
     val_mse_median: float = math.nan  # the middle draw's: robust where one draw's MSE is heavy-tailed (overfitting)
+    # The training MSE's own floor, σ²(n − p)/n: the optimum's expected training MSE (p parameters fit some noise).
+    train_floor: float = math.nan
     val_mse_error: float = math.nan  # standard error of the mean validation MSE (Monte-Carlo error)
     bias_squared: float = math.nan  # fitquad.theory.bias_variance, generated data only
     variance: float = math.nan
@@ -43,7 +45,7 @@ class SweepPoint:
     @classmethod
     def of_draws(
         cls, value: int | float | str, label: str, kept: list[dict], per_draw: list[dict], steps: int, epochs: int,
-        noise_std: float | None, decomposition: Decomposition | None,
+        noise_std: float | None, decomposition: Decomposition | None, train_floor: float = math.nan,
     ) -> SweepPoint:  # fmt: skip
         """A value's point from its draws' results (dicts of train_mse, val_mse, optimum_*, gap, diverged)."""
 
@@ -79,6 +81,7 @@ class SweepPoint:
             train_mse_band=band("train_mse"),
             val_mse_band=band("val_mse"),
             val_mse_median=float(np.median(val)) if len(val) else math.nan,
+            train_floor=train_floor,
             val_mse_error=float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else math.nan,
             bias_squared=decomposition.bias_squared if decomposition else math.nan,
             variance=decomposition.variance if decomposition else math.nan,

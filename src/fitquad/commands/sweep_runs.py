@@ -158,6 +158,7 @@ def measure(
         train_mse=float(np.mean((train_prediction - train_y) ** 2)),
         val_mse=float(np.mean((val_prediction - val_y) ** 2)),
         noise_floor=math.nan if datamodule.true_noise_std is None else float(datamodule.true_noise_std) ** 2,
+        train_floor=train_floor(datamodule, module.hparams.degree + 1),
         optimum_train_mse=optimum_train_mse,
         optimum_val_mse=optimum_val_mse,
         gap=gap,
@@ -166,6 +167,12 @@ def measure(
         run=label,
         diverged=diverged,
     )
+
+
+def train_floor(datamodule: FileDataModule, parameters: int) -> float:
+    """σ²(n − p)/n: the optimum's expected training MSE on n points with p parameters (nan where σ is unknown)."""
+    sigma, n = datamodule.true_noise_std, datamodule.train_size
+    return math.nan if sigma is None else float(sigma) ** 2 * (n - parameters) / n
 
 
 # ---- the command -------------------------------------------------------------------------------
