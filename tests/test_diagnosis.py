@@ -197,9 +197,10 @@ def test_lesson3_leaves_its_figures_text_and_gap_in_tensorboard(tmp_path, monkey
     gaps = [event.value for event in events.Scalars("reference/relative_gap")]
     assert len(gaps) == summary["optimizer_steps"]  # log_every_n_steps 1: one per step
     assert gaps[-1] < 1e-6 < gaps[0]
-    assert events.Scalars("reference/train_loss_optimum")[0].value == pytest.approx(
-        summary["reference"]["train_loss_optimum"], rel=1e-6
-    )
+    optimum = events.Scalars("reference/train_loss_optimum")
+    assert optimum[0].value == pytest.approx(summary["reference"]["train_loss_optimum"], rel=1e-6)
+    # At the start and at the last step: a line under train/loss, not a point at step 0.
+    assert [event.step for event in optimum] == [0, summary["optimizer_steps"]]
 
 
 @pytest.mark.slow

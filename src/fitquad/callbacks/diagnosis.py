@@ -197,6 +197,8 @@ class FitDiagnosis(L.Callback):
 
     # ---- fit end: the diagnosis -----------------------------------------------------------------
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for logger in trainer.loggers:  # the optimum again at the last step: a line under train/loss, not a point
+            logger.log_metrics({"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step)
         datamodule = trainer.datamodule
         batch_size = datamodule.hparams.batch_size
         model64 = float64_copy(pl_module.model)  # the trained parameters, evaluated without rounding
