@@ -207,7 +207,8 @@ class QuadraticDataModule(L.LightningDataModule):
                     "so that every process trains on an equal part"
                 )
             x, y = x[rank::processes].contiguous(), y[rank::processes].contiguous()
-        # A FusedQuadraticRegression takes several optimizer steps per batch (fitquad.core.fused); the textbook one.
+        # A FusedQuadraticRegression takes `fused_steps` optimizer steps per batch (fused.py); the textbook module
+        # has no such attribute and takes one.
         module = self.trainer.lightning_module if self.trainer is not None else None
         fused_steps = getattr(module, "fused_steps", 1)
         # Moved to the device once here, so no batch is ever copied (batch_to_device is then a no-op).
