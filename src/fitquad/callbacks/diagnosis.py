@@ -109,11 +109,12 @@ class FitDiagnosis(L.Callback):
             **floors,
         }
         self.found["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
-        for line in self._start_lines(pl_module, steps, floors):
+        lines = self._start_lines(pl_module, steps, floors)
+        for line in lines:
             say(trainer, f"fitquad: {line}")
         for logger in trainer.loggers:
             logger.log_metrics({"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step)
-        _log_text(trainer, "conditioning", "\n\n".join(self._start_lines(pl_module, steps, floors)))
+        _log_text(trainer, "conditioning", "\n\n".join(lines))
 
     def _start_lines(self, pl_module: L.LightningModule, steps: float | None, floors: dict) -> list[str]:
         c, s = self.conditioning, self.settings
@@ -253,10 +254,9 @@ class FitDiagnosis(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, TrainingDiverged):
             return
-        # The module knows the loss blew up; how far the lr was from stable is the theory's to say.
-        settings = OptimizerSettings.of(trainer.optimizers[0])
-        stable = conditioning(pl_module.model, trainer.datamodule.train_x, pl_module.loss_fn, settings)
-        exception.largest_stable_lr = stable.largest_stable_lr
+        # The module knows the loss blew up; how far the lr was from stable is the theory's to say: the conditioning
+        # found at fit start (a scheduler changes the lr, not the largest stable one).
+        exception.largest_stable_lr = self.conditioning.largest_stable_lr
         numbers = {"step": exception.step, "loss": exception.loss, "first_loss": exception.first_loss}
         numbers.update(lr=exception.lr, largest_stable_lr=exception.largest_stable_lr)
         self._report(trainer, pl_module, Diagnosis("diverged", f"diverged: {exception}", numbers))
@@ -275,10 +275,10 @@ class FitDiagnosis(L.Callback):
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, model64: torch.nn.Module) -> None:
         from fitquad.callbacks import figures  # matplotlib only when a fit ends, never for `fitquad --help`
 
+        if not trainer.is_global_zero:  # one process draws (each holds all the points)
+            return
         datamodule = trainer.datamodule
         train_x, train_y = datamodule.training_sample(figures.SCATTER_POINTS)
-        if not trainer.is_global_zero:
-            return
         picture = figures.FitPicture(
             train_x=train_x,
             train_y=train_y,

@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 
-def batch_losses(outputs: Any) -> torch.Tensor:
-    """The losses of the optimizer steps one training_step took, from its outputs, as a 1-D tensor."""
-    if isinstance(outputs, dict):
-        return outputs.get("step_losses", outputs["loss"]).reshape(-1)
-    return outputs.reshape(-1)
+def batch_losses(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The losses of the optimizer steps one training_step took, from its outputs (Lightning passes a dict, "loss"
+    and whatever else training_step returned), as a 1-D tensor."""
+    return outputs.get("step_losses", outputs["loss"]).reshape(-1)
 
 
 class StepLosses:

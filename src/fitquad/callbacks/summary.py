@@ -90,11 +90,12 @@ class RunSummary(L.Callback):
             (folder / "train_loss.csv").write_text("\n".join(["step,loss", *(f"{s},{v!r}" for s, v in losses)]) + "\n")
         metrics = {"final/train_mse": summary["train_mse"], "final/val_mse": summary["val_mse"]}
         metrics = {name: value for name, value in metrics.items() if value is not None}  # no validation points
+        hparams = hparams_used(trainer, pl_module)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # its HPARAMS tab pairs the settings with these metrics
-                logger.log_hyperparams(hparams_used(trainer, pl_module), metrics)
+                logger.log_hyperparams(hparams, metrics)
             else:
-                logger.log_hyperparams(hparams_used(trainer, pl_module))
+                logger.log_hyperparams(hparams)
             logger.log_metrics(metrics, step=trainer.global_step)  # and at the last step, beside the curves
             logger.finalize("success")
         best = f"; best checkpoint {summary['best_checkpoint']}" if summary["best_checkpoint"] else ""
@@ -221,7 +222,7 @@ class PredictionsCSV(L.Callback):
 
     A plain callback over `on_predict_batch_end`'s outputs, rather than Lightning's BasePredictionWriter,
     which also wants batch indices that only a torch DataLoader's sampler can give (fitquad's batches
-    are slices of in-memory tensors, see fitquad.core.batches).
+    are slices of in-memory tensors, see fitquad.core.data).
     """
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

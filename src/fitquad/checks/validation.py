@@ -4,8 +4,8 @@ jsonargparse checks types (an int where an int is due, a loss name from the list
 the rules here cover what types cannot say: ranges, and options that only make sense together. A
 failure is an `InvalidInput` whose message names the field and what is allowed. The `fitquad`
 command prints it as one line and exits with status 2 (cli.py), as it does jsonargparse's own
-errors, condensed by `one_line`; the data and training classes raise it from __init__, so a script
-that builds them directly is told the same.
+errors, condensed by `one_line`; FileDataModule raises it from __init__, so a script that builds it directly is
+told the same (the core's classes check nothing: the commands check their config before building them).
 """
 
 from __future__ import annotations

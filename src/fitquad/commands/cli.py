@@ -68,7 +68,7 @@ from fitquad.commands.run_folders import (
     RUNS_FOLDER,
     config_file_stem,
 )
-from fitquad.core import fused  # noqa: F401  (so that `--model FusedQuadraticRegression` is known by its name)
+from fitquad.core import fused  # imported also so that `--model FusedQuadraticRegression` is known by its name
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 
 TRAINER_DEFAULTS = {

@@ -227,8 +227,9 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         parser.error("sweep.values must list at least one value")
     if config["data.file"] is not None and parameter.removeprefix("data.") in GENERATED_ONLY:
         parser.error(f"sweep.parameter {parameter} is for generated data: with data.file it would change nothing")
-    # Each value goes through the parser like a command-line override, and is range-checked and built (model
-    # and data, which check their own options), before the sweep's folder is made or any run trains.
+    # Each value goes through the parser like a command-line override, and is range-checked (check_config) and
+    # built (the model, the data module, which checks its file options, and for a Trainer setting the Trainer),
+    # before the sweep's folder is made or any run trains.
     run_configs = [parse_value(parser, args, parameter, value) for value in values]
     for run_config, value in zip(run_configs, values, strict=True):
         check_config(run_config)

@@ -185,13 +185,14 @@ class QuadraticRegression(L.LightningModule):
 
     def stop_if_diverged(self, losses: torch.Tensor, first_step: int) -> None:
         """Stop the fit when any of `losses` (of steps first_step, first_step + 1, …) is diverging: one host sync."""
+        losses = losses.flatten()
         if self.first_loss is None:
-            self.first_loss = losses.flatten()[0]
-        bad = diverging(losses.flatten(), self.first_loss)
+            self.first_loss = losses[0]
+        bad = diverging(losses, self.first_loss)
         if bad.any():
             index = int(bad.nonzero()[0])
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise TrainingDiverged(first_step + index, losses.flatten()[index].item(), self.first_loss.item(), lr)
+            raise TrainingDiverged(first_step + index, losses[index].item(), self.first_loss.item(), lr)
 
     # ---- evaluation: one shared step for validation and test ----------------------------------------------------
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
