@@ -19,8 +19,9 @@ from fitquad.callbacks.landscape import (
 )
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.core.data import QuadraticDataModule
+from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel, polynomial_basis
-from fitquad.core.module import QuadraticRegression, make_loss
+from fitquad.core.module import QuadraticRegression
 from fitquad.theory.reference import optimum as reference_optimum
 
 ARTICLE_DATA = dict(n_train=50, n_val=0, n_test=0, seed=20240215)

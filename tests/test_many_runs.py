@@ -19,8 +19,9 @@ from fitquad.callbacks.clipping import GradientClipping
 from fitquad.commands.many_runs import ManyRuns, ManyRunsData
 from fitquad.commands.sweep_runs import main, sweep
 from fitquad.core.data import QuadraticDataModule
+from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel
-from fitquad.core.module import initialize, make_loss
+from fitquad.core.module import initialize
 
 MODEL_DEFAULTS = dict(init_coefficients=None, init_seed=0, huber_delta=1.0, smooth_l1_beta=1.0, lr=0.1, momentum=0.0,
                       dampening=0.0, nesterov=False, weight_decay=0.0)  # fmt: skip

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from fitquad.callbacks.record import StepLosses, logged_steps
 from fitquad.callbacks.summary import run_folder, say
 from fitquad.checks.limits import check_first_step
+from fitquad.core.losses import loss_shape, make_loss
 from fitquad.core.module import TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.theory.passes import evaluate, float64_copy
@@ -72,7 +73,7 @@ class FitDiagnosis(L.Callback):
         # its gap is measured against what the run's own precision can resolve (reference.relative_gap), scaled
         # so that "within CONVERGED_GAP" means "down to the rounding floor".
         data = (model, *train, self.reference.parameters)
-        l1 = isinstance(pl_module.loss_fn, torch.nn.L1Loss)
+        l1 = loss_shape(pl_module.loss_fn).absolute
         exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1)
         self.resolution = loss_resolution(*data, pl_module.dtype, l1) / CONVERGED_GAP if exact_fit else 0.0
         steps = predicted_steps_to_gap(
@@ -89,8 +90,8 @@ class FitDiagnosis(L.Callback):
         self.noise_std, self.noise_estimated = datamodule.true_noise_std, datamodule.true_noise_std is None
         if self.noise_estimated:
             least_squares = self.reference
-            if not isinstance(pl_module.loss_fn, torch.nn.MSELoss) or self.settings.weight_decay:
-                least_squares = optimum(model, *train, torch.nn.MSELoss())
+            if not loss_shape(pl_module.loss_fn).quadratic or self.settings.weight_decay:
+                least_squares = optimum(model, *train, make_loss("mse"))
             self.noise_std = estimated_noise_std(least_squares.train_mse, datamodule.train_size, n_parameters)
         floors = {"train_noise_floor": None, "val_noise_floor": None}
         if self.noise_std is not None:

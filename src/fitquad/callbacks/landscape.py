@@ -34,6 +34,7 @@ from torch import nn
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.callbacks.summary import run_folder, say
 from fitquad.checks.limits import check_landscape_grid
+from fitquad.core.losses import loss_shape
 from fitquad.core.model import polynomial_basis
 from fitquad.theory import reference
 
@@ -145,8 +146,9 @@ def build_landscape(
     vv, uu = torch.meshgrid(v, u, indexing="ij")
     held = [i for i in range(len(names)) if i not in axes]
     pair = f"({names[across]}, {names[up]})"
-    if held and isinstance(loss_fn, nn.MSELoss):
-        surface = mse_profile(basis.double(), y.double(), across, up, held, uu, vv)
+    shape = loss_shape(loss_fn)
+    if held and shape.quadratic:  # the loss is the MSE/(2·scale): its profile is the MSE's, scaled
+        surface = mse_profile(basis.double(), y.double(), across, up, held, uu, vv) / (2 * shape.scale)
         others = ", ".join(names[i] for i in held)
         best = "its best" if len(held) == 1 else "their best"
         projection = f"profile over {pair}: at each point the MSE with {others} at {best}; path projected"

@@ -53,8 +53,9 @@ from fitquad.commands.cli import lightning_quiet
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.side_by_side import SideBySide
+from fitquad.core.losses import LossName
 from fitquad.core.model import polynomial_basis
-from fitquad.core.module import LossName, QuadraticRegression, TrainingDiverged
+from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
 from fitquad.theory.reference import optimum as optimum_of
 

@@ -21,15 +21,15 @@ Full batch only: every optimizer step sees each run's whole training set, held a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
-from torch.nn import functional
 
+from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel
 from fitquad.core.module import diverging, initialize
 from fitquad.theory.conditioning import SGD_OPTIONS
@@ -88,16 +88,6 @@ class ManyRunsData(L.LightningDataModule):
         return [0] if int(self.val.count.max()) > 0 else []
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {
-    "mse": lambda p, y, options: functional.mse_loss(p, y, reduction="none"),
-    "l1": lambda p, y, options: functional.l1_loss(p, y, reduction="none"),
-    "huber": lambda p, y, options: functional.huber_loss(p, y, reduction="none", delta=options["huber_delta"]),
-    "smooth_l1": lambda p, y, options: functional.smooth_l1_loss(
-        p, y, reduction="none", beta=options["smooth_l1_beta"]
-    ),
-}
-
-
 def loss_of(options: dict[str, Any]) -> tuple:
     """What decides a group's loss function."""
     return options["loss"], options["huber_delta"], options["smooth_l1_beta"]
@@ -119,58 +109,45 @@ class ManyRuns(L.LightningModule):
         self.runs = len(groups) * draws
         self.width = max(options["degree"] for options in groups) + 1
         self.thetas = nn.ParameterList()
-        # Each group's feature scaling, PolynomialModel's buffers stacked over its runs (shift, scale: (draws,);
-        # feature_mean: (draws, degree); whitening: (draws, degree, degree)). Plain tensors, not buffers, so that
-        # Lightning's precision leaves them in float64; stacked, not a model per run, so that a run costs its data
-        # and parameters only.
-        self.scalings: list[dict[str, torch.Tensor]] = []
-        # Consecutive groups with the same loss share one loss evaluation: (first run, end run, group's options).
-        self.loss_segments: list[tuple[int, int, dict[str, Any]]] = []
+        # Each run's PolynomialModel (float64): its feature scaling, fitted on its own points, and the feature map
+        # its design rows come from. A plain list, not submodules: Lightning's precision leaves them in float64.
+        self.run_models: list[PolynomialModel] = []
+        # Consecutive groups with the same loss share one per-point loss module (the loss table's, reduction
+        # "none"): (first run, end run, loss).
+        self.loss_segments: list[tuple[int, int, nn.Module]] = []
         for group, options in enumerate(groups):
-            start = group * draws
-            if self.loss_segments and loss_of(self.loss_segments[-1][2]) == loss_of(options):
+            start, key = group * draws, loss_of(options)
+            if self.loss_segments and loss_of(groups[group - 1]) == key:
                 self.loss_segments[-1] = (self.loss_segments[-1][0], start + draws, self.loss_segments[-1][2])
             else:
-                self.loss_segments.append((start, start + draws, options))
+                self.loss_segments.append((start, start + draws, make_loss(*key, reduction="none")))
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         # As QuadraticRegression.setup: each run's scaling and starting parameters from its own training points,
         # before Lightning converts the parameters to the run's precision.
-        if stage != "fit" or self.scalings:
+        if stage != "fit" or self.run_models:
             return
         train = self.trainer.datamodule.train
         rows = torch.zeros(self.runs, self.width)
-        for group, options in enumerate(self.groups):
-            buffers = []
-            for run in range(group * self.draws, (group + 1) * self.draws):
-                model = PolynomialModel(options["degree"], options["feature_scaling"])
-                initialize(model, train.points(run)[0], options["init_coefficients"], options["init_seed"])
-                parameters = model.model_parameters()
-                rows[run, : len(parameters)] = parameters
-                buffers.append(dict(model.named_buffers()))
-            self.scalings.append({name: torch.stack([b[name] for b in buffers]) for name in buffers[0]})
+        for run in range(self.runs):
+            options = self.groups[run // self.draws]
+            model = PolynomialModel(options["degree"], options["feature_scaling"])  # float32, as the module's
+            initialize(model, train.points(run)[0], options["init_coefficients"], options["init_seed"])
+            parameters = model.model_parameters()
+            rows[run, : len(parameters)] = parameters
+            self.run_models.append(model.double())
         self.thetas.extend(nn.Parameter(group_rows.clone()) for group_rows in rows.split(self.draws))
 
-    def design(self, split_x: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        """(runs, points, P) design rows [1, z, z², …] of every run, in the module's dtype, zero where padded: each
-        group's runs at once, computed as PolynomialModel.features computes one run's."""
-        design = torch.zeros(self.runs, split_x.shape[1], self.width, dtype=self.dtype, device=self.device)
-        real = torch.arange(split_x.shape[1]) < count.unsqueeze(-1)  # (runs, points): not padding
-        for group, (options, scaling) in enumerate(zip(self.groups, self.scalings, strict=True)):
-            runs = slice(group * self.draws, (group + 1) * self.draws)
-            degree, kind = options["degree"], options["feature_scaling"]
-            z = split_x[runs].to(self.device, self.dtype)
-            as_dtype = {name: value.to(self.device, self.dtype) for name, value in scaling.items()}
-            if kind != "none":
-                z = (z - as_dtype["shift"].unsqueeze(-1)) / as_dtype["scale"].unsqueeze(-1)
-            if degree > 0:
-                powers = torch.stack([z**k for k in range(1, degree + 1)], dim=-1)
-                if kind == "whiten":
-                    powers = (powers - as_dtype["feature_mean"].unsqueeze(1)) @ as_dtype["whitening"]
-                design[runs, :, 1 : degree + 1] = powers
-            design[runs, :, 0] = 1.0
-        return design.mul_(real.to(self.device).unsqueeze(-1))
+    def design(self, split: Split) -> torch.Tensor:
+        """(runs, points, P) design rows [1, features] of every run, in the module's dtype, zero where padded: each
+        run's own PolynomialModel.features, as QuadraticRegression computes them."""
+        design = torch.zeros(self.runs, split.x.shape[1], self.width, dtype=self.dtype, device=self.device)
+        for run, model in enumerate(self.run_models):
+            x = split.points(run)[0].to(self.device, self.dtype)
+            design[run, : len(x), 0] = 1.0
+            design[run, : len(x), 1 : model.degree + 1] = model.to(self.device).features(x)
+        return design
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = zip(self.thetas, self.groups, strict=True)
@@ -179,10 +156,10 @@ class ManyRuns(L.LightningModule):
     def on_fit_start(self) -> None:
         # After Lightning has converted the parameters to the run's precision (64-true: float64), before any step.
         data = self.trainer.datamodule
-        self.train_design = self.design(data.train.x, data.train.count)
+        self.train_design = self.design(data.train)
         self.train_y = data.train.y.to(self.device, self.dtype)
         self.train_count = data.train.count.to(self.device, self.dtype)
-        self.val_design = self.design(data.val.x, data.val.count)
+        self.val_design = self.design(data.val)
         self.val_y = data.val.y.to(self.device, self.dtype)
         self.val_count = data.val.count.to(self.device, self.dtype)
         self.padded = bool((data.train.count != data.train.x.shape[1]).any())
@@ -206,9 +183,7 @@ class ManyRuns(L.LightningModule):
     def run_losses(self, theta: torch.Tensor) -> torch.Tensor:
         """(runs,) each run's mean loss over its own training points."""
         prediction = self.predictions(self.train_design, theta)
-        pointwise = torch.cat(
-            [LOSSES[o["loss"]](prediction[a:b], self.train_y[a:b], o) for a, b, o in self.loss_segments]
-        )
+        pointwise = torch.cat([loss(prediction[a:b], self.train_y[a:b]) for a, b, loss in self.loss_segments])
         if self.padded:  # runs with fewer points than the longest: their padding is no data
             pointwise = pointwise * self.train_real
         return pointwise.sum(-1) / self.train_count
@@ -285,10 +260,9 @@ class ManyRuns(L.LightningModule):
     def trained_model(self, run: int) -> PolynomialModel:
         """Run `run` as a float64 PolynomialModel: its scaling and its trained parameters."""
         group, draw = divmod(run, self.draws)
-        options = self.groups[group]
-        model = PolynomialModel(options["degree"], options["feature_scaling"]).to(torch.float64)
+        model = copy.deepcopy(self.run_models[run]).cpu()
         theta = self.thetas[group][draw].detach().double().cpu()  # this run's row only
-        state = {name: value[draw] for name, value in self.scalings[group].items()}
-        state["linear.bias"], state["linear.weight"] = theta[:1], theta[1 : model.degree + 1].view(1, -1)
-        model.load_state_dict(state)
+        with torch.no_grad():
+            model.linear.bias.copy_(theta[:1])
+            model.linear.weight.copy_(theta[1 : model.degree + 1].view(1, -1))
         return model

@@ -22,8 +22,9 @@ import lightning as L
 import torch
 from torch import nn
 
+from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel
-from fitquad.core.module import diverging, initialize, make_loss
+from fitquad.core.module import diverging, initialize
 from fitquad.theory.conditioning import SGD_OPTIONS
 
 

@@ -32,8 +32,9 @@ from fitquad.checks.validation import check_enough_points
 from fitquad.commands.config_adjustments import gradient_clipping_as_callback
 from fitquad.commands.many_runs import ManyRuns, ManyRunsData
 from fitquad.commands.sweep_report import SweepPoint
+from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel
-from fitquad.core.module import TrainingDiverged, make_loss
+from fitquad.core.module import TrainingDiverged
 from fitquad.theory import reference
 from fitquad.theory.bias_variance import Decomposition, decompose, evaluation_points
 from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning

@@ -16,16 +16,16 @@ fit (TrainingDiverged) before that step's update, so no checkpoint of the diverg
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
+from .losses import LossName, make_loss
 from .model import FeatureScaling, PolynomialModel, coefficient_names
 
-LossName = Literal["mse", "l1", "huber", "smooth_l1"]
 # train/mse at each validation is measured on at most this many training points: on millions of points a uniform
 # sample (an unbiased estimate at a fraction of an epoch's cost); below that, exact.
 TRAIN_MSE_POINTS = 100_000
@@ -33,19 +33,6 @@ TRAIN_MSE_POINTS = 100_000
 # started (plain GD on a quadratic only goes down); an unstable one grows geometrically, so this stops it within a
 # few steps of the start of the blow-up.
 DIVERGENCE_LOSS_FACTOR = 1e4
-
-
-def make_loss(name: LossName, huber_delta: float = 1.0, smooth_l1_beta: float = 1.0) -> nn.Module:
-    """torch's own loss modules, by name; mean reduction, as in the SGD article."""
-    losses = {
-        "mse": nn.MSELoss,
-        "l1": nn.L1Loss,
-        "huber": lambda: nn.HuberLoss(delta=huber_delta),
-        "smooth_l1": lambda: nn.SmoothL1Loss(beta=smooth_l1_beta),
-    }
-    if name not in losses:
-        raise ValueError(f"model.loss must be one of {', '.join(losses)}; got {name!r}")
-    return losses[name]()
 
 
 def diverging(losses: torch.Tensor, first: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fitquad.core.losses import loss_shape
 from fitquad.core.model import PolynomialModel
 from fitquad.theory.passes import design_chunks
 from fitquad.theory.reference import gap_scale
@@ -68,12 +69,9 @@ class Conditioning:
     largest_stable_lr_gd: float  # 2/λmax: plain full-batch gradient descent (inf for L1)
     largest_stable_lr: float  # the same rule with this optimizer's momentum, dampening, Nesterov
     curvature: str  # where the Hessian comes from, in words
-
-    @property
-    def steps_are_a_bound(self) -> bool:
-        """Whether predicted steps are a lower bound: Huber's and SmoothL1's Hessian is their curvature within delta
-        (beta), the largest they have; residuals beyond it contribute none, so the fit is slower than predicted."""
-        return not self.curvature.startswith(("MSE", "L1"))
+    # Predicted steps are a lower bound: Huber's and SmoothL1's Hessian is their curvature within delta (beta), the
+    # largest they have; residuals beyond it contribute none, so the fit is slower than predicted.
+    steps_are_a_bound: bool = False
 
     @property
     def why_a_bound(self) -> str:
@@ -90,16 +88,16 @@ class Conditioning:
 
 
 def loss_curvature(loss_fn: nn.Module) -> tuple[float, str]:
-    """c such that the Hessian of the loss is at most c·AᵀA/n, and how exact that is, in words."""
-    if isinstance(loss_fn, nn.MSELoss):
-        return 2.0, "MSE: exact, 2·AᵀA/n"
-    if isinstance(loss_fn, nn.HuberLoss):
-        return 1.0, "Huber: upper bound AᵀA/n (all residuals within delta)"
-    if isinstance(loss_fn, nn.SmoothL1Loss) and loss_fn.beta > 0:
-        return 1.0 / loss_fn.beta, "SmoothL1: upper bound AᵀA/(n·beta) (all residuals within beta)"
-    if isinstance(loss_fn, (nn.L1Loss, nn.SmoothL1Loss)):
-        return 0.0, "L1: no curvature, no learning rate diverges"
-    raise ValueError(f"no curvature known for the loss {type(loss_fn).__name__}")
+    """c such that the Hessian of the loss is at most c·AᵀA/n, and how exact that is, in words (from the loss
+    table's shape of the loss, fitquad.core.losses)."""
+    shape, name = loss_shape(loss_fn), type(loss_fn).__name__.removesuffix("Loss")
+    c = shape.curvature
+    times = "" if c == 1 else f"{c:g}·"
+    if shape.absolute:
+        return 0.0, f"{name}: no curvature, no learning rate diverges"
+    if shape.quadratic:
+        return c, f"{name}: exact, {times}AᵀA/n"
+    return c, f"{name}: upper bound {times}AᵀA/n (all residuals within {shape.delta:g})"
 
 
 def largest_stable_lr(
@@ -137,6 +135,7 @@ def conditioning(
         largest_stable_lr_gd=2 / lambda_max if lambda_max > 0 else math.inf,
         largest_stable_lr=largest_stable_lr(lambda_max, settings.momentum, settings.dampening, settings.nesterov),
         curvature=description,
+        steps_are_a_bound=not (loss_shape(loss_fn).quadratic or loss_shape(loss_fn).absolute),
     )
 
 

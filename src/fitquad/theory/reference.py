@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fitquad.core.losses import loss_shape
 from fitquad.core.model import PolynomialModel
 from fitquad.theory import streamed_optimum
 from fitquad.theory.passes import design_chunks, design_matrix, evaluate, with_parameters
@@ -110,16 +111,14 @@ def _l1_optimum(a: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.
 
 
 def _solver(loss_fn: nn.Module) -> tuple[str, dict[str, float]]:
-    """Which problem the loss's optimum is: ("mse" | "huber" | "l1", the Huber solver's delta and scale)."""
-    if isinstance(loss_fn, nn.MSELoss):
-        return "mse", {}
-    if isinstance(loss_fn, nn.HuberLoss):
-        return "huber", {"delta": loss_fn.delta, "scale": 1.0}
-    if isinstance(loss_fn, nn.SmoothL1Loss):  # SmoothL1(β) = Huber(δ = β)/β; β = 0 is plain L1
-        return ("l1", {}) if loss_fn.beta == 0 else ("huber", {"delta": loss_fn.beta, "scale": loss_fn.beta})
-    if isinstance(loss_fn, nn.L1Loss):
+    """Which problem the loss's optimum is, from its shape in the loss table (fitquad.core.losses): ("mse" |
+    "huber" | "l1", the Huber solver's delta and scale)."""
+    shape = loss_shape(loss_fn)
+    if shape.quadratic:
+        return "mse", {"scale": shape.scale}
+    if shape.absolute:
         return "l1", {}
-    raise ValueError(f"no closed-form reference for the loss {type(loss_fn).__name__}")
+    return "huber", {"delta": shape.delta, "scale": shape.scale}
 
 
 def optimum(
@@ -139,8 +138,8 @@ def optimum(
     solver, options = _solver(loss_fn)
     if not in_one_piece(x):
         theta = {
-            # mean r² + wd/2·|θ|²  =  (1/n)·(|Aθ − y|² + n·wd/2·|θ|²), as below
-            "mse": lambda: streamed_optimum.least_squares(model, x, y, len(x) * weight_decay / 2),
+            # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2), as below
+            "mse": lambda: streamed_optimum.least_squares(model, x, y, len(x) * options["scale"] * weight_decay),
             "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay),
             "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay),
         }[solver]()
@@ -150,8 +149,8 @@ def optimum(
     a = design_matrix(model, x)
     y = y.detach().cpu().double()
     theta = {
-        # mean r² + wd/2·|θ|²  =  (1/n)·(|Aθ − y|² + n·wd/2·|θ|²)
-        "mse": lambda: _ridge(a, y, None, len(y) * weight_decay / 2),
+        # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2)
+        "mse": lambda: _ridge(a, y, None, len(y) * options["scale"] * weight_decay),
         "huber": lambda: _huber_optimum(a, y, **options, weight_decay=weight_decay),
         "l1": lambda: _l1_optimum(a, y, weight_decay),
     }[solver]()
