@@ -27,10 +27,16 @@ from conftest import (
 from fitquad.callbacks.diagnosis import FitDiagnosis
 from fitquad.commands.cli import main
 from fitquad.core.module import QuadraticRegression
-from fitquad.theory.verdicts import diagnose
+from fitquad.theory.verdicts import Diagnosis, FitFacts
+from fitquad.theory.verdicts import diagnose as diagnose_facts
 
 # ---- the rules, on chosen numbers --------------------------------------------------------------------
 LESSON3 = dict(noise_std=3.0, n_train=20, n_val=20, n_parameters=3, lr=0.35, largest_stable_lr=0.4)
+
+
+def diagnose(**numbers: object) -> Diagnosis:
+    """The rules on keyword arguments, as the tests below state them."""
+    return diagnose_facts(FitFacts(**numbers))
 
 
 @pytest.mark.parametrize(

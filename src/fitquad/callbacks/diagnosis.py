@@ -34,7 +34,7 @@ from fitquad.theory.reference import (
     training_noise_floor,
     validation_noise_floor,
 )
-from fitquad.theory.verdicts import CONVERGED_GAP, Diagnosis, diagnose, float32_update_error
+from fitquad.theory.verdicts import CONVERGED_GAP, Diagnosis, FitFacts, diagnose, float32_update_error
 
 
 class FitDiagnosis(L.Callback):
@@ -225,7 +225,7 @@ class FitDiagnosis(L.Callback):
             and relative_gap(train_loss, self.reference.train_loss, self.resolution) > CONVERGED_GAP
         ):
             probe = float32_update_error(pl_module, datamodule.train_x, datamodule.train_y, self.settings)
-        diagnosis = diagnose(
+        facts = FitFacts(
             steps_taken=trainer.global_step,
             train_loss=train_loss,
             optimum_loss=self.reference.train_loss,
@@ -248,7 +248,7 @@ class FitDiagnosis(L.Callback):
             loss_resolution=self.resolution,
             steps_are_a_bound=self.conditioning.steps_are_a_bound,
         )
-        self._report(trainer, pl_module, diagnosis)
+        self._report(trainer, pl_module, diagnose(facts))
         if self.figures:
             self._draw(trainer, pl_module, model64)
 

@@ -1,7 +1,8 @@
 """The diagnosis's rules: which verdict a fit's numbers get, with its sentence in plain words and its advice.
 
-`diagnose` takes the numbers of a finished fit (its loss and the closed-form optimum's, κ, the predicted steps
-to go, the MSEs and the noise floors) and returns the first verdict whose rule holds. All thresholds are here,
+`diagnose` takes the numbers of a finished fit (FitFacts: its loss and the closed-form optimum's, κ, the predicted
+steps to go, the MSEs and the noise floors) and returns the verdict of the first rule in RULES that holds: an
+ordered table of (verdict, condition, sentence). All thresholds are here,
 each with its reason; docs/reading-the-diagnosis.md lists them. The callback that gathers the numbers
 and reports the verdict is fitquad.callbacks.diagnosis.FitDiagnosis.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import lightning as L
@@ -111,155 +113,257 @@ IN_PLAIN_WORDS = {
 }
 
 
-def _sigma2(estimated: bool) -> str:
-    return "σ̂²" if estimated else "σ²"
+@dataclass
+class FitFacts:
+    """The numbers of a finished fit that the rules read. The learning-rate and step predictions are SGD's
+    (fitquad.theory.conditioning): for another `optimizer` the advice leaves them out. `noise_std` is σ, or its
+    estimate from the optimum's residuals where `noise_estimated` (your own data), or None where unknown."""
+
+    steps_taken: int
+    train_loss: float
+    optimum_loss: float
+    condition_number: float
+    steps_to_go: float | None
+    lr: float
+    largest_stable_lr: float
+    float32_update_error: float | None
+    train_mse: float
+    val_mse: float | None
+    noise_std: float | None
+    n_train: int
+    n_val: int
+    n_parameters: int
+    mini_batch: bool = False
+    stopped_early: bool = False
+    optimizer: str = "SGD"
+    loss_resolution: float = 0.0
+    noise_estimated: bool = False
+    steps_are_a_bound: bool = False
+
+    # ---- what the rules and sentences derive from them --------------------------------------------
+    @property
+    def gap(self) -> float:
+        return relative_gap(self.train_loss, self.optimum_loss, self.loss_resolution)
+
+    @property
+    def short_of_optimum(self) -> bool:
+        return self.gap > CONVERGED_GAP
+
+    @property
+    def sgd(self) -> bool:
+        return self.optimizer == "SGD"
+
+    @property
+    def where(self) -> str:
+        return f"training loss {self.train_loss:.6g} vs optimum {self.optimum_loss:.6g} (gap {self.gap:.3g})"
+
+    @property
+    def other(self) -> str:
+        return f" (the stable learning rate and step predictions are SGD's; this run used {self.optimizer})"
+
+    @property
+    def to_go(self) -> str:
+        return "unknown (L1 has no curvature)" if self.steps_to_go is None else f"{self.steps_to_go:.3g}"
+
+    @property
+    def about(self) -> str:  # a bound: Huber, SmoothL1
+        return "at least" if self.steps_to_go is not None and self.steps_are_a_bound else "about"
+
+    @property
+    def stalled(self) -> bool:
+        return self.steps_to_go is not None and self.steps_to_go > STALLED_STEPS_RATIO * self.steps_taken
+
+    @property
+    def float32_bound(self) -> bool:
+        return self.float32_update_error is not None and self.float32_update_error >= FLOAT32_UPDATE_ERROR
+
+    @property
+    def sigma2(self) -> str:
+        return "σ̂²" if self.noise_estimated else "σ²"
+
+    @property
+    def floors(self) -> tuple[float, float, float, float]:
+        """(train floor, its relative sd, validation floor, its relative sd): the optimum's MSE is itself random
+        (see NOISE_FLOOR_SDS), so a training MSE of 4.9 against a floor of 7.65 ± 2.6 is no surprise."""
+        dof = max(self.n_train - self.n_parameters, 1)
+        return (
+            training_noise_floor(self.noise_std, self.n_train, self.n_parameters),
+            math.sqrt(2 * dof) / dof,
+            validation_noise_floor(self.noise_std),
+            math.sqrt(2 / self.n_val) if self.n_val else math.inf,
+        )
+
+    @property
+    def train_far_above(self) -> bool:
+        train_floor, train_sd, _, _ = self.floors
+        return _far_above(self.train_mse, train_floor, train_sd)
+
+    @property
+    def val_far_above(self) -> bool:
+        _, _, val_floor, val_sd = self.floors
+        return self.val_mse is not None and _far_above(self.val_mse, val_floor, val_sd)
+
+    @property
+    def mses(self) -> str:
+        train_floor, train_sd, val_floor, val_sd = self.floors
+        val = "n/a"
+        if self.val_mse is not None:
+            val = f"{self.val_mse:.4g} (floor {self.sigma2} = {val_floor:.4g} ± {val_floor * val_sd:.2g})"
+        return f"train MSE {self.train_mse:.4g} (floor {train_floor:.4g} ± {train_floor * train_sd:.2g}), val MSE {val}"
+
+    @property
+    def caveat(self) -> str:
+        # An estimated σ² comes from this model's own residuals: a model too simple for the data raises the estimate
+        # with its misfit, so underfitting cannot show against it. Validation MSE across degrees can tell.
+        if not self.noise_estimated:
+            return ""
+        return (
+            "; σ̂² is the noise estimated from this model's own residuals (n − p degrees of freedom), so underfitting "
+            "would raise it rather than show against it: compare degrees by validation MSE (fitquad sweep) to tell"
+        )
+
+    @property
+    def stopped_floor(self) -> str:
+        if self.noise_std is None:
+            return "unknown"
+        return f"{self.sigma2} = {self.noise_std**2:.4g}" + (" (estimated)" if self.noise_estimated else "")
 
 
 def _far_above(value: float, floor: float, relative_sd: float) -> bool:
     return value > floor * (1 + max(NOISE_FLOOR_SDS * relative_sd, NOISE_FLOOR_MIN_MARGIN))
 
 
-def diagnose(
-    *,
-    steps_taken: int,
-    train_loss: float,
-    optimum_loss: float,
-    condition_number: float,
-    steps_to_go: float | None,
-    lr: float,
-    largest_stable_lr: float,
-    float32_update_error: float | None,
-    train_mse: float,
-    val_mse: float | None,
-    noise_std: float | None,
-    n_train: int,
-    n_val: int,
-    n_parameters: int,
-    mini_batch: bool = False,
-    stopped_early: bool = False,
-    optimizer: str = "SGD",
-    loss_resolution: float = 0.0,
-    noise_estimated: bool = False,
-    steps_are_a_bound: bool = False,
-) -> Diagnosis:
-    """The rules, in order; the first that holds is the diagnosis. The learning-rate and step predictions
-    are SGD's (fitquad.theory.conditioning): for another `optimizer` the advice leaves them out. `noise_std` is σ, or
-    its estimate from the optimum's residuals where `noise_estimated` (your own data), or None where unknown."""
-    gap = relative_gap(train_loss, optimum_loss, loss_resolution)
-    numbers = {
-        "steps": steps_taken,
-        "train_loss": train_loss,
-        "optimum_loss": optimum_loss,
-        "relative_gap": gap,
-        "condition_number": condition_number,
-        "steps_to_go": steps_to_go,
-        "lr": lr,
-        "largest_stable_lr": largest_stable_lr,
-        "train_mse": train_mse,
-        "val_mse": val_mse,
-        "mini_batch": mini_batch,
-    }
-    if float32_update_error is not None:
-        numbers["float32_update_error"] = float32_update_error
-    where = f"training loss {train_loss:.6g} vs optimum {optimum_loss:.6g} (gap {gap:.3g})"
-    sgd = optimizer == "SGD"
-    other = f" (the stable learning rate and step predictions are SGD's; this run used {optimizer})"
-    if not math.isfinite(train_loss) and not sgd:
-        return Diagnosis("diverged", f"diverged: {where}; lower the learning rate{other}", numbers)
-    if not math.isfinite(train_loss) or steps_to_go == math.inf:
-        return Diagnosis(
-            "diverged",
-            f"diverged: {where}; lr {lr:.3g} is above the largest stable lr {largest_stable_lr:.3g}",
-            numbers,
-        )
-    if gap > CONVERGED_GAP and stopped_early:
+def _val(f: FitFacts) -> str:
+    return "n/a" if f.val_mse is None else f"{f.val_mse:.4g}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    verdict: str
+    holds: Callable[[FitFacts], bool]
+    sentence: Callable[[FitFacts], str]
+    against_floors: bool = False  # the numbers it reads include the noise floors (reported with the verdict)
+
+
+# The rules, in order: the first that holds is the diagnosis. A rule may assume that the ones above it did not hold.
+RULES = [
+    Rule(
+        "diverged",
+        lambda f: not math.isfinite(f.train_loss) and not f.sgd,
+        lambda f: f"diverged: {f.where}; lower the learning rate{f.other}",
+    ),
+    Rule(
+        "diverged",
+        lambda f: not math.isfinite(f.train_loss) or f.steps_to_go == math.inf,
+        lambda f: f"diverged: {f.where}; lr {f.lr:.3g} is above the largest stable lr {f.largest_stable_lr:.3g}",
+    ),
+    Rule(
         # Not a failure to converge: EarlyStopping ended the fit where validation stopped improving, on purpose
         # short of the training optimum (which, for a model that can fit the noise, overfits).
-        val = "n/a" if val_mse is None else f"{val_mse:.4g}"
-        floor = "unknown" if noise_std is None else f"{_sigma2(noise_estimated)} = {noise_std**2:.4g}"
-        floor += " (estimated)" if noise_estimated and noise_std is not None else ""
-        return Diagnosis(
-            "stopped_early",
-            f"stopped early by EarlyStopping after {steps_taken} steps: {where}; the validation loss had stopped "
-            f"improving (final val MSE {val}, noise floor {floor}); the best checkpoint holds the "
-            "validation minimum",
-            numbers,
-        )
-    if gap > CONVERGED_GAP:
-        if float32_update_error is not None and float32_update_error >= FLOAT32_UPDATE_ERROR:
-            return Diagnosis(
-                "stalled_float32",
-                f"stalled by float32 resolution: {where}; float32 updates are {float32_update_error:.0%} rounding "
-                "error (the updates round to nothing) — use --trainer.precision 64-true, or rescale the data "
-                "(large values or offsets leave float32's 7 digits no room for small steps)",
-                numbers,
-            )
-        if not sgd:
-            return Diagnosis(
-                "still_converging", f"still converging: {where} after {steps_taken} steps; train longer{other}", numbers
-            )
-        to_go = "unknown (L1 has no curvature)" if steps_to_go is None else f"{steps_to_go:.3g}"
-        about = "at least" if steps_to_go is not None and steps_are_a_bound else "about"  # a bound: Huber, SmoothL1
-        stalled = steps_to_go is not None and steps_to_go > STALLED_STEPS_RATIO * steps_taken
-        if condition_number >= ILL_CONDITIONED_KAPPA and stalled:
-            return Diagnosis(
-                "stalled_ill_conditioned",
-                f"stalled by ill-conditioning: {where} after {steps_taken} steps; κ = {condition_number:.3g}, so "
-                f"{about} {to_go} more steps are needed at lr {lr:.3g} (largest stable {largest_stable_lr:.3g}); "
-                "use model.feature_scaling standardize (or whiten)",
-                numbers,
-            )
-        noise = " (mini-batch SGD: the loss hovers above the optimum by the gradient noise)" if mini_batch else ""
-        return Diagnosis(
-            "still_converging",
-            f"still converging: {where} after {steps_taken} steps; {about} {to_go} more full-batch steps to within "
-            f"{CONVERGED_GAP:.0%} of the optimum at lr {lr:.3g}{noise}; train longer or raise lr "
-            f"(largest stable {largest_stable_lr:.3g})",
-            numbers,
-        )
-    if noise_std is None:
-        return Diagnosis(
-            "converged",
-            f"converged to the optimum: {where} (the noise is unknown: as many points as parameters leave no "
-            "residuals to estimate it from)",
-            numbers,
-        )
-    if noise_std <= 0:
-        return Diagnosis("converged", f"converged to the optimum: {where} (noise-free data: no noise floor)", numbers)
-    train_floor, val_floor = training_noise_floor(noise_std, n_train, n_parameters), validation_noise_floor(noise_std)
-    numbers.update(train_noise_floor=train_floor, val_noise_floor=val_floor)
-    train_sd = math.sqrt(2 * max(n_train - n_parameters, 1)) / max(n_train - n_parameters, 1)
-    val_sd = math.sqrt(2 / n_val) if n_val else math.inf
-    # Each floor with its standard deviation: the optimum's MSE is itself random (see NOISE_FLOOR_SDS), so
-    # a training MSE of 4.9 against a floor of 7.65 ± 2.6 is no surprise.
-    sigma2 = _sigma2(noise_estimated)
-    mses = f"train MSE {train_mse:.4g} (floor {train_floor:.4g} ± {train_floor * train_sd:.2g}), val MSE " + (
-        f"{val_mse:.4g} (floor {sigma2} = {val_floor:.4g} ± {val_floor * val_sd:.2g})" if val_mse is not None else "n/a"
-    )
-    # An estimated σ² comes from this model's own residuals: a model too simple for the data raises the estimate
-    # with its misfit, so underfitting cannot show against it. Validation MSE across degrees can tell.
-    caveat = (
-        "; σ̂² is the noise estimated from this model's own residuals (n − p degrees of freedom), so underfitting "
-        "would raise it rather than show against it: compare degrees by validation MSE (fitquad sweep) to tell"
-        if noise_estimated
-        else ""
-    )
-    val_far_above = val_mse is not None and _far_above(val_mse, val_floor, val_sd)
-    if _far_above(train_mse, train_floor, train_sd) and (val_mse is None or val_far_above):
-        return Diagnosis(
-            "underfitting",
-            f"underfitting: converged, but {mses} are far above the noise floor; the model cannot follow the "
-            "curve — more capacity (model.degree) or less weight decay",
-            numbers,
-        )
-    if val_far_above and val_mse > OVERFIT_RATIO * train_mse:
-        return Diagnosis(
-            "overfitting",
-            f"overfitting: {mses}: validation is well above training and above the floor — less capacity, "
-            "more data, regularization (model.weight_decay) or early stopping",
-            numbers,
-        )
-    return Diagnosis("converged", f"converged to the noise floor: {where}; {mses}{caveat}", numbers)
+        "stopped_early",
+        lambda f: f.short_of_optimum and f.stopped_early,
+        lambda f: (
+            f"stopped early by EarlyStopping after {f.steps_taken} steps: {f.where}; the validation loss had "
+            f"stopped improving (final val MSE {_val(f)}, noise floor {f.stopped_floor}); the best checkpoint holds the "
+            "validation minimum"
+        ),
+    ),
+    Rule(
+        "stalled_float32",
+        lambda f: f.short_of_optimum and f.float32_bound,
+        lambda f: (
+            f"stalled by float32 resolution: {f.where}; float32 updates are {f.float32_update_error:.0%} "
+            "rounding error (the updates round to nothing) — use --trainer.precision 64-true, or rescale the data "
+            "(large values or offsets leave float32's 7 digits no room for small steps)"
+        ),
+    ),
+    Rule(
+        "still_converging",
+        lambda f: f.short_of_optimum and not f.sgd,
+        lambda f: f"still converging: {f.where} after {f.steps_taken} steps; train longer{f.other}",
+    ),
+    Rule(
+        "stalled_ill_conditioned",
+        lambda f: f.short_of_optimum and f.condition_number >= ILL_CONDITIONED_KAPPA and f.stalled,
+        lambda f: (
+            f"stalled by ill-conditioning: {f.where} after {f.steps_taken} steps; κ = {f.condition_number:.3g}, "
+            f"so {f.about} {f.to_go} more steps are needed at lr {f.lr:.3g} (largest stable {f.largest_stable_lr:.3g}); "
+            "use model.feature_scaling standardize (or whiten)"
+        ),
+    ),
+    Rule(
+        "still_converging",
+        lambda f: f.short_of_optimum,
+        lambda f: (
+            f"still converging: {f.where} after {f.steps_taken} steps; {f.about} {f.to_go} more full-batch "
+            f"steps to within {CONVERGED_GAP:.0%} of the optimum at lr {f.lr:.3g}"
+            + (" (mini-batch SGD: the loss hovers above the optimum by the gradient noise)" if f.mini_batch else "")
+            + f"; train longer or raise lr (largest stable {f.largest_stable_lr:.3g})"
+        ),
+    ),
+    Rule(
+        "converged",
+        lambda f: f.noise_std is None,
+        lambda f: (
+            f"converged to the optimum: {f.where} (the noise is unknown: as many points as parameters leave no "
+            "residuals to estimate it from)"
+        ),
+    ),
+    Rule(
+        "converged",
+        lambda f: f.noise_std <= 0,
+        lambda f: f"converged to the optimum: {f.where} (noise-free data: no noise floor)",
+    ),
+    Rule(
+        "underfitting",
+        lambda f: f.train_far_above and (f.val_mse is None or f.val_far_above),
+        lambda f: (
+            f"underfitting: converged, but {f.mses} are far above the noise floor; the model cannot follow "
+            "the curve — more capacity (model.degree) or less weight decay"
+        ),
+        against_floors=True,
+    ),
+    Rule(
+        "overfitting",
+        lambda f: f.val_far_above and f.val_mse > OVERFIT_RATIO * f.train_mse,
+        lambda f: (
+            f"overfitting: {f.mses}: validation is well above training and above the floor — less capacity, "
+            "more data, regularization (model.weight_decay) or early stopping"
+        ),
+        against_floors=True,
+    ),
+    Rule(
+        "converged",
+        lambda f: True,
+        lambda f: f"converged to the noise floor: {f.where}; {f.mses}{f.caveat}",
+        against_floors=True,
+    ),
+]
+
+
+def diagnose(facts: FitFacts) -> Diagnosis:
+    """The first rule of RULES that holds, with the numbers that led to it."""
+    rule = next(rule for rule in RULES if rule.holds(facts))
+    f = facts
+    numbers = {
+        "steps": f.steps_taken,
+        "train_loss": f.train_loss,
+        "optimum_loss": f.optimum_loss,
+        "relative_gap": f.gap,
+        "condition_number": f.condition_number,
+        "steps_to_go": f.steps_to_go,
+        "lr": f.lr,
+        "largest_stable_lr": f.largest_stable_lr,
+        "train_mse": f.train_mse,
+        "val_mse": f.val_mse,
+        "mini_batch": f.mini_batch,
+    }
+    if f.float32_update_error is not None:
+        numbers["float32_update_error"] = f.float32_update_error
+    if rule.against_floors:
+        train_floor, _, val_floor, _ = f.floors
+        numbers.update(train_noise_floor=train_floor, val_noise_floor=val_floor)
+    return Diagnosis(rule.verdict, rule.sentence(facts), numbers)
 
 
 def float32_update_error(
