@@ -3,10 +3,10 @@
     python benchmarks/many_runs.py                 # the article's grid, capacity.yaml, memory (draws 25..200)
     python benchmarks/many_runs.py --repeats 5 --skip-memory
 
-The article's grid: `fitquad compare`'s 20 runs (4 losses × 5 SGD settings, 100 steps) side by side in one
-Trainer (fitquad.commands.side_by_side, what `compare` uses), and as one batched model (fitquad.commands.many_runs,
-which `compare` does not use: its matrix products add in another order), each against one Trainer per run, in this
-process after a warm-up; the final (w, b) of every run compared bit for bit with the run alone.
+The article's grid: `fitquad compare`'s 20 runs (4 losses × 5 SGD settings, 100 steps) as one batched model
+(fitquad.commands.many_runs, which `compare` does not use: its matrix products add in another order) against one
+Trainer per run (what `compare` does), in this process after a warm-up; the final (w, b) of every run compared bit
+for bit with the run alone.
 
 Speed: `fitquad sweep --config configs/capacity.yaml` (degrees 0-12, one draw, 3 steps each) in this process,
 batched and with `--sweep.batched false`, after one warm-up of each (imports and first-call costs excluded, the
@@ -70,10 +70,9 @@ def speed(repeats: int) -> None:
 
 
 def grid_runs(mode: str) -> list:
-    """The article's 20-run grid (configs/sgd_article_grid.yaml, 100 steps each): trained side by side in one
-    Trainer, as `fitquad compare` trains it; as one batched model (fitquad.commands.many_runs, each run a group of one
-    draw, as `fitquad sweep` batches its values), which `compare` does not use; or one Trainer per run. Returns
-    each run's final parameters."""
+    """The article's 20-run grid (configs/sgd_article_grid.yaml, 100 steps each): as one batched model
+    (fitquad.commands.many_runs, each run a group of one draw, as `fitquad sweep` batches its values), which `compare`
+    does not use, or one Trainer per run, as `fitquad compare` trains it. Returns each run's final parameters."""
     import lightning as L
     import torch
 
@@ -81,7 +80,6 @@ def grid_runs(mode: str) -> list:
     from fitquad.checks.file_data import FileDataModule
     from fitquad.commands.compare_grid import build_parser, run_options
     from fitquad.commands.many_runs import ManyRuns, ManyRunsData
-    from fitquad.commands.side_by_side import SideBySide
     from fitquad.core.module import QuadraticRegression
 
     config = build_parser().parse_args(["--config", GRID_CONFIG])
@@ -90,10 +88,6 @@ def grid_runs(mode: str) -> list:
     runs = [run_options(config, loss, setting) for loss in config.losses for setting in config.settings]
     quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                  enable_model_summary=False, max_steps=config.max_steps)  # fmt: skip
-    if mode == "side by side":
-        module = SideBySide(runs, data.train_x)
-        L.Trainer(**quiet).fit(module, train_dataloaders=data.train_dataloader())
-        return [module.path(run)[-1] for run in range(len(runs))]
     if mode == "batched":
         batched = ManyRuns(runs, draws=1)
         train, val = [(data.train_x, data.train_y)] * len(runs), [(data.val_x, data.val_y)] * len(runs)
@@ -102,7 +96,7 @@ def grid_runs(mode: str) -> list:
         trained = [batched.trained_model(run) for run in range(len(runs))]
         return [torch.cat([m.linear.bias.detach(), m.linear.weight.detach().view(-1)]).float() for m in trained]
     finals = []
-    for options in runs:  # as `fitquad compare` trained its grid before
+    for options in runs:  # as `fitquad compare` trains its grid
         recorder = ParameterPath()
         trainer = L.Trainer(**quiet, callbacks=[recorder], num_sanity_val_steps=0, limit_val_batches=0)
         trainer.fit(QuadraticRegression(**options), datamodule=data)
@@ -113,9 +107,9 @@ def grid_runs(mode: str) -> list:
 def grid(repeats: int) -> None:
     import torch
 
-    from fitquad.commands.cli import lightning_quiet
+    from fitquad.commands.parsing import lightning_quiet
 
-    modes = ("side by side", "batched", "one Trainer per run")
+    modes = ("batched", "one Trainer per run")
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     with lightning_quiet():
         finals = {mode: grid_runs(mode) for mode in modes}  # warm-up, and the results compared
@@ -127,7 +121,7 @@ def grid(repeats: int) -> None:
     apart = statistics.median(times["one Trainer per run"])
     alone = finals["one Trainer per run"]
     print(f"article grid, 20 runs × 100 steps, medians of {repeats} (the grid's config parsed in each):")
-    for mode in modes[:2]:
+    for mode in modes[:1]:
         together = statistics.median(times[mode])
         same = sum(torch.equal(a, b) for a, b in zip(finals[mode], alone, strict=True))
         gap = max((a - b).abs().max().item() for a, b in zip(finals[mode], alone, strict=True))
@@ -170,7 +164,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
-    from fitquad.commands.cli import settle_warnings_and_yaml
+    from fitquad.commands.parsing import settle_warnings_and_yaml
 
     settle_warnings_and_yaml()  # as every fitquad command starts: Lightning's known warnings off, by message
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)

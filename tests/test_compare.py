@@ -77,13 +77,13 @@ def test_compare_on_a_reduced_grid(tmp_path) -> None:
 def test_compare_rejects_bad_input_in_one_line(tmp_path) -> None:
     result = run_fitquad("compare", "--losses", "[mse, cubic]", cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert result.stderr.startswith("fitquad compare: error:") and "losses" in result.stderr
+    assert result.stderr.startswith("fitquad: error: losses")
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
 def test_every_run_of_the_article_grid_is_bit_for_bit_the_run_alone(tmp_path) -> None:
-    # The 20 runs train side by side in one Trainer (fitquad.commands.side_by_side); each must be the run alone.
+    # Each of the 20 runs trains QuadraticRegression in its own Trainer; each must be a plain torch loop's path.
     run_fitquad("compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--resolution", "11", cwd=tmp_path)
     table = (tmp_path / "runs" / "sgd_article_grid" / "version_0" / "compare.csv").read_text()
     rows = list(csv.DictReader(table.splitlines()))

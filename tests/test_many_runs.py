@@ -16,8 +16,9 @@ import yaml
 
 from conftest import CONFIGS, only_run_folder, run_fitquad
 from fitquad.callbacks.clipping import GradientClipping
+from fitquad.commands.cli import main as fitquad
 from fitquad.commands.many_runs import ManyRuns, ManyRunsData
-from fitquad.commands.sweep_runs import main, sweep
+from fitquad.commands.sweep_runs import sweep
 from fitquad.core.data import QuadraticDataModule
 from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel
@@ -192,7 +193,7 @@ def test_a_diverging_value_in_a_batched_sweep_says_what_one_trainer_says(tmp_pat
     tables = []
     for batched in ("true", "false"):
         with pytest.raises(SystemExit) as exit_info:
-            main([*args[1:], "--sweep.batched", batched])
+            fitquad([*args, "--sweep.batched", batched])
         assert exit_info.value.code == 1
         assert "1 run(s) diverged (5.0)" in capsys.readouterr().err
         tables.append((newest_folder(tmp_path) / "sweep.md").read_text())
@@ -312,7 +313,7 @@ def test_what_cannot_be_batched_is_one_line(options, message, tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     args = ["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[1, 2]"]
     with pytest.raises(SystemExit) as exit_info:
-        main([*args, *options])
+        fitquad(["sweep", *args, *options])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "\n" not in err.strip() and "Traceback" not in err, err

@@ -6,6 +6,7 @@ test hits the moment it names."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_sigterm_during_a_sweep_keeps_the_finished_runs(tmp_path: Path) -> None:
     assert [row.split(",")[0] for row in rows] == ["1"]
     assert (folder / "degree_2" / "checkpoints" / "interrupted.ckpt").is_file()
     assert not (folder / "degree_3").exists()
-    assert "stopped after 1 of 3 runs" in result.stdout
+    assert "interrupted after 1 of 3 runs: stopped by SIGTERM" in result.stdout
 
 
 @pytest.mark.slow
@@ -89,9 +90,17 @@ def test_sigterm_during_compare_exits_143_without_a_traceback(tmp_path: Path) ->
         assert "compare folder" in line, line  # the grid starts training now
         time.sleep(0.5)
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=120)
     assert p.returncode == SIGTERM_STATUS, err
     assert err.strip() == "fitquad: stopped by SIGTERM"
+    finished = re.search(r"interrupted by SIGTERM after (\d+) of 20 runs", out)
+    assert finished, out
+    folder = tmp_path / "runs" / "sgd_article_grid" / "version_0"
+    assert (folder / "config.yaml").is_file() and not (folder / "compare.png").exists()
+    if int(finished.group(1)):  # the finished runs are tabulated, the table marked as a part of the grid
+        table = (folder / "compare.md").read_text()
+        assert table.startswith(f"**{finished.group(0)}**")
+        assert len((folder / "compare.csv").read_text().splitlines()) == 1 + int(finished.group(1))
 
 
 @pytest.mark.slow
@@ -119,9 +128,10 @@ def test_sigterm_during_a_batched_sweep_exits_143_and_keeps_its_config(tmp_path:
         assert "as one batched fit" in line, line
         time.sleep(1.0)
         p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=120)
     assert p.returncode == SIGTERM_STATUS, err
     assert err.strip() == "fitquad: stopped by SIGTERM"
+    assert "fitquad sweep: interrupted after 0 of 7 runs: stopped by SIGTERM" in out  # all 7 train at once
     folder = tmp_path / "runs" / "weight_decay" / "version_0"
     assert (folder / "config.yaml").is_file() and not (folder / "sweep.csv").exists()
 

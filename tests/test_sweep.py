@@ -12,7 +12,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import CONFIGS, only_run_folder, read_summary, run_fitquad
-from fitquad.commands.sweep_runs import main, sweep
+from fitquad.commands.cli import main as fitquad
+from fitquad.commands.sweep_runs import sweep
 from fitquad.core.data import QuadraticDataModule
 from fitquad.core.module import QuadraticRegression
 
@@ -213,7 +214,7 @@ def test_bad_sweep_input_is_one_line(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(CONFIGS / "capacity.yaml"), *override])
+        fitquad(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *override])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error

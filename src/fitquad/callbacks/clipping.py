@@ -10,8 +10,8 @@ It clips in Lightning's `on_before_optimizer_step` hook, through the module's
 so it works under manual and automatic optimization alike, after a gradient scaler has unscaled the
 gradients (16-mixed), and through the precision plugin's own clipping (which knows, e.g., FSDP's
 sharded parameters). A module that trains many runs at once (fitquad.commands.many_runs) clips each run's own
-gradient there. `--trainer.gradient_clip_val` on the command line adds this callback (see cli.py):
-Lightning itself refuses that Trainer option under manual optimization.
+gradient there. `--trainer.gradient_clip_val` on the command line adds this callback
+(commands/config_adjustments.py): Lightning itself refuses that Trainer option under manual optimization.
 """
 
 from __future__ import annotations

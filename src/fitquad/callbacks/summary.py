@@ -110,7 +110,7 @@ class RunSummary(L.Callback):
         self._write_metrics(trainer, "test")
 
     def _write_metrics(self, trainer: L.Trainer, command: str) -> None:
-        # `fitquad validate` and `fitquad test`: the metrics beside the run they evaluate (cli.py).
+        # `fitquad validate` and `fitquad test`: the metrics beside the run they evaluate (config_adjustments.py).
         if not trainer.is_global_zero:
             return
         metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name != "step"}

@@ -175,10 +175,14 @@ def check_first_step(model: Any, x: Any, y: Any, lr: float, weight_decay: float,
             squares += residual.square().sum().item()
             gradient += 2 * features.T @ residual
     degree, scaling = model.degree, model.feature_scaling
-    if not features_max < largest:
+    # A feature whose square overflows the loss overflows it with any coefficient of order 1: the degree and the
+    # scale of x are at fault, not the starting point.
+    if not (features_max < largest and features_max**2 < largest_loss):
         raise InvalidInput(
-            f"model.degree {degree} with feature_scaling {scaling}: the features reach {features_max:.3g}, beyond "
-            f"{feature_dtype}'s largest number; use model.feature_scaling standardize, or a lower degree"
+            f"model.degree {degree} with model.feature_scaling {scaling}: the features (powers of x up to "
+            f"x^{degree}) reach {features_max:.3g}, so the squared loss overflows {loss_dtype} (largest "
+            f"{largest_loss:.3g}) whatever the coefficients; use model.feature_scaling standardize, or a lower "
+            "model.degree"
         )
     if not (predictions_max < largest and squares < largest_loss):
         raise InvalidInput(

@@ -3,7 +3,7 @@
 jsonargparse checks types (an int where an int is due, a loss name from the list, no unknown keys);
 the rules here cover what types cannot say: ranges, and options that only make sense together. A
 failure is an `InvalidInput` whose message names the field and what is allowed. The `fitquad`
-command prints it as one line and exits with status 2 (cli.py), as it does jsonargparse's own
+command prints it as one line and exits with status 2 (commands/parsing.py), as it does jsonargparse's own
 errors, condensed by `one_line`; FileDataModule raises it from __init__, so a script that builds it directly is
 told the same (the core's classes check nothing: the commands check their config before building them).
 """
@@ -274,16 +274,17 @@ _PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DO
 _TYPE_NAMES = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false"}
 
 
-def one_line(message: str) -> str:
-    """jsonargparse's error message as one line that names the field and what is allowed."""
+def one_line(message: str, command: str = "fitquad fit") -> str:
+    """jsonargparse's error message as one line that names the field and what is allowed; an unknown option's points
+    to `<command> --help`."""
     message = message.strip()
     if message.startswith("Unexpected config:"):
         return "--config must be a YAML file of `section: {option: value}` mappings, e.g. configs/lesson3.yaml"
     if message.startswith("Problems parsing config:"):
         return "--config is not valid YAML: " + " ".join(message.removeprefix("Problems parsing config:").split())
     if message.startswith("unrecognized arguments") or "does not accept option" in message:
-        help_note = " (`fitquad fit --help` lists the options)"
-        return " ".join(message.split()).removesuffix(help_note) + help_note
+        message, note = " ".join(message.split()), f" (`{command} --help` lists the options)"
+        return message if message.endswith("lists the options)") else message + note
     match = _PARSER_KEY.match(message)
     if match is None:
         return " ".join(message.split())
@@ -294,8 +295,8 @@ def one_line(message: str) -> str:
         option = re.match(r"Option '(\w+)' is not accepted", inner)
         if option:
             name = nested["class"].rsplit(".", 1)[-1]
-            return f"{key}.{option[1]} is not an option of {name} (`fitquad fit --{key}.help {name}` lists them)"
-        return f"{key}.{one_line(inner)}"
+            return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"
+        return f"{key}.{one_line(inner, command)}"
     literal = re.search(r"Literal\[(.*?)\]", rest)
     given = re.search(r"(?:Got value|Given value): (.*)", rest)
     got = f", got {given[1].strip()}" if given else ""

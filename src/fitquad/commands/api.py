@@ -69,7 +69,7 @@ def _as_typed(value: Any) -> str:
 def as_a_command_runs() -> Iterator[None]:
     """The set-up of the `fitquad` command, for one call: its warning filters and Lightning's log level are put
     back afterwards, so a notebook's own settings survive; bad input from any layer becomes one InvalidInput."""
-    from fitquad.commands.cli import LIGHTNING_LOGGERS, settle_warnings_and_yaml
+    from fitquad.commands.parsing import LIGHTNING_LOGGERS, settle_warnings_and_yaml
 
     loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
     levels = [logger.level for logger in loggers]
@@ -166,7 +166,7 @@ def fit(
     saved as runs/arrays/points-<hash>.npz and fitted as that file is (its held-out splits, its checks), so the run's
     config.yaml re-runs it. quiet: no lines printed (the summary, the diagnosis and the figures are in the result)."""
     from fitquad.callbacks.summary import run_folder
-    from fitquad.commands.cli import run_lightning_cli
+    from fitquad.commands.fit_cli import run_lightning_cli
 
     if (x is None) != (y is None):
         raise InvalidInput("fitquad.fit takes your own points as x and y together: give both, or neither")

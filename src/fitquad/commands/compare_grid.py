@@ -14,18 +14,19 @@ The config is a YAML file with these keys (all optional; each is also a command-
     max_steps:   optimizer steps per run
     resolution, margin, parameters, levels: the landscape's grid, as for fitquad.callbacks.landscape.LossLandscape
 
-Every pair trains on the same data side by side in one quiet Lightning Trainer (fitquad.commands.side_by_side: each
-run's path bit for bit the one it takes alone; CPU, no logger, no checkpoints, no validation: only the recorded
-paths are used). A run that diverges is marked in the table and the figure, its path ending at its last good
-parameters; the others train on, and the command exits with status 1 after writing everything. The output lands in
-runs/<config name>/version_N: compare.png (a panel per loss and setting on shared axes, each path on its
-own loss's surface), compare.csv and compare.md (final loss, final coefficients, the loss's optimum, and
-the steps taken to get within 1% of it), and config.yaml (the resolved comparison, to re-run it).
+Every pair trains on the same data as `fitquad fit` trains it: QuadraticRegression in its own quiet Lightning
+Trainer (CPU, no logger, no checkpoints, no validation: only the path recorded by ParameterPath is used), so each
+path is bit for bit that of a plain PyTorch loop. A run that diverges is marked in the table and the figure, its
+path ending at its last good parameters; the others train on, and the command exits with status 1 after writing
+everything. The output lands in runs/<config name>/version_N: compare.png (a panel per loss and setting on shared
+axes, each path on its own loss's surface), compare.csv and compare.md (final loss, final coefficients, the loss's
+optimum, and the steps taken to get within 1% of it), and config.yaml (the resolved comparison, to re-run it).
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
-from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+from jsonargparse import ActionConfigFile
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.landscape import (
@@ -46,17 +48,17 @@ from fitquad.callbacks.landscape import (
     loss_at,
     path_extent,
 )
+from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_landscape_grid, check_limits
 from fitquad.checks.validation import InvalidInput, check_model_options
-from fitquad.commands.cli import lightning_quiet
 from fitquad.commands.compare_report import write_tables
+from fitquad.commands.parsing import OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
-from fitquad.commands.side_by_side import SideBySide
-from fitquad.core.losses import LossName
+from fitquad.core.losses import LossName, make_loss
 from fitquad.core.model import polynomial_basis
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
-from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
+from fitquad.theory.conditioning import OptimizerSettings, conditioning
 from fitquad.theory.reference import optimum as optimum_of
 
 if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
@@ -110,10 +112,8 @@ class RunResult:
         return None if last_outside == len(self.path_loss) - 1 else last_outside + 1
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="fitquad compare", description=__doc__.split("\n")[0], exit_on_error=False, default_env=False
-    )
+def build_parser() -> OneLineErrorParser:
+    parser = OneLineErrorParser(prog="fitquad compare", description=__doc__.split("\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with the keys below")
     parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
     parser.add_class_arguments(FileDataModule, "data")
@@ -129,47 +129,75 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run_grid(config, datamodule: FileDataModule, basis: torch.Tensor, y: torch.Tensor) -> list[RunResult]:
-    """Every loss × setting on the same data, side by side in one Trainer, in config order (row by row)."""
-    pairs = [(loss, setting) for loss in config.losses for setting in config.settings]
-    module = SideBySide([run_options(config, loss, setting) for loss, setting in pairs], datamodule.train_x)
-    on_signal = CheckpointOnSignal(filename=None)  # Ctrl-C or SIGTERM: stop the grid after this step
+def run_grid(
+    config, datamodule: FileDataModule, basis: torch.Tensor, y: torch.Tensor
+) -> tuple[list[RunResult], int | None]:
+    """Every loss × setting on the same data, in config order (row by row), each trained by QuadraticRegression in a
+    Trainer of its own, as `fitquad fit` trains it. Returns the runs finished and the signal (Ctrl-C, SIGTERM) that
+    stopped the grid, if one did: the run in progress is then stopped and left out."""
+    results: list[RunResult] = []
+    optima = {}  # each loss's optimum, once per loss (a row of the grid), not once per run
+    try:
+        for loss in config.losses:
+            for setting in config.settings:
+                module, path, diverged, signalled = train_cell(config, datamodule, loss, setting)
+                if signalled is not None:
+                    return results, signalled
+                results.append(cell_result(module, path, diverged, loss, setting, datamodule, basis, y, optima))
+    except SIGTERMException:  # between two runs (fitquad's handler, see callbacks.interrupts)
+        return results, signal.SIGTERM
+    except KeyboardInterrupt:
+        return results, signal.SIGINT
+    return results, None
+
+
+def cell_result(module, path, diverged, loss, setting, datamodule, basis, y, optima: dict) -> RunResult:
+    """One trained cell's path in original units, its losses, and its loss's optimum (`optima`: found once a loss)."""
+    loss_fn, model = module.loss_fn, module.model
+    if loss not in optima:
+        optimum = optimum_of(model, datamodule.train_x, y, loss_fn).coefficients
+        optima[loss] = optimum, loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
+    optimum, optimum_loss = optima[loss]
+    decay_optimum = None
+    if setting.weight_decay > 0:
+        decay_optimum = optimum_of(model, datamodule.train_x, y, loss_fn, setting.weight_decay).coefficients
+    path = model.coefficients_of(path)
+    return RunResult(loss, setting, path, loss_at(loss_fn, basis, y, path), optimum, optimum_loss, decay_optimum,
+                     diverged)  # fmt: skip
+
+
+def train_cell(
+    config, datamodule: FileDataModule, loss: str, setting: OptimizerSetting
+) -> tuple[QuadraticRegression, torch.Tensor, str | None, int | None]:
+    """One loss × setting trained alone: the module, its parameter path (ending at its last good parameters if it
+    diverged), why it diverged, and the signal that stopped it, if one did. CPU, no logger, no checkpoints, no
+    validation: only the recorded path is used."""
+    module = QuadraticRegression(**run_options(config, loss, setting))
+    recorder, on_signal = ParameterPath(), CheckpointOnSignal(filename=None)  # a signal: stop after this step
     trainer = L.Trainer(
         accelerator="cpu",
-        callbacks=[on_signal],
+        callbacks=[recorder, on_signal],
         max_steps=config.max_steps,
+        limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader())  # no validation: the paths are all we need
-    if on_signal.received is not None:
-        raise Interrupted(on_signal.received)
-    # Every run has the same degree and feature scaling, fitted to the same points: any run's model gives the basis
-    # of the closed-form optima (fitquad.theory.reference), whose coefficients come out in original units.
-    model = module.models[0]
-    optima = {}  # each loss's optimum, once per loss (a row of the grid), not once per run
-    results = []
-    for run, (loss, setting) in enumerate(pairs):
-        loss_fn = module.loss_fns[run]
-        if loss not in optima:
-            optimum = optimum_of(model, datamodule.train_x, y, loss_fn).coefficients
-            optima[loss] = optimum, loss_at(loss_fn, basis, y, optimum.unsqueeze(0)).item()
-        optimum, optimum_loss = optima[loss]
-        path = module.models[run].coefficients_of(module.path(run))
-        decay_optimum = None
-        if setting.weight_decay > 0:
-            decay_optimum = optimum_of(model, datamodule.train_x, y, loss_fn, setting.weight_decay).coefficients
-        diverged = None
-        if module.diverged[run] is not None:
-            step, bad_loss, first = module.diverged[run]
-            sgd = OptimizerSettings(**{k: module.runs[run][k] for k in SGD_OPTIONS})
-            stable = conditioning(module.models[run], datamodule.train_x, loss_fn, sgd).largest_stable_lr
-            diverged = str(TrainingDiverged(step, bad_loss, first, sgd.lr, stable))
-        path_loss = loss_at(loss_fn, basis, y, path)
-        results.append(RunResult(loss, setting, path, path_loss, optimum, optimum_loss, decay_optimum, diverged))
-    return results
+    diverged, path = None, None
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except TrainingDiverged as error:  # a result of this cell, marked in the table and the figure
+        sgd = OptimizerSettings.of(trainer.optimizers[0])
+        error.largest_stable_lr = conditioning(module.model, datamodule.train_x, module.loss_fn, sgd).largest_stable_lr
+        diverged = str(error)
+        # Row k of the path holds the parameters after k steps, and step k + 1's loss is theirs: the path ends
+        # before the row whose loss diverged.
+        path = recorder.path()[: max(error.step - 1, 1)]
+    except SIGTERMException:  # Lightning's, after the step in progress: CheckpointOnSignal has noted it (received)
+        pass
+    path = recorder.path() if path is None else path
+    return module, path, diverged, on_signal.received
 
 
 def run_options(config, loss: str, setting: OptimizerSetting) -> dict:
@@ -177,10 +205,6 @@ def run_options(config, loss: str, setting: OptimizerSetting) -> dict:
     options = {**dict(config.model), "loss": loss, "lr": setting.lr if setting.lr is not None else config.model.lr}
     return {**options, "momentum": setting.momentum, "dampening": setting.dampening, "nesterov": setting.nesterov,
             "weight_decay": setting.weight_decay}  # fmt: skip
-
-
-def _loss_options(config) -> dict:
-    return {"huber_delta": config.model.huber_delta, "smooth_l1_beta": config.model.smooth_l1_beta}
 
 
 def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.Tensor, y: torch.Tensor) -> Figure:
@@ -196,7 +220,7 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
     panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
     projection = ""
     for index, (result, ax) in enumerate(zip(results, panels.flat, strict=True)):
-        loss_fn = QuadraticRegression(loss=result.loss, **_loss_options(config)).loss_fn
+        loss_fn = make_loss(result.loss, config.model.huber_delta, config.model.smooth_l1_beta)
         landscape = build_landscape(
             loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution, result.decay_optimum
         )
@@ -228,14 +252,9 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
 
 def main(argv: list[str]) -> None:
     parser = build_parser()
-    try:
-        config = parser.parse_args(argv)
-        check_comparison(config)
-        _, results = compare(config, parser)
-    # InvalidInput: a range the data or the model checks (fitquad.checks.validation). One line each.
-    except (ArgumentError, InvalidInput) as error:
-        print(f"fitquad compare: error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
+    config = parser.parse_args(argv)  # bad input: InvalidInput, one line naming the option (cli.py reports it)
+    check_comparison(config)
+    _, results = compare(config, parser)
     diverged = [f"{r.loss}, {r.setting.name}" for r in results if r.diverged]
     if diverged:  # as `fitquad sweep` does: everything is written, the status says some runs blew up
         print(f"fitquad compare: error: {len(diverged)} run(s) diverged ({'; '.join(diverged)}): see the table",
@@ -282,7 +301,7 @@ def check_comparison(config) -> None:
         check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})
 
 
-def compare(config, parser: ArgumentParser) -> tuple[Path, list[RunResult]]:
+def compare(config, parser: OneLineErrorParser) -> tuple[Path, list[RunResult]]:
     """Run the grid, draw it, write the tables, in runs/<config name>/version_N; returns that folder and the runs."""
     name = config_name(config, default="compare")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
@@ -294,14 +313,22 @@ def compare(config, parser: ArgumentParser) -> tuple[Path, list[RunResult]]:
     y = datamodule.train_y.double()
     names = QuadraticRegression(degree=config.model.degree).coefficient_names
     with lightning_quiet():  # each Trainer would announce its hardware (GPU available: ...) once per run
-        results = run_grid(config, datamodule, basis, y)
+        results, signalled = run_grid(config, datamodule, basis, y)
+    parser.save(config, folder / "config.yaml", skip_unset=False, overwrite=True)
+    total = len(config.losses) * len(config.settings)
+    if signalled is not None:  # the runs that finished, tabulated and marked; no figure of a part of the grid
+        note = f"interrupted by {signal.Signals(signalled).name} after {len(results)} of {total} runs"
+        if results:
+            write_tables(results, names, folder, note)
+        where = f"; their table is in {folder}" if results else ""
+        print(f"fitquad compare: {note}{where}", flush=True)
+        raise Interrupted(signalled)
     # The surfaces on at most SURFACE_POINTS of the points, as LossLandscape draws them: resolution² losses per
     # panel over millions of points would take hours, and a uniform sample draws the same picture.
     surface_x, surface_y = datamodule.training_sample(SURFACE_POINTS)
     figure = draw_grid(config, results, names, polynomial_basis(surface_x, config.model.degree), surface_y.double())
     figure.savefig(folder / "compare.png", dpi=110)
     markdown = write_tables(results, names, folder)
-    parser.save(config, folder / "config.yaml", skip_unset=False, overwrite=True)
     print(markdown, end="")
     print(f"fitquad: compare finished in {folder}: compare.png, compare.csv, compare.md", flush=True)
     return folder, results

@@ -10,15 +10,17 @@ if TYPE_CHECKING:
     from fitquad.commands.compare_grid import RunResult
 
 
-def write_tables(results: list[RunResult], names: list[str], folder: Path) -> str:
-    """compare.csv and compare.md; returns the Markdown table."""
+def write_tables(results: list[RunResult], names: list[str], folder: Path, interrupted: str = "") -> str:
+    """compare.csv and compare.md; returns the Markdown table. `interrupted` says what stopped the grid short (at the
+    top of compare.md)."""
     csv_header = ["loss", "setting", "lr", "momentum", "dampening", "nesterov", "weight_decay", "final_loss"]
     csv_header += [f"final_{n}" for n in names] + ["optimum_loss"] + [f"optimum_{n}" for n in names]
     csv_header += ["steps_to_within_1pct", "diverged"]
     csv_lines = [",".join(csv_header)]
     shown = list(reversed(names))  # w before b, a before b before c
     md_header = ["loss", "setting", "final loss", *[f"final {n}" for n in shown], "optimum loss", "steps to within 1%"]
-    md_lines = ["| " + " | ".join(md_header) + " |", "|" + "---|" * len(md_header)]
+    md_lines = [f"**{interrupted}**\n"] if interrupted else []
+    md_lines += ["| " + " | ".join(md_header) + " |", "|" + "---|" * len(md_header)]
     for r in results:
         s, steps = r.setting, r.steps_to_within
         final = r.path[-1].tolist()

@@ -34,7 +34,8 @@ from torch import nn
 from fitquad.callbacks.summary import run_folder
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.validation import InvalidInput
-from fitquad.commands.cli import FitquadCLI, OneLineErrorParser, trainer_defaults
+from fitquad.commands.fit_cli import FitquadCLI, trainer_defaults
+from fitquad.commands.parsing import OneLineErrorParser
 from fitquad.core.module import QuadraticRegression
 from fitquad.theory.conditioning import OptimizerSettings, conditioning
 

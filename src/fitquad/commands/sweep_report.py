@@ -196,12 +196,17 @@ def markdown_table_of_draws(points: list[SweepPoint], parameter: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(points: list[SweepPoint], parameter: str, x_scale: str, name: str, folder: Path) -> None:
+def write_results(
+    points: list[SweepPoint], parameter: str, x_scale: str, name: str, folder: Path, interrupted: str = ""
+) -> None:
+    """The table, the figures and the TensorBoard curve; `interrupted` says what stopped the sweep short (at the top
+    of sweep.md and in the figure's title)."""
     write_csv(points, parameter.rsplit(".", 1)[-1], folder / "sweep.csv")
-    table = markdown_table(points, parameter)
+    table = (f"**{interrupted}**\n\n" if interrupted else "") + markdown_table(points, parameter)
     (folder / "sweep.md").write_text(table)
     draws = f" over {points[0].draws} draws" if points[0].draws > 1 else ""
-    draw_figure(points, parameter, x_scale, f"{name}: {parameter}{draws}", folder / "sweep.png")
+    short = f" ({interrupted})" if interrupted else ""
+    draw_figure(points, parameter, x_scale, f"{name}: {parameter}{draws}{short}", folder / "sweep.png")
     written = ["sweep.csv", "sweep.md", "sweep.png"]
     if any(math.isfinite(p.bias_squared) for p in points):
         title = f"{name}: bias² + variance + σ² over {points[0].draws} draws"

@@ -47,17 +47,18 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile, ArgumentError, Namespace
+from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits
-from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points, one_line
-from fitquad.commands.cli import BUILD_ERRORS, lightning_quiet, report_bad_input
+from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
+from fitquad.commands.parsing import BUILD_ERRORS, OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.sweep_batched import check_batched_memory, train_batched, why_not_batched
 from fitquad.commands.sweep_report import SweepPoint, write_results
@@ -178,8 +179,7 @@ def train_floor(datamodule: FileDataModule, parameters: int) -> float:
 # ---- the command -------------------------------------------------------------------------------
 def make_parser() -> LightningArgumentParser:
     """The fit config's sections, as `fitquad fit` reads them, plus `sweep:`."""
-    # exit_on_error=False: errors are raised, and main() prints them as one line (not 80 lines of usage).
-    parser = LightningArgumentParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser = OneLineErrorParser(prog="fitquad sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("-c", "--config", action=ActionConfigFile, help="a sweep config (configs/capacity.yaml)")
     parser.add_argument("--seed_everything", type=int, default=0, help="seed set before each run")
     parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
@@ -195,17 +195,25 @@ def parse_value(parser: LightningArgumentParser, args: list[str], parameter: str
     naming sweep.values (not the setting's own key, which the user did not type)."""
     try:
         return parser.parse_args([*args, f"--{parameter}", str(value)])
-    except ArgumentError as error:
-        raise InvalidInput(
-            f"sweep.values: {value!r} is not a value {parameter} takes ({one_line(str(error))})"
-        ) from None
+    except InvalidInput as error:
+        raise InvalidInput(f"sweep.values: {value!r} is not a value {parameter} takes ({error})") from None
 
 
-def build_trainer(parser: LightningArgumentParser, run_config: Namespace, parameter: str, value: object) -> None:
-    """A Trainer from one value's config, built and dropped: Lightning refuses a bad Trainer option only as it builds
-    one, and that must happen before any run trains or the sweep's folder is made."""
+def check_value(parser: LightningArgumentParser, run_config: Namespace, parameter: str, value: object) -> None:
+    """One value's run, checked as `fitquad fit` checks its config (check_config, check_limits) and built (the model,
+    the data module, and for a Trainer setting the Trainer, which refuses a bad option only as it is built), before
+    any run trains or the sweep's folder is made. A refusal that names the swept setting is the value's fault, and
+    says so: `sweep.values: ...`."""
     try:
-        L.Trainer(**parser.instantiate(run_config).trainer)
+        check_config(run_config)
+        check_limits(run_config)
+        QuadraticRegression(**run_config.model)
+        FileDataModule(**run_config.data)
+        if parameter.startswith("trainer."):
+            with lightning_quiet():  # the Trainer would announce the hardware and advertise a logger
+                L.Trainer(**parser.instantiate(run_config).trainer)
+    except InvalidInput as error:
+        raise InvalidInput(f"sweep.values: {error}" if parameter in str(error) else str(error)) from None
     except BUILD_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         raise InvalidInput(f"sweep.values: {parameter} {value!r} is refused by Lightning: {message}") from None
@@ -232,12 +240,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     # before the sweep's folder is made or any run trains.
     run_configs = [parse_value(parser, args, parameter, value) for value in values]
     for run_config, value in zip(run_configs, values, strict=True):
-        check_config(run_config)
-        check_limits(run_config)
-        QuadraticRegression(**run_config.model)
-        FileDataModule(**run_config.data)
-        if parameter.startswith("trainer."):  # the Trainer checks its own options as it is built: built now
-            build_trainer(parser, run_config, parameter, value)
+        check_value(parser, run_config, parameter, value)
     if config["data.file"] is not None:  # read once now, as `fitquad fit` does: a bad file leaves no sweep folder
         check_data_file(run_configs, parameter)
     labels = [run_label(parameter, value, values) for value in values]
@@ -263,13 +266,26 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
                     print(f"fitquad sweep: {parameter}={point.value}: {result_line(point)}", flush=True)
             else:
                 run_all(points, parser, run_configs, values, labels, parameter, folder)
-    finally:  # the runs that finished are tabulated whatever stopped the sweep
+    except BaseException as stopped:  # the runs that finished are tabulated, marked, whatever stopped the sweep
+        note = f"interrupted after {len(points)} of {len(values)} runs: {stopped_by(stopped)}"
         if points:
-            write_results(points, parameter, x_scale, name, folder)
-        if len(points) < len(values):
-            where = f"; their table is in {folder}" if points else ""
-            print(f"fitquad sweep: stopped after {len(points)} of {len(values)} runs{where}", flush=True)
+            write_results(points, parameter, x_scale, name, folder, note)
+        where = f"; their table is in {folder}" if points else ""
+        print(f"fitquad sweep: {note}{where}", flush=True)
+        raise
+    write_results(points, parameter, x_scale, name, folder)
     return points, folder
+
+
+def stopped_by(stopped: BaseException) -> str:
+    """What stopped a sweep short, in words."""
+    if isinstance(stopped, Interrupted):
+        return str(stopped)
+    if isinstance(stopped, SIGTERMException):
+        return "stopped by SIGTERM"
+    if isinstance(stopped, KeyboardInterrupt):
+        return "stopped by Ctrl-C"
+    return f"stopped by an error ({type(stopped).__name__})"
 
 
 def check_data_file(run_configs: list[Namespace], parameter: str) -> None:
@@ -322,13 +338,7 @@ def result_line(point: SweepPoint) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
-        points, _ = sweep(sys.argv[1:] if args is None else args)
-    except ArgumentError as error:
-        print(f"fitquad sweep: error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
-    except InvalidInput as error:  # as `fitquad fit` reports bad input
-        sys.exit(report_bad_input(str(error)))
+    points, _ = sweep(sys.argv[1:] if args is None else args)  # bad input: InvalidInput, one line (cli.py)
     diverged = [p for p in points if p.diverged]
     if diverged:  # as `fitquad fit` does for a diverged run: the table is written, the status says so
         values = ", ".join(str(p.value) for p in diverged)

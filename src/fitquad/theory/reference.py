@@ -32,7 +32,7 @@ from fitquad.core.losses import loss_shape
 from fitquad.core.model import PolynomialModel
 from fitquad.theory import streamed_optimum
 from fitquad.theory.passes import design_chunks, design_matrix, evaluate, with_parameters
-from fitquad.theory.streamed_optimum import Weights, huber_weights_at, irls, l1_weights_at
+from fitquad.theory.streamed_optimum import Weights, huber_weights_at, irls, l1_vertex, l1_weights_at
 from fitquad.theory.streaming import in_one_piece
 
 
@@ -63,10 +63,6 @@ def _weighted_ridge(a: torch.Tensor, y: torch.Tensor, ridge: float) -> Callable[
     return lambda weights: _ridge(a, y, None if weights is None else weights(a, y), ridge)
 
 
-def _objective(a: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, loss_fn: nn.Module, weight_decay: float) -> float:
-    return (loss_fn(a @ theta, y) + weight_decay / 2 * theta.square().sum()).item()
-
-
 def _huber_optimum(a: torch.Tensor, y: torch.Tensor, delta: float, scale: float, weight_decay: float) -> torch.Tensor:
     """Minimize mean(huber_δ(r))/scale + wd/2·|θ|² (scale = 1: HuberLoss; scale = β = δ: SmoothL1Loss).
 
@@ -91,23 +87,15 @@ def _huber_optimum(a: torch.Tensor, y: torch.Tensor, delta: float, scale: float,
 
 
 def _l1_optimum(a: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
-    """Minimize mean|r| + wd/2·|θ|² by IRLS (weights 1/|r|), then, without weight decay, the exact vertex.
-
-    An L1 fit is a linear program whose optimum interpolates p of the points; IRLS gets close, and the
-    p points with the smallest residuals there are the ones the optimum passes through.
+    """Minimize mean|r| + wd/2·|θ|²: without weight decay the exact vertex (an L1 fit is a linear program whose
+    optimum interpolates p of the points: streamed_optimum.l1_vertex, proven optimal), with it IRLS (weights 1/|r|).
     """
     n, p = a.shape
-    ridge = n * weight_decay
     floor = 1e-12 * (1 + y.abs().max().item())  # keeps the weights finite where a residual reaches 0
-    theta = irls(_weighted_ridge(a, y, ridge), l1_weights_at(floor))
-    if weight_decay == 0 and n >= p:
-        loss_fn = nn.L1Loss()
-        closest = (a @ theta - y).abs().argsort()[:p]
-        if torch.linalg.matrix_rank(a[closest]) == p:
-            vertex = torch.linalg.solve(a[closest], y[closest])
-            if _objective(a, y, vertex, loss_fn, 0.0) <= _objective(a, y, theta, loss_fn, 0.0):
-                theta = vertex
-    return theta
+    solve = _weighted_ridge(a, y, n * weight_decay)
+    if weight_decay > 0 or n < p:
+        return irls(solve, l1_weights_at(floor))
+    return l1_vertex(solve, lambda: iter([(a, y)]), p, floor)
 
 
 def _solver(loss_fn: nn.Module) -> tuple[str, dict[str, float]]:

@@ -8,14 +8,14 @@ holding A whole:
   Qᵀy with it, as stable as a QR of all of A;
 - Huber and SmoothL1: IRLS, each iteration one weighted least-squares pass, then the exact Newton step on the final
   split between inliers and outliers, its gradient and Hessian summed over the chunks;
-- L1: IRLS with weights 1/|r|, then the exact vertex through the p points closest to the IRLS fit, found by keeping
-  each chunk's p closest.
+- L1: IRLS with weights 1/|r|; every few iterations the vertex through the p points closest to the IRLS fit (each
+  chunk's p closest, kept) is tried, and returned as soon as its optimality certificate holds (`l1_vertex`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -121,34 +121,113 @@ def huber(
 
 
 def l1(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
-    """Minimize mean|r| + wd/2·|θ|² by IRLS (weights 1/|r|), then, without weight decay, the exact vertex, as
-    reference's dense solver does."""
+    """Minimize mean|r| + wd/2·|θ|²: without weight decay the exact vertex (`l1_vertex`), with it IRLS (weights 1/|r|),
+    as reference's dense solver does."""
     n, p = len(x), model.degree + 1
     floor = 1e-12 * (1 + (y.abs().max().item() if len(y) else 0.0))
-    theta = irls(lambda weights: least_squares(model, x, y, n * weight_decay, weights), l1_weights_at(floor))
+    solve = lambda weights: least_squares(model, x, y, n * weight_decay, weights)  # noqa: E731
     if weight_decay > 0 or n < p:
-        return theta
-    a_closest, y_closest = _closest_points(model, x, y, theta, p)
-    if torch.linalg.matrix_rank(a_closest) < p:
-        return theta
-    vertex = torch.linalg.solve(a_closest, y_closest)
-    at_vertex = at_theta = 0.0
-    for a, y_part in design_chunks(model, x, y):
-        at_vertex += (a @ vertex - y_part).abs().sum().item()
-        at_theta += (a @ theta - y_part).abs().sum().item()
-    return vertex if at_vertex <= at_theta else theta
+        return irls(solve, l1_weights_at(floor))
+    return l1_vertex(solve, lambda: design_chunks(model, x, y), p, floor)
 
 
-def _closest_points(
-    model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, count: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A, y) of the `count` points with the smallest |aθ − y|: each chunk's closest, merged."""
-    p = model.degree + 1
-    residuals = torch.zeros(0, dtype=torch.float64)
+Chunks = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # a fresh pass over (A, y), a chunk at a time
+
+# L1: IRLS iterations that bring the fit near enough the optimum for its p closest points to start the simplex.
+L1_IRLS_ITERATIONS = 4
+# The simplex's pivots before giving up (and falling back to IRLS): each lowers Σ|r|, one vertex to the next.
+L1_MAX_PIVOTS = 500
+# The multipliers may exceed 1 by rounding (sums of n signs, solved by a p × p system).
+CERTIFICATE_SLACK = 1e-9
+# Breakpoints of the line search kept per chunk (the smallest): the step crosses only a few.
+BREAKPOINTS_KEPT = 1 << 17
+
+
+def l1_vertex(solve: Callable[[Weights | None], torch.Tensor], chunks: Chunks, p: int, floor: float) -> torch.Tensor:
+    """The exact minimizer of Σ|aᵢθ − yᵢ|, a linear program whose optimum interpolates p of the points (a vertex).
+
+    IRLS (weights 1/|r|) approaches it only linearly, so a few iterations of it only find a start: the vertex through
+    the p points closest to the IRLS fit. From there the simplex method (Barrodale and Roberts' for L1) moves from
+    vertex to vertex, two passes a move: the multipliers u of the vertex's points (`multipliers`) prove it optimal
+    when every |uⱼ| ≤ 1; otherwise point j with the largest |uⱼ| leaves, and the line search along the edge that
+    frees it (`entering`) finds the point that takes its place, at the minimum of Σ|r| along that edge. Should that
+    fail (rank-deficient points), IRLS to convergence, as before."""
+    weights_at = l1_weights_at(floor)
+    theta = solve(None)
+    for _ in range(L1_IRLS_ITERATIONS):
+        theta = solve(weights_at(theta))
+    a_basis, y_basis, basis = _closest_points(chunks, theta, p)
+    for _ in range(L1_MAX_PIVOTS):
+        if len(basis) < p or torch.linalg.matrix_rank(a_basis) < p:
+            break
+        vertex = torch.linalg.solve(a_basis, y_basis)
+        u = multipliers(chunks, vertex, a_basis, basis)
+        leaving = int(u.abs().argmax())
+        if u[leaving].abs() <= 1 + CERTIFICATE_SLACK:
+            return vertex
+        direction = torch.linalg.solve(a_basis, u[leaving].sign() * torch.eye(p, dtype=torch.float64)[leaving])
+        point = entering(chunks, vertex, direction, basis, (u[leaving].abs().item() - 1) / 2)
+        if point is None:
+            break
+        a_basis[leaving], y_basis[leaving], basis[leaving] = point
+    return irls(solve, weights_at)
+
+
+def multipliers(chunks: Chunks, vertex: torch.Tensor, a_basis: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """The multipliers u of the vertex through the points `basis`: with g = Σ_{i∉basis} sign(rᵢ)·aᵢ, zero is in the
+    subdifferential of Σ|r| iff g + A_Bᵀu = 0 for some u with every |uⱼ| ≤ 1, and A_B square and of full rank makes u
+    unique. One pass."""
+    g, offset = torch.zeros(len(vertex), dtype=torch.float64), 0
+    for a, y_part in chunks():
+        signs = (a @ vertex - y_part).sign()
+        mine = (basis >= offset) & (basis < offset + len(a))
+        signs[basis[mine] - offset] = 0.0  # the vertex's own residuals are 0 up to rounding: their part is u
+        g += a.T @ signs
+        offset += len(a)
+    return torch.linalg.solve(a_basis.T, -g)
+
+
+def entering(
+    chunks: Chunks, vertex: torch.Tensor, direction: torch.Tensor, basis: torch.Tensor, needed: float
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """(aᵢ, yᵢ, i) of the point where Σ|r| is least along vertex + t·direction, t > 0: each point off the basis
+    has its residual reach 0 at tᵢ = −rᵢ/cᵢ (cᵢ = aᵢ·direction), and crossing it raises the slope by 2|cᵢ|; the
+    slope starts at −2·`needed`. One pass, keeping each chunk's smallest tᵢ; None when no point lies ahead."""
+    kept_t, kept_weight = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    kept_rows, kept_y, kept_index = torch.zeros(0, len(vertex), dtype=torch.float64), torch.zeros(0), torch.zeros(0)
+    offset = 0
+    for a, y_part in chunks():
+        slope = a @ direction
+        mine = (basis >= offset) & (basis < offset + len(a))
+        slope[basis[mine] - offset] = 0.0
+        ahead = (slope != 0) & (-(a @ vertex - y_part) / slope >= 0)
+        t = (-(a @ vertex - y_part) / slope)[ahead]
+        index = ahead.nonzero().squeeze(1)
+        kept_t, kept_weight = torch.cat([kept_t, t]), torch.cat([kept_weight, slope[ahead].abs()])
+        kept_rows, kept_y = torch.cat([kept_rows, a[ahead]]), torch.cat([kept_y.double(), y_part[ahead]])
+        kept_index = torch.cat([kept_index.long(), index + offset])
+        order = kept_t.argsort(stable=True)[:BREAKPOINTS_KEPT]
+        kept_t, kept_weight, kept_rows = kept_t[order], kept_weight[order], kept_rows[order]
+        kept_y, kept_index = kept_y[order], kept_index[order]
+        offset += len(a)
+    if not len(kept_t):
+        return None
+    crossed = (kept_weight.cumsum(0) >= needed).nonzero()
+    at = int(crossed[0]) if len(crossed) else len(kept_t) - 1  # beyond the kept ones: go as far as they reach
+    return kept_rows[at], kept_y[at], int(kept_index[at])
+
+
+def _closest_points(chunks: Chunks, theta: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A, y, index) of the `count` points with the smallest |aθ − y|: each chunk's closest, merged."""
+    p = len(theta)
+    residuals, index = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
     rows, targets = torch.zeros(0, p, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    for a, y_part in design_chunks(model, x, y):
+    offset = 0
+    for a, y_part in chunks():
         residuals = torch.cat([residuals, (a @ theta - y_part).abs()])
+        index = torch.cat([index, torch.arange(offset, offset + len(a))])
         rows, targets = torch.cat([rows, a]), torch.cat([targets, y_part])
-        closest = residuals.argsort()[:count]
-        residuals, rows, targets = residuals[closest], rows[closest], targets[closest]
-    return rows, targets
+        closest = residuals.argsort(stable=True)[:count]
+        residuals, rows, targets, index = residuals[closest], rows[closest], targets[closest], index[closest]
+        offset += len(a)
+    return rows, targets, index

@@ -264,8 +264,8 @@ RULES = [
         lambda f: f.short_of_optimum and f.stopped_early,
         lambda f: (
             f"stopped early by EarlyStopping after {f.steps_taken} steps: {f.where}; the validation loss had "
-            f"stopped improving (final val MSE {_val(f)}, noise floor {f.stopped_floor}); the best checkpoint holds the "
-            "validation minimum"
+            f"stopped improving (final val MSE {_val(f)}, noise floor {f.stopped_floor}); the best checkpoint holds "
+            "the validation minimum"
         ),
     ),
     Rule(
@@ -287,8 +287,8 @@ RULES = [
         lambda f: f.short_of_optimum and f.condition_number >= ILL_CONDITIONED_KAPPA and f.stalled,
         lambda f: (
             f"stalled by ill-conditioning: {f.where} after {f.steps_taken} steps; κ = {f.condition_number:.3g}, "
-            f"so {f.about} {f.to_go} more steps are needed at lr {f.lr:.3g} (largest stable {f.largest_stable_lr:.3g}); "
-            "use model.feature_scaling standardize (or whiten)"
+            f"so {f.about} {f.to_go} more steps are needed at lr {f.lr:.3g} (largest stable "
+            f"{f.largest_stable_lr:.3g}); use model.feature_scaling standardize (or whiten)"
         ),
     ),
     Rule(
