@@ -47,6 +47,15 @@ def fitquad_in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -
     main(list(args))
 
 
+def assert_one_line_error(stderr: str, *names: str) -> None:
+    """A bad-input report as fitquad prints it: one line, `fitquad: error: `, naming each of `names` (the option at
+    fault, the value given, what is allowed). Its wording is free to change; what it names is not."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fitquad: error: "), stderr
+    missing = [name for name in names if name not in lines[0]]
+    assert not missing, f"{missing} not named in: {lines[0]}"
+
+
 def only_run_folder(cwd: Path, name: str) -> Path:
     """The single version folder a test's fit left under runs/<name>/."""
     versions = sorted((cwd / "runs" / name).glob("version_*"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, fit_in_process
+from conftest import CONFIGS, assert_one_line_error, fit_in_process
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.commands.cli import main
 from fitquad.core.data import QuadraticDataModule
@@ -131,8 +131,5 @@ def test_lightnings_own_ckpt_path_values_that_name_nothing_are_one_line(
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--config", SGD_ARTICLE, "--ckpt_path", ckpt_path])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip() == (
-        f"fitquad: error: ckpt_path '{ckpt_path}' names a checkpoint this new process does not have: give a "
-        "checkpoint file, e.g. runs/lesson3/version_0/checkpoints/last.ckpt"
-    )
+    assert_one_line_error(capsys.readouterr().err, f"ckpt_path '{ckpt_path}'", "give a checkpoint file")
     assert not (tmp_path / "runs").exists()

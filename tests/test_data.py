@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitquad.core.data import InMemoryBatches, QuadraticDataModule
+from fitquad.core.batches import InMemoryBatches
+from fitquad.core.data import QuadraticDataModule
 
 
 def make(**kwargs) -> QuadraticDataModule:

@@ -11,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CONFIGS, REPO, fitquad_in_process, only_run_folder, read_summary, run_fitquad
+from conftest import (
+    CONFIGS,
+    REPO,
+    assert_one_line_error,
+    fitquad_in_process,
+    only_run_folder,
+    read_summary,
+    run_fitquad,
+)
 from fitquad.checks.data_files import held_out_splits, read_points
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.validation import InvalidInput
@@ -214,8 +222,7 @@ def test_a_bad_file_stops_the_command_with_one_line_and_no_run_folder(tmp_path):
     write(tmp_path, "points.csv", "x,y\n1,2\n2,5\n3,oops\n4,17\n")
     result = run_fitquad("fit", "--data.file", "points.csv", cwd=tmp_path, check=False)
     assert result.returncode == 2
-    expected = "fitquad: error: data.file 'points.csv': line 4: column 'y' holds 'oops', not a number"
-    assert result.stderr.strip() == expected
+    assert_one_line_error(result.stderr, "data.file 'points.csv'", "line 4", "column 'y'", "'oops'", "not a number")
     assert not (tmp_path / "runs").exists()
     write(tmp_path, "few.csv", "x,y\n1,2\n2,5\n")
     result = run_fitquad("fit", "--data.file", "few.csv", "--data.val_fraction", "0", cwd=tmp_path, check=False)
@@ -300,5 +307,4 @@ def test_a_sweep_on_a_bad_file_stops_before_its_folder_is_made(tmp_path):
     config = str(CONFIGS / "your_data_capacity.yaml")
     result = run_fitquad("sweep", "--config", config, "--data.file", "points.csv", cwd=tmp_path, check=False)
     assert result.returncode == 2 and not (tmp_path / "runs").exists()
-    expected = "fitquad: error: data.file 'points.csv': line 4: column 'distance_m' holds 'oops', not a number"
-    assert result.stderr.strip() == expected
+    assert_one_line_error(result.stderr, "data.file 'points.csv'", "line 4", "column 'distance_m'", "not a number")

@@ -11,18 +11,14 @@ from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import fit_in_process, plain_sgd_path, regression
-from fitquad.callbacks.landscape import (
-    LossLandscape,
-    build_landscape,
-    choose_axes,
-    loss_at,
-)
+from fitquad.callbacks.landscape import LossLandscape
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.core.data import QuadraticDataModule
 from fitquad.core.losses import make_loss
 from fitquad.core.model import PolynomialModel, polynomial_basis
 from fitquad.core.module import QuadraticRegression
 from fitquad.theory.reference import optimum as reference_optimum
+from fitquad.theory.surface import build_landscape, choose_axes, loss_at
 
 ARTICLE_DATA = dict(n_train=50, n_val=0, n_test=0, seed=20240215)
 ARTICLE_MODEL = dict(degree=1, feature_scaling="none", init_coefficients=[-3.0, 6.0], lr=0.1)
@@ -180,7 +176,7 @@ def test_the_title_names_the_optimizer_settings_that_shape_the_path() -> None:
 def test_the_lowest_contour_level_is_the_optimums_loss() -> None:
     from matplotlib.figure import Figure
 
-    from fitquad.callbacks.landscape import build_landscape, draw_landscape, loss_at
+    from fitquad.callbacks.landscape import draw_landscape
 
     x = torch.linspace(-2, 2, 30, dtype=torch.float64)
     y = 0.75 * x**2 + x + 2 + 0.3 * torch.randn(30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -197,7 +193,7 @@ def test_the_lowest_contour_level_is_the_optimums_loss() -> None:
 
 
 def test_the_mse_profile_is_the_loss_minimised_over_the_held_coefficients() -> None:
-    from fitquad.callbacks.landscape import mse_profile
+    from fitquad.theory.surface import mse_profile
 
     x = torch.linspace(0, 19, 20, dtype=torch.float64)
     noise = torch.randn(20, generator=torch.Generator().manual_seed(42), dtype=torch.float64)

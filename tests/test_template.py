@@ -43,7 +43,7 @@ def entry_point() -> str:
 @pytest.mark.slow
 def test_the_core_files_alone_train_lesson3_to_its_least_squares_optimum(tmp_path: Path) -> None:
     names = files_to_copy()
-    assert {"__init__.py", "model.py", "losses.py", "data.py", "module.py"} <= set(names)
+    assert {"__init__.py", "model.py", "losses.py", "data.py", "batches.py", "module.py"} <= set(names)
     package = tmp_path / "quadfit"  # the README's name for the copied folder
     package.mkdir()
     for name in names:
@@ -94,6 +94,7 @@ def test_the_public_classes_load_the_core_alone() -> None:
     assert loaded == [
         "fitquad",
         "fitquad.core",
+        "fitquad.core.batches",
         "fitquad.core.data",
         "fitquad.core.losses",
         "fitquad.core.model",

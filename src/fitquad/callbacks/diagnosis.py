@@ -26,6 +26,7 @@ from fitquad.core.losses import loss_shape, make_loss
 from fitquad.core.module import TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, conditioning, predicted_steps_to_gap
 from fitquad.theory.passes import evaluate, float64_copy
+from fitquad.theory.precision import float32_update_error
 from fitquad.theory.reference import (
     estimated_noise_std,
     loss_resolution,
@@ -34,7 +35,7 @@ from fitquad.theory.reference import (
     training_noise_floor,
     validation_noise_floor,
 )
-from fitquad.theory.verdicts import CONVERGED_GAP, Diagnosis, FitFacts, diagnose, float32_update_error
+from fitquad.theory.verdicts import CONVERGED_GAP, Diagnosis, FitFacts, diagnose
 
 
 class FitDiagnosis(L.Callback):

@@ -164,7 +164,7 @@ def check_training_state(checkpoint: dict[str, Any], path: str | Path, n_paramet
 
 
 def check_loader_state(state: Any) -> None:
-    """InvalidInput unless `state` is what fitquad.core.data.InMemoryBatches.state_dict() writes."""
+    """InvalidInput unless `state` is what fitquad.core.batches.InMemoryBatches.state_dict() writes."""
     counters = ("batch_in_pass", "epoch_start", "items_served")
     generator_size = torch.Generator().get_state().numel()
     valid = isinstance(state, dict) and all(type(state.get(name)) is int and state[name] >= 0 for name in counters)

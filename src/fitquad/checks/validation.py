@@ -1,22 +1,18 @@
 """Bad input: range checks on every option, and one clear line for every mistake.
 
-jsonargparse checks types (an int where an int is due, a loss name from the list, no unknown keys);
-the rules here cover what types cannot say: ranges, and options that only make sense together. A
-failure is an `InvalidInput` whose message names the field and what is allowed. The `fitquad`
-command prints it as one line and exits with status 2 (commands/parsing.py), as it does jsonargparse's own
-errors, condensed by `one_line`; FileDataModule raises it from __init__, so a script that builds it directly is
-told the same (the core's classes check nothing: the commands check their config before building them).
+jsonargparse checks types (an int where an int is due, a loss name from the list, no unknown keys); the rules here
+cover what types cannot say: ranges, and options that only make sense together. A failure is an `InvalidInput` whose
+message names the field and what is allowed. The `fitquad` command prints it as one line and exits with status 2
+(commands/parsing.py), as it does jsonargparse's own errors, condensed by `one_line` (config_text.py);
+FileDataModule raises it from __init__, so a script that builds it directly is told the same (the core's classes
+check nothing: the commands check their config before building them).
 """
 
 from __future__ import annotations
 
 import math
-import re
-import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import yaml
 
 from fitquad.core import InvalidInput  # the core's own error type: every check here raises it too
 
@@ -265,99 +261,3 @@ def check_accelerator(accelerator: Any) -> None:
             f"trainer.accelerator {accelerator} needs {ACCELERATOR_NEEDS[accelerator]}, and this machine has none: "
             "use cpu, or auto (the best this machine has)"
         )
-
-
-_NESTED = re.compile(
-    r"Problem with given class_path '(?P<class>[^']+)':\n(?P<inner>.*?)(?=\n    - |\n  Given value|\Z)", re.S
-)
-_PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DOTALL)
-_TYPE_NAMES = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false"}
-
-
-def one_line(message: str, command: str = "fitquad fit") -> str:
-    """jsonargparse's error message as one line that names the field and what is allowed; an unknown option's points
-    to `<command> --help`."""
-    message = message.strip()
-    if message.startswith("Unexpected config:"):
-        return "--config must be a YAML file of `section: {option: value}` mappings, e.g. configs/lesson3.yaml"
-    if message.startswith("Problems parsing config:"):
-        return "--config is not valid YAML: " + " ".join(message.removeprefix("Problems parsing config:").split())
-    if message.startswith("unrecognized arguments") or "does not accept option" in message:
-        message, note = " ".join(message.split()), f" (`{command} --help` lists the options)"
-        return message if message.endswith("lists the options)") else message + note
-    match = _PARSER_KEY.match(message)
-    if match is None:
-        return " ".join(message.split())
-    key, rest = match["key"], match["rest"]
-    nested = _NESTED.search(rest)
-    if nested:  # an option of a class chosen by class_path (model.class_path): the option's own error, named in full
-        inner = textwrap.dedent(nested["inner"]).strip()
-        option = re.match(r"Option '(\w+)' is not accepted", inner)
-        if option:
-            name = nested["class"].rsplit(".", 1)[-1]
-            return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"
-        return f"{key}.{one_line(inner, command)}"
-    literal = re.search(r"Literal\[(.*?)\]", rest)
-    given = re.search(r"(?:Got value|Given value): (.*)", rest)
-    got = f", got {given[1].strip()}" if given else ""
-    if literal:
-        return f"{key} must be one of {literal[1].replace(chr(39), '')}{got}"
-    subtypes = re.search(r"Subtypes: \[(.*)\]", rest)
-    if subtypes:
-        names = [_TYPE_NAMES.get(t.strip(), t.strip()) for t in subtypes[1].split(", ")]
-        allowed = " or ".join("null" if name == "<class 'NoneType'>" else name for name in names)
-        return f"{key} must be {allowed}{got}"
-    expected = re.search(r"Expected a (<class '\w+'>)", rest)
-    if expected and expected[1] in _TYPE_NAMES:
-        return f"{key} must be {_TYPE_NAMES[expected[1]]}{got}"
-    return f"{key}: " + " ".join(rest.split())
-
-
-# A config expands to at most this many YAML nodes (aliases counted as often as they are used): configs are
-# tens of lines, and a few lines of nested aliases (a "billion laughs") would otherwise expand to gigabytes.
-MAX_CONFIG_NODES = 100_000
-
-
-class ConfigYAMLError(yaml.YAMLError):
-    """A YAML config that parses but cannot mean what its author wrote."""
-
-
-def strict_yaml(load: Callable[[str], Any]) -> Callable[[str], Any]:
-    """jsonargparse's YAML loader, after two checks PyYAML does not make: no key twice in one mapping
-    (PyYAML keeps the last one silently), and no alias expansion beyond MAX_CONFIG_NODES."""
-
-    def checked_load(text: str) -> Any:
-        root = yaml.compose(text, Loader=yaml.SafeLoader) if isinstance(text, str) else None
-        if root is not None:
-            _check_nodes(root)
-        return load(text)
-
-    return checked_load
-
-
-def _check_nodes(root: yaml.Node) -> None:
-    sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node) -> int:
-        # Expanded size, memoised by identity: an alias is the same node object as its anchor.
-        if id(node) in sizes:
-            return sizes[id(node)]
-        sizes[id(node)] = 1  # a cycle counts once
-        total = 1
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in seen:
-                        line = key.start_mark.line + 1
-                        raise ConfigYAMLError(f"key {key.value!r} appears twice in one mapping (line {line})")
-                    seen.add(key.value)
-                total += size(key) + size(value)
-        elif isinstance(node, yaml.SequenceNode):
-            total += sum(size(item) for item in node.value)
-        if total > MAX_CONFIG_NODES:
-            raise ConfigYAMLError(f"it expands to more than {MAX_CONFIG_NODES:,} values (nested aliases?)")
-        sizes[id(node)] = total
-        return total
-
-    size(root)

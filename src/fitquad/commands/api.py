@@ -41,7 +41,8 @@ import numpy as np
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from fitquad.checks.validation import InvalidInput, one_line
+from fitquad.checks.config_text import one_line
+from fitquad.checks.validation import InvalidInput
 
 # Sections of a config, whose keyword arguments are dicts of their options.
 SECTIONS = ("data", "model", "trainer", "optimizer", "lr_scheduler", "sweep", "fit_diagnosis", "run_summary")

@@ -38,16 +38,7 @@ from jsonargparse import ActionConfigFile
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
-from fitquad.callbacks.landscape import (
-    SURFACE_POINTS,
-    add_colorbar,
-    add_marker_legend,
-    build_landscape,
-    choose_axes,
-    draw_landscape,
-    loss_at,
-    path_extent,
-)
+from fitquad.callbacks.landscape import add_colorbar, add_marker_legend, draw_landscape
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_landscape_grid, check_limits
@@ -58,8 +49,9 @@ from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_fold
 from fitquad.core.losses import LossName, make_loss
 from fitquad.core.model import polynomial_basis
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
-from fitquad.theory.conditioning import OptimizerSettings, conditioning
+from fitquad.theory.conditioning import OptimizerSettings, divergence_line
 from fitquad.theory.reference import optimum as optimum_of
+from fitquad.theory.surface import SURFACE_POINTS, build_landscape, choose_axes, loss_at, path_extent
 
 if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
     from matplotlib.figure import Figure
@@ -189,8 +181,7 @@ def train_cell(
         trainer.fit(module, datamodule=datamodule)
     except TrainingDiverged as error:  # a result of this cell, marked in the table and the figure
         sgd = OptimizerSettings.of(trainer.optimizers[0])
-        error.largest_stable_lr = conditioning(module.model, datamodule.train_x, module.loss_fn, sgd).largest_stable_lr
-        diverged = str(error)
+        diverged = divergence_line(error, module.model, datamodule.train_x, module.loss_fn, sgd)
         # Row k of the path holds the parameters after k steps, and step k + 1's loss is theirs: the path ends
         # before the row whose loss diverged.
         path = recorder.path()[: max(error.step - 1, 1)]

@@ -21,11 +21,8 @@ from jsonargparse import get_loader, set_loader
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from fitquad.checks.validation import (
-    InvalidInput,
-    one_line,
-    strict_yaml,
-)
+from fitquad.checks.config_text import one_line, strict_yaml
+from fitquad.checks.validation import InvalidInput
 from fitquad.core import fused  # imported also so that `--model FusedQuadraticRegression` is known by its name
 from fitquad.core.module import QuadraticRegression
 

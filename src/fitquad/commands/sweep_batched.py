@@ -37,7 +37,7 @@ from fitquad.core.model import PolynomialModel
 from fitquad.core.module import TrainingDiverged
 from fitquad.theory import reference
 from fitquad.theory.bias_variance import Decomposition, decompose, evaluation_points
-from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, conditioning
+from fitquad.theory.conditioning import SGD_OPTIONS, OptimizerSettings, divergence_line
 
 # What the runs must share to train as one model: everything but model and data settings.
 SHARED_DATA_OPTIONS = ("batch_size", "steps_per_epoch", "shuffle")
@@ -212,9 +212,8 @@ def divergence(
     if not module.frozen[run]:
         return None
     settings = OptimizerSettings(**{k: options[k] for k in SGD_OPTIONS})
-    stable = conditioning(model, train_x, loss_fn, settings).largest_stable_lr
     step, loss, first = module.diverged_step[run].item(), module.diverged_loss[run].item(), module.first_loss[run]
-    return str(TrainingDiverged(step, loss, first.item(), settings.lr, stable))
+    return divergence_line(TrainingDiverged(step, loss, first.item(), settings.lr), model, train_x, loss_fn, settings)
 
 
 def bias_and_variance(models: list[PolynomialModel], data_options: dict) -> Decomposition | None:

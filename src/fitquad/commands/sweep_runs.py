@@ -64,7 +64,7 @@ from fitquad.commands.sweep_batched import check_batched_memory, train_batched, 
 from fitquad.commands.sweep_report import SweepPoint, write_results
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory import reference
-from fitquad.theory.conditioning import OptimizerSettings, conditioning
+from fitquad.theory.conditioning import OptimizerSettings, divergence_line
 
 SWEEPABLE_SECTIONS = ("data.", "model.", "trainer.")
 
@@ -125,11 +125,8 @@ def train_one(
     try:
         trainer.fit(module, datamodule=datamodule)
     except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
-        settings = OptimizerSettings.of(trainer.optimizers[0])  # what `fitquad fit`'s diagnosis adds to the line
-        error.largest_stable_lr = conditioning(
-            module.model, datamodule.train_x, module.loss_fn, settings
-        ).largest_stable_lr
-        diverged = str(error)
+        settings = OptimizerSettings.of(trainer.optimizers[0])
+        diverged = divergence_line(error, module.model, datamodule.train_x, module.loss_fn, settings)
     if on_signal.checkpoint_path is not None:  # stopped mid-training by Ctrl-C or SIGTERM, after saving
         raise Interrupted(on_signal.received)
     return measure(module, datamodule, trainer, value, label, diverged), on_signal.received

@@ -1,7 +1,8 @@
 """The template: the part of fitquad to copy into a project of your own.
 
     model.py   PolynomialModel: nn.Linear over the features z, z², …, with its own feature scaling
-    data.py    QuadraticDataModule and InMemoryBatches: the noisy quadratic, its splits and its batches
+    data.py    QuadraticDataModule: the noisy quadratic and its splits
+    batches.py InMemoryBatches: the data module's batches, resumable, sliced from in-memory tensors
     module.py  QuadraticRegression: the LightningModule (automatic optimization, the textbook loop)
     fused.py   FusedQuadraticRegression: an opt-in subclass that takes several optimizer steps per batch
 

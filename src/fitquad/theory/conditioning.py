@@ -30,6 +30,7 @@ from torch import nn
 
 from fitquad.core.losses import loss_shape
 from fitquad.core.model import PolynomialModel
+from fitquad.core.module import TrainingDiverged
 from fitquad.theory.passes import design_chunks
 from fitquad.theory.reference import gap_scale
 
@@ -137,6 +138,16 @@ def conditioning(
         curvature=description,
         steps_are_a_bound=not (loss_shape(loss_fn).quadratic or loss_shape(loss_fn).absolute),
     )
+
+
+def divergence_line(
+    diverged: TrainingDiverged, model: PolynomialModel, x: torch.Tensor, loss_fn: nn.Module, settings: OptimizerSettings
+) -> str:
+    """A divergence's one line as `fitquad fit` prints it, with the largest stable lr of this model, data, loss and
+    SGD: the one divergence rule for a sweep's or a comparison's run (a fit's diagnosis fills the lr in from the
+    conditioning it took at the start)."""
+    diverged.largest_stable_lr = conditioning(model, x, loss_fn, settings).largest_stable_lr
+    return str(diverged)
 
 
 def contraction_factors(eigenvalues: torch.Tensor, settings: OptimizerSettings) -> torch.Tensor:

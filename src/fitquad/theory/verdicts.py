@@ -9,15 +9,10 @@ and reports the verdict is fitquad.callbacks.diagnosis.FitDiagnosis.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import lightning as L
-import torch
-
-from fitquad.theory.conditioning import OptimizerSettings
 from fitquad.theory.reference import (
     relative_gap,
     training_noise_floor,
@@ -35,10 +30,9 @@ ILL_CONDITIONED_KAPPA = 1e3
 # Stalled, rather than still converging: the steps predicted to go exceed the steps already taken,
 # i.e. running as long again would not get there.
 STALLED_STEPS_RATIO = 1.0
-# Stalled by float32: from the final parameters, the steps float32 takes differ from the exact (float64)
-# steps by at least half their size (median of 10 steps): the updates are mostly rounding, so the fit
-# cannot get closer, whatever the number of steps.
-FLOAT32_PROBE_STEPS = 10
+# Stalled by float32: from the final parameters, the steps float32 takes differ from the exact (float64) steps by at
+# least half their size (fitquad.theory.precision): the updates are mostly rounding, so the fit cannot get closer,
+# whatever the number of steps.
 FLOAT32_UPDATE_ERROR = 0.5
 # Far above a noise floor: above floor·(1 + max(3 standard deviations, 10%)). The MSE at the optimum is
 # itself random: σ²·χ²(n − p)/n on the training set (sd σ²·√(2(n − p))/n), σ²·χ²(n)/n on n fresh
@@ -364,34 +358,3 @@ def diagnose(facts: FitFacts) -> Diagnosis:
         train_floor, _, val_floor, _ = f.floors
         numbers.update(train_noise_floor=train_floor, val_noise_floor=val_floor)
     return Diagnosis(rule.verdict, rule.sentence(facts), numbers)
-
-
-def float32_update_error(
-    module: L.LightningModule, x: torch.Tensor, y: torch.Tensor, settings: OptimizerSettings
-) -> float:
-    """How much of a float32 update is rounding error: the median, over FLOAT32_PROBE_STEPS steps taken
-    in float32 from the module's current parameters, of |step in float32 − exact step| / |exact step|,
-    the exact step being the same SGD step computed in float64 from the same parameters.
-
-    1 means the updates round to nothing (or to noise); near 0, float32 follows the exact path. The median
-    over a few steps, because a fit stuck at float32 resolution cycles between a few points.
-    """
-    model = copy.deepcopy(module.model).to("cpu", torch.float32)
-    features, target = model.features(x.float()), y.float()
-    settings = OptimizerSettings(**{**asdict(settings), "momentum": 0.0, "nesterov": False})  # one clean step
-
-    def step(model: torch.nn.Module, features: torch.Tensor, target: torch.Tensor) -> None:
-        optimizer = torch.optim.SGD(model.parameters(), **asdict(settings))
-        optimizer.zero_grad()
-        module.loss_fn(model.forward_features(features), target).backward()
-        optimizer.step()
-
-    errors = []
-    for _ in range(FLOAT32_PROBE_STEPS):
-        exact = copy.deepcopy(model).double()
-        start = exact.model_parameters()
-        step(exact, exact.features(x.double()), y.double())
-        step(model, features, target)
-        exact_step = exact.model_parameters() - start
-        errors.append(((model.model_parameters() - start) - exact_step).norm() / exact_step.norm().clamp_min(1e-300))
-    return torch.stack(errors).median().item()
