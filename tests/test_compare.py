@@ -7,9 +7,12 @@ import csv
 import numpy as np
 import pytest
 import torch
+import yaml
 from matplotlib.image import imread
 
 from conftest import CONFIGS, plain_sgd_path, run_fitquad
+from fitquad.commands.cli import main
+from fitquad.commands.compare_grid import ARTICLE_SETTINGS
 from fitquad.core.data import QuadraticDataModule
 from fitquad.core.model import PolynomialModel
 
@@ -125,3 +128,17 @@ def test_a_diverging_run_is_marked_and_the_others_train_on(tmp_path) -> None:
     _, w, b = plain_gd(datamodule.train_x, datamodule.train_y, torch.nn.L1Loss(), lr=3.0)
     assert (float(l1["final_w"]), float(l1["final_b"])) == (w, b)
     assert "mse, plain: training diverged at step" in (folder / "compare.md").read_text()
+
+
+def test_the_default_grid_is_written_to_a_config_that_runs_it_again(tmp_path, monkeypatch, capsys) -> None:
+    # The article's settings are the default: config.yaml must hold them as settings a re-run reads back.
+    monkeypatch.chdir(tmp_path)
+    quick = ["--max_steps", "3", "--resolution", "5", "--losses", "[mse, l1]"]
+    main(["compare", *quick])
+    assert "Unable to serialize" not in capsys.readouterr().err
+    first = tmp_path / "runs" / "compare" / "version_0"
+    written = yaml.safe_load((first / "config.yaml").read_text())
+    assert [setting["name"] for setting in written["settings"]] == [s.name for s in ARTICLE_SETTINGS]
+    main(["compare", "--config", str(first / "config.yaml")])
+    again = tmp_path / "runs" / "compare" / "version_1"
+    assert (again / "compare.csv").read_text() == (first / "compare.csv").read_text()

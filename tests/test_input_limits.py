@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, read_summary
+from conftest import CONFIGS, assert_one_line_error, read_summary
 from fitquad.checks.limits import check_representable
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.cli import main
-from fitquad.core.data import InMemoryBatches
+from fitquad.core.batches import InMemoryBatches
 
 SGD_ARTICLE = str(CONFIGS / "sgd_article.yaml")
 
@@ -140,6 +140,22 @@ COMPARE_MISTAKES = [
     (COMPARE, ["--resolution", "1"], "resolution must be in [2, 2001]"),
     (COMPARE, ["--margin", "-0.5"], "margin must be a finite number ≥ 0"),
     (COMPARE, ["--max_steps", "0"], "max_steps must be ≥ 1"),
+    # Each setting's first step, on the drawn points, as `fitquad fit` checks it: before any run trains.
+    (COMPARE, ["--model.lr", "1e38"], "settings 'plain': model.lr 1e+38 makes the first step overflow float32"),
+    (
+        COMPARE,
+        [
+            "--model.degree",
+            "40",
+            "--model.feature_scaling",
+            "none",
+            "--model.init_coefficients",
+            "null",
+            "--data.x_std",
+            "10",
+        ],
+        "settings 'plain': model.degree 40 with model.feature_scaling none",
+    ),
     (COMPARE, ["--parameters", "[w, w]"], "parameters must be two different names among ['b', 'w']"),
     (COMPARE, ["--parameters", "[w, q]"], "parameters must be two different names among ['b', 'w']"),
     (COMPARE, ["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': model.momentum must be in [0, 1)"),
@@ -197,6 +213,11 @@ def test_sweep_refuses_repeated_values_and_checks_each_value_first(
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err
+    # The first step of each value, on the drawn points, as `fitquad fit` checks it before training.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", weight_decay, "--sweep.parameter", "model.lr", "--sweep.values", "[0.1, 1e38]"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "sweep.values: model.lr 1e+38", "first step overflow float32")
     assert not (tmp_path / "runs").exists()
 
 

@@ -33,6 +33,9 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
     if message.startswith("unrecognized arguments") or "does not accept option" in message:
         message, note = " ".join(message.split()), f" (`{command} --help` lists the options)"
         return message if message.endswith("lists the options)") else message + note
+    unknown = re.match(r"Option '([^']+)' is not accepted$", message)  # a key of the command's own config file
+    if unknown:
+        return f"{unknown[1]} is not an option (`{command} --help` lists the options)"
     match = _PARSER_KEY.match(message)
     if match is None:
         return " ".join(message.split())
@@ -40,7 +43,7 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
     nested = _NESTED.search(rest)
     if nested:  # an option of a class chosen by class_path (model.class_path): the option's own error, named in full
         inner = textwrap.dedent(nested["inner"]).strip()
-        option = re.match(r"Option '(\w+)' is not accepted", inner)
+        option = re.match(r"Option '([^']+)' is not accepted", inner)
         if option:
             name = nested["class"].rsplit(".", 1)[-1]
             return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"

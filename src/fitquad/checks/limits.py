@@ -23,6 +23,8 @@ from typing import Any
 import torch
 
 from fitquad.checks.validation import InvalidInput
+from fitquad.core.model import PolynomialModel
+from fitquad.core.module import initialize
 
 # Peak memory of a fit per data point: an upper bound of what benchmarks/footprint.py measures
 # (benchmarks/README.md, "Many points"), growing with the design matrix's width.
@@ -223,3 +225,12 @@ def check_landscape_grid(resolution: int, levels: int, panels: int = 1, owner: s
         )
     if levels < 2:
         raise InvalidInput(f"{owner}levels must be ≥ 2 (filled contours need two), got {levels}")
+
+
+def check_start(model_options: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor, precision: Any) -> None:
+    """check_first_step for the model that the options build, started on the training points as a fit starts it:
+    how `fitquad sweep` and `fitquad compare` check every run before any trains."""
+    model = PolynomialModel(model_options["degree"], model_options["feature_scaling"])
+    initialize(model, x, model_options["init_coefficients"], model_options["init_seed"])
+    start = "model.init_coefficients" if model_options["init_coefficients"] is not None else "model.init_seed"
+    check_first_step(model, x, y, model_options["lr"], model_options["weight_decay"], precision, start)

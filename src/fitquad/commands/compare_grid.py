@@ -28,20 +28,20 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
-from jsonargparse import ActionConfigFile
+from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.landscape import add_colorbar, add_marker_legend, draw_landscape
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.checks.file_data import FileDataModule
-from fitquad.checks.limits import check_landscape_grid, check_limits
+from fitquad.checks.limits import check_landscape_grid, check_limits, check_start
 from fitquad.checks.validation import InvalidInput, check_model_options
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.parsing import OneLineErrorParser, lightning_quiet
@@ -112,7 +112,9 @@ def build_parser() -> OneLineErrorParser:
     grid_set = {"loss", "momentum", "dampening", "nesterov", "weight_decay"}
     parser.add_class_arguments(QuadraticRegression, "model", skip=grid_set)
     parser.add_argument("--losses", type=list[LossName], default=["mse", "l1", "huber", "smooth_l1"])
-    parser.add_argument("--settings", type=list[OptimizerSetting], default=ARTICLE_SETTINGS)
+    # The defaults as the parsed values are (Namespaces), so that config.yaml can write them.
+    article = [Namespace(**asdict(setting)) for setting in ARTICLE_SETTINGS]
+    parser.add_argument("--settings", type=list[OptimizerSetting], default=article)
     parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps per run")
     parser.add_argument("--resolution", type=int, default=101, help="landscape grid points per axis")
     parser.add_argument("--margin", type=float, default=0.1, help="room around all paths, a fraction of their span")
@@ -292,12 +294,23 @@ def check_comparison(config) -> None:
         check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})
 
 
+def check_first_steps(config, datamodule: FileDataModule) -> None:
+    """Each setting's first step on the drawn points, as `fitquad fit` checks it (FitDiagnosis): features, loss and
+    step finite in float32, or one line naming the option at fault, before any folder is made."""
+    for setting in config.settings:
+        try:
+            check_start(run_options(config, config.losses[0], setting), datamodule.train_x, datamodule.train_y, None)
+        except InvalidInput as error:
+            raise InvalidInput(f"settings {setting.name!r}: {error}") from None
+
+
 def compare(config, parser: OneLineErrorParser) -> tuple[Path, list[RunResult]]:
     """Run the grid, draw it, write the tables, in runs/<config name>/version_N; returns that folder and the runs."""
     name = config_name(config, default="compare")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     datamodule = FileDataModule(**config.data)  # checks the data options before any folder is made
     datamodule.setup("fit")
+    check_first_steps(config, datamodule)
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the compare config's name")
     print(f"fitquad: compare folder {folder}", flush=True)
     basis = polynomial_basis(datamodule.train_x, config.model.degree)

@@ -87,6 +87,7 @@ UNKNOWN_OPTION = (
     re.compile(r"unrecognized arguments: (?P<given>\S+)"),
     re.compile(r"^(?P<given>\S+) is not an option of"),
     re.compile(r"does not accept option '(?P<given>[^']+)'"),
+    re.compile(r"^(?P<given>\S+) is not an option \("),
 )
 
 

@@ -56,7 +56,7 @@ from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
-from fitquad.checks.limits import check_limits
+from fitquad.checks.limits import check_limits, check_start
 from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
 from fitquad.commands.parsing import BUILD_ERRORS, OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
@@ -238,8 +238,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     run_configs = [parse_value(parser, args, parameter, value) for value in values]
     for run_config, value in zip(run_configs, values, strict=True):
         check_value(parser, run_config, parameter, value)
-    if config["data.file"] is not None:  # read once now, as `fitquad fit` does: a bad file leaves no sweep folder
-        check_data_file(run_configs, parameter)
+    check_on_the_data(run_configs, parameter)
     labels = [run_label(parameter, value, values) for value in values]
     repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
     if repeated is not None:
@@ -285,14 +284,20 @@ def stopped_by(stopped: BaseException) -> str:
     return f"stopped by an error ({type(stopped).__name__})"
 
 
-def check_data_file(run_configs: list[Namespace], parameter: str) -> None:
-    """The runs' data file (and validation or test files), read and checked; with the same points in every run
-    (the sweep's setting is not a data option), also enough of them for each run's degree."""
-    data = FileDataModule(**run_configs[0].data)
-    data.setup("fit")
-    if not parameter.startswith("data."):
-        for run_config in run_configs:
+def check_on_the_data(run_configs: list[Namespace], parameter: str) -> None:
+    """Every run on its training points, as `fitquad fit` checks a fit before it trains: a data file read (a bad
+    file leaves no sweep folder), enough points for the degree, and the first step finite (check_start). The points
+    are drawn or read once, or once a value where the sweep's setting is a data option."""
+    data = None
+    for run_config in run_configs:
+        if data is None or parameter.startswith("data."):
+            data = FileDataModule(**run_config.data)
+            data.setup("fit")
+        try:
             check_enough_points(len(data.train_x), run_config.model.degree)
+            check_start(run_config.model, data.train_x, data.train_y, run_config.trainer.precision)
+        except InvalidInput as error:
+            raise InvalidInput(f"sweep.values: {error}" if parameter in str(error) else str(error)) from None
 
 
 def choose_batching(parser: LightningArgumentParser, run_configs: list[Namespace], draws: int,
