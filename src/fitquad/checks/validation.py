@@ -11,6 +11,7 @@ check nothing: the commands check their config before building them).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -236,6 +237,7 @@ def check_config(config: Mapping[str, Any]) -> None:
                 "QuadraticRegression, or SGD, Adam or another torch optimizer"
             )
     check_accelerator(trainer.get("accelerator"))
+    check_devices(trainer.get("devices"), trainer.get("accelerator"))
     if config.get("weights_only") is False:
         raise InvalidInput("weights_only must be true or null: fitquad never unpickles code from a checkpoint")
 
@@ -260,4 +262,21 @@ def check_accelerator(accelerator: Any) -> None:
         raise InvalidInput(
             f"trainer.accelerator {accelerator} needs {ACCELERATOR_NEEDS[accelerator]}, and this machine has none: "
             "use cpu, or auto (the best this machine has)"
+        )
+
+
+def check_devices(devices: Any, accelerator: Any) -> None:
+    """trainer.devices as a count: at least 1, or -1 (every GPU) where there is a GPU to use (Lightning's own
+    refusal names neither the option nor what is allowed)."""
+    if isinstance(devices, str) and re.fullmatch(r"-?\d+", devices.strip()):
+        devices = int(devices)  # the command line gives "-1"
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices >= 1:
+        return  # auto, a list of device indices, a string Lightning parses, or a count
+    if devices < -1 or devices == 0:
+        raise InvalidInput(f"trainer.devices must be ≥ 1 (processes or GPUs), -1 (every GPU) or auto, got {devices}")
+    import torch
+
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        raise InvalidInput(
+            "trainer.devices -1 means every GPU, and this run has none: give a number of CPU processes ≥ 1, or auto"
         )

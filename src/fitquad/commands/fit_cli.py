@@ -15,8 +15,10 @@ one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (se
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +184,7 @@ class FitquadCLI(LightningCLI):
             if cause is not None:
                 raise cause from None
             message = " ".join(str(error).split()) or type(error).__name__
-            raise InvalidInput(f"the config cannot be built as given: {message}") from None
+            raise InvalidInput(f"{trainer_option_named(message)}: {message}") from None
 
     def read_data_file(self) -> None:
         """Points from a file (data.file), read and checked now, before anything is written: a bad file is one
@@ -203,6 +205,14 @@ class FitquadCLI(LightningCLI):
         gradient_clipping_as_callback(config, manual="fused_steps" in with_model_options(config).model)
         check_monitors_after_validation(config)
         give_lr_scheduler_the_models_sgd(config)
+
+
+def trainer_option_named(message: str) -> str:
+    """Who refused the config, for Lightning's refusal as it builds the Trainer: `trainer.<option> is refused by
+    Lightning` where its message names one of the Trainer's options (`devices`, `Trainer(devices=...)`)."""
+    options = inspect.signature(Trainer).parameters
+    named = next((name for name in re.findall(r"`(?:Trainer\()?(\w+)", message) if name in options), None)
+    return f"trainer.{named} is refused by Lightning" if named else "the config cannot be built as given"
 
 
 def with_model_options(config: Any) -> Any:
