@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from conftest import CONFIGS, only_run_folder
+from conftest import CONFIGS, only_run_folder, run_fitquad
 from fitquad.commands.lr_find import main
 
 
@@ -59,3 +59,11 @@ def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
     assert not list(folder.glob("events.out.tfevents.*"))  # no TensorBoard run beside the fits
     pixels = imread(folder / "lr_find.png")
     assert pixels[..., :3].std() > 0.1
+
+
+@pytest.mark.slow
+def test_lr_find_through_a_pipe_draws_no_progress_bar(tmp_path) -> None:
+    # Lightning's finder draws its own tqdm bar: 100 redrawn frames in a log file, unless fitquad turns it off.
+    result = run_fitquad("lr-find", "--config", str(CONFIGS / "lesson3.yaml"), cwd=tmp_path)
+    assert "Finding best initial lr" not in result.stderr and "\r" not in result.stderr, result.stderr[-300:]
+    assert "lr finder suggests lr" in result.stdout

@@ -5,6 +5,7 @@ hands over to fitquad.commands.cli.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -52,6 +53,11 @@ def main() -> None:
     if args[:1] in (["-h"], ["--help"]):
         print(overview())
         return
+    if args[:1] == ["lr-find"] and not (sys.stdout.isatty() and sys.stderr.isatty()):
+        # Lightning's lr finder draws a tqdm bar of its own, whatever the Trainer's progress-bar setting: off where
+        # no terminal reads it (through a pipe, `| tee`, into a file), as fit's bar is. tqdm reads its defaults from
+        # TQDM_* variables when it is imported, so before Lightning is.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         line = announcement(args)
         if line is not None:
