@@ -2,6 +2,7 @@
 
     python benchmarks/optimum_passes.py                   # 10⁶ points, degree 2
     python benchmarks/optimum_passes.py --points 2e6 --degree 4
+    python benchmarks/optimum_passes.py --noise cauchy   # heavy tails: L1's and Huber's home ground
 
 The points are the default quadratic's (0.75·(t − 9.5)² + 1 + 3·N(0,1) on t = 0..19 drawn uniformly), float32, as a
 fit holds them; beyond 2¹⁸ points `fitquad.theory.reference.optimum` streams over them a chunk at a time
@@ -43,13 +44,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--points", type=float, default=1e6)
     parser.add_argument("--degree", type=int, default=2)
+    parser.add_argument("--noise", choices=["normal", "cauchy"], default="normal")
     args = parser.parse_args()
     n = int(args.points)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(n, generator=generator) * 19
-    y = 0.75 * (x - 9.5) ** 2 + 1 + 3 * torch.randn(n, generator=generator)
+    noise = torch.randn(n, generator=generator)
+    if args.noise == "cauchy":  # the ratio of two independent normals
+        noise = noise / torch.randn(n, generator=generator)
+    y = 0.75 * (x - 9.5) ** 2 + 1 + 3 * noise
     model = PolynomialModel(degree=args.degree)
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; {n:,} points, degree {args.degree}")
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} cores, load average {load:.2f}; {n:,} points, degree {args.degree}, {args.noise} noise")
 
     start = time.perf_counter()
     a = torch.cat(
