@@ -327,12 +327,12 @@ def compare(config, parser: OneLineErrorParser) -> tuple[Path, list[RunResult]]:
         where = f"; their table is in {folder}" if results else ""
         print(f"fitquad compare: {note}{where}", flush=True)
         raise Interrupted(signalled)
+    markdown = write_tables(results, names, folder)  # first: a signal while the figure draws leaves the tables whole
     # The surfaces on at most SURFACE_POINTS of the points, as LossLandscape draws them: resolution² losses per
     # panel over millions of points would take hours, and a uniform sample draws the same picture.
     surface_x, surface_y = datamodule.training_sample(SURFACE_POINTS)
     figure = draw_grid(config, results, names, polynomial_basis(surface_x, config.model.degree), surface_y.double())
     figure.savefig(folder / "compare.png", dpi=110)
-    markdown = write_tables(results, names, folder)
     print(markdown, end="")
     print(f"fitquad: compare finished in {folder}: compare.png, compare.csv, compare.md", flush=True)
     return folder, results

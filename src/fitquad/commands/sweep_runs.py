@@ -1,38 +1,14 @@
 """`fitquad sweep`: the same experiment trained once per value of one setting, and the runs compared.
 
     fitquad sweep --config configs/capacity.yaml                   # degree 0..12: under- versus overfitting
-    fitquad sweep --config configs/learning_curve.yaml             # n_train 4..1000 at degree 2
-    fitquad sweep --config configs/weight_decay.yaml               # weight decay on a degree-12 model
     fitquad sweep --config configs/capacity.yaml --sweep.values "[0, 2, 12]" --trainer.max_steps 5
 
-A sweep config is a fit config (seed_everything, data, model, trainer: the base run) plus a `sweep:`
-section naming the one setting that varies, as a dotted key (`model.degree`, `data.n_train`,
-`model.weight_decay`, ...), and its values. Every value of the config can be overridden on the command
-line as with `fitquad fit`. Each value is parsed and type-checked like a command-line override before any
-training starts, so a bad value fails at once with one line.
-
-All runs train in this one process: as one batched model in one Lightning Trainer whenever they allow it
-(full-batch SGD; fitquad.commands.sweep_batched), otherwise each with its own Trainer (its callbacks from the config,
-TensorBoard logger, checkpoints, `RunSummary`). With `sweep.draws: K` each value trains on K independent draws
-of the data (draw k: data.seed + k), and the table and figure show the draws' means, their spread, and the
-bias² + variance + σ² split of the expected validation MSE (fitquad.theory.bias_variance). The runs land side by side:
-
-    runs/<config name>/version_N/
-        degree_00/, degree_01/, ...   one TensorBoard run per value (events, summary.json; one Trainer per value:
-                                      also checkpoints/)
-        sweep.csv, sweep.md           the table: train and validation MSE per value, the noise floor σ², and
-                                      the closed-form optimum each trained model is checked against
-        sweep.png                     train and validation MSE against the swept value, σ² dashed
-        bias_variance.png             with draws: bias², variance, σ² and their sum against the value
-        config.yaml                   the resolved sweep config (re-run with --config)
-
-`tensorboard --logdir runs/<config name>` shows the runs' curves together, and its HPARAMS tab each
-run's settings against its final train and validation MSE.
-
-The closed-form optimum of each run's loss and weight decay on its training points comes from
-`fitquad.theory.reference.optimum` (float64; least squares for MSE, robust solvers for the others). The
-`gap` column is the RMS difference between the trained model's and the optimum's predictions over
-the training and validation points: near 0 when the model has converged.
+A sweep config is a fit config (the base run) plus a `sweep:` section (SweepSettings): the one setting that varies,
+as a dotted key (`model.degree`, `data.n_train`, ...), and its values. Every value is parsed, checked and built as
+`fitquad fit` would before any run trains or the sweep's folder is made. The runs train in this process: as one
+batched model (sweep_batched.py) whenever they allow it, otherwise one Trainer each. Each run is compared with the
+closed-form optimum of its loss on its training points (fitquad.theory.reference). What lands in
+runs/<config name>/version_N, and how to read it: docs/over-and-underfitting.md.
 """
 
 from __future__ import annotations
