@@ -139,7 +139,9 @@ COMPARE_MISTAKES = [
     (COMPARE, ["--resolution", "100000"], "resolution must be in [2, 2001]"),
     (COMPARE, ["--resolution", "1"], "resolution must be in [2, 2001]"),
     (COMPARE, ["--margin", "-0.5"], "margin must be a finite number ≥ 0"),
-    (COMPARE, ["--max_steps", "0"], "max_steps must be ≥ 1"),
+    (COMPARE, ["--max_steps", "0"], "max_steps must be in [1, 100,000]"),
+    (COMPARE, ["--max_steps", "100000000"], "max_steps must be in [1, 100,000]"),
+    (COMPARE, ["--losses", "[mse, l1, mse]"], "losses must be distinct: 'mse' appears twice"),
     # Each setting's first step, on the drawn points, as `fitquad fit` checks it: before any run trains.
     (COMPARE, ["--model.lr", "1e38"], "settings 'plain': model.lr 1e+38 makes the first step overflow float32"),
     (
@@ -159,7 +161,7 @@ COMPARE_MISTAKES = [
     (COMPARE, ["--parameters", "[w, w]"], "parameters must be two different names among ['b', 'w']"),
     (COMPARE, ["--parameters", "[w, q]"], "parameters must be two different names among ['b', 'w']"),
     (COMPARE, ["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': model.momentum must be in [0, 1)"),
-    (COMPARE, ["--settings", '[{"name": "a"}, {"name": "a"}]'], "settings must have distinct names: 'a' appears twice"),
+    (COMPARE, ["--settings", '[{"name": "a"}, {"name": "a"}]'], "settings must be distinct: 'a' appears twice"),
     (
         COMPARE,
         ["--settings", '[{"name": "a", "nesterov": true}]'],

@@ -11,7 +11,7 @@ The config is a YAML file with these keys (all optional; each is also a command-
                  and weight_decay, which the grid sets
     losses:      the rows, e.g. [mse, l1, huber, smooth_l1]
     settings:    the columns, each {name, lr (null: model.lr), momentum, dampening, nesterov, weight_decay}
-    max_steps:   optimizer steps per run
+    max_steps:   optimizer steps per run (at most MAX_STEPS: every path is kept and drawn)
     resolution, margin, parameters, levels: the landscape's grid, as for fitquad.callbacks.landscape.LossLandscape
 
 Every pair trains on the same data as `fitquad fit` trains it: QuadraticRegression in its own quiet Lightning
@@ -72,6 +72,9 @@ class OptimizerSetting:
     weight_decay: float = 0.0
 
 
+# Steps per run at most: each run's path, one row a step, is kept, evaluated on every point and drawn.
+MAX_STEPS = 100_000
+
 # The article's five settings; weight decay 0.1 is a choice (strong enough to see the pull towards 0).
 ARTICLE_SETTINGS = [
     OptimizerSetting("plain"),
@@ -115,7 +118,7 @@ def build_parser() -> OneLineErrorParser:
     # The defaults as the parsed values are (Namespaces), so that config.yaml can write them.
     article = [Namespace(**asdict(setting)) for setting in ARTICLE_SETTINGS]
     parser.add_argument("--settings", type=list[OptimizerSetting], default=article)
-    parser.add_argument("--max_steps", type=int, default=100, help="optimizer steps per run")
+    parser.add_argument("--max_steps", type=int, default=100, help=f"optimizer steps per run, at most {MAX_STEPS:,}")
     parser.add_argument("--resolution", type=int, default=101, help="landscape grid points per axis")
     parser.add_argument("--margin", type=float, default=0.1, help="room around all paths, a fraction of their span")
     parser.add_argument("--parameters", type=list[str] | None, default=None, help="two coefficients to draw")
@@ -260,7 +263,11 @@ def check_comparison(config) -> None:
     checks = [
         (config.losses, "losses must list at least one loss (mse, l1, huber, smooth_l1)"),
         (config.settings, "settings must list at least one optimizer setting"),
-        (config.max_steps >= 1, f"max_steps must be ≥ 1, got {config.max_steps}"),
+        (
+            1 <= config.max_steps <= MAX_STEPS,
+            f"max_steps must be in [1, {MAX_STEPS:,}] (every step of every run's path is kept, evaluated and drawn), "
+            f"got {config.max_steps}",
+        ),
         (
             config.model.degree >= 1,
             f"model.degree must be ≥ 1 (a landscape needs two coefficients), got {config.model.degree}",
@@ -274,10 +281,10 @@ def check_comparison(config) -> None:
         if not passes:
             raise InvalidInput(message)
     check_landscape_grid(config.resolution, config.levels, len(config.losses) * len(config.settings))
-    names = [setting.name for setting in config.settings]
-    repeated = next((name for name in names if names.count(name) > 1), None)
-    if repeated is not None:
-        raise InvalidInput(f"settings must have distinct names: {repeated!r} appears twice")
+    for key, names in (("losses", list(config.losses)), ("settings", [setting.name for setting in config.settings])):
+        repeated = next((name for name in names if names.count(name) > 1), None)
+        if repeated is not None:  # a row or column twice: the same runs again, and two panels of one name
+            raise InvalidInput(f"{key} must be distinct: {repeated!r} appears twice")
     coefficient_names = QuadraticRegression(degree=config.model.degree).coefficient_names
     if config.parameters is not None:
         chosen = list(config.parameters)
