@@ -7,7 +7,7 @@ is a classical problem with a trusted solver:
 - MSE: least squares, solved with `torch.linalg.lstsq` (ridge regression when weight_decay > 0);
 - Huber and SmoothL1: iteratively reweighted least squares (IRLS), then an exact Newton step on the
   final split between points inside and outside the quadratic zone;
-- L1: IRLS with weights 1/|r|, then the exact vertex: an L1 optimum interpolates p of the points.
+- L1: a linear program, whose optimum interpolates p of the points: the simplex method from a few IRLS steps.
 
 Weight decay: torch.optim.SGD adds weight_decay·θ to the gradient of the MEAN loss, for every
 parameter in the model's own units (bias included), so the point SGD converges to minimizes
@@ -22,7 +22,6 @@ the noise) and the expected MSE on fresh points is σ² (plus a term that vanish
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,6 @@ from fitquad.core.losses import loss_shape
 from fitquad.core.model import PolynomialModel
 from fitquad.theory import streamed_optimum
 from fitquad.theory.passes import design_chunks, design_matrix, evaluate, with_parameters
-from fitquad.theory.streamed_optimum import Weights, huber_weights_at, irls, l1_vertex, l1_weights_at
 from fitquad.theory.streaming import in_one_piece
 
 
@@ -44,58 +42,6 @@ class Reference:
     coefficients: torch.Tensor  # the same polynomial in original units, c0 first, float64
     train_loss: float  # the loss (as torch computes it, no penalty) at θ*: what training can reach
     train_mse: float  # the MSE at θ*, comparable with the noise floor
-
-
-def _ridge(a: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, ridge: float) -> torch.Tensor:
-    """argmin_θ  Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|², by least squares on the stacked system (no normal equations)."""
-    if weights is not None:
-        root = weights.sqrt().unsqueeze(1)
-        a, y = a * root, y * root.squeeze(1)
-    if ridge > 0:
-        p = a.shape[1]
-        a = torch.cat([a, math.sqrt(ridge) * torch.eye(p, dtype=a.dtype)])
-        y = torch.cat([y, torch.zeros(p, dtype=y.dtype)])
-    return torch.linalg.lstsq(a, y.unsqueeze(1), driver="gelsd").solution.squeeze(1)
-
-
-def _weighted_ridge(a: torch.Tensor, y: torch.Tensor, ridge: float) -> Callable[[Weights | None], torch.Tensor]:
-    """_ridge on the whole system as streamed_optimum.irls asks for it: weights given as a function of (A, y)."""
-    return lambda weights: _ridge(a, y, None if weights is None else weights(a, y), ridge)
-
-
-def _huber_optimum(a: torch.Tensor, y: torch.Tensor, delta: float, scale: float, weight_decay: float) -> torch.Tensor:
-    """Minimize mean(huber_δ(r))/scale + wd/2·|θ|² (scale = 1: HuberLoss; scale = β = δ: SmoothL1Loss).
-
-    IRLS: the weight of a residual is 1 inside the quadratic zone and δ/|r| outside, which majorizes
-    the loss, so every iteration lowers it. Once the split into inliers and outliers is right the
-    problem is exactly quadratic, and one Newton step from there lands on the optimum.
-    """
-    n = len(y)
-    ridge = n * scale * weight_decay  # the penalty, in the units of Σ wᵢ rᵢ²/2 … times 2/n
-    theta = irls(_weighted_ridge(a, y, ridge), huber_weights_at(delta))
-    # Newton on the final split: inliers contribute r²/2, outliers δ·|r| (a constant gradient δ·sign(r)).
-    residuals = a @ theta - y
-    inside = residuals.abs() <= delta
-    gradient = (a[inside].T @ residuals[inside] + delta * a[~inside].T @ residuals[~inside].sign()) / (n * scale)
-    gradient = gradient + weight_decay * theta
-    hessian = a[inside].T @ a[inside] / (n * scale) + weight_decay * torch.eye(a.shape[1], dtype=a.dtype)
-    if torch.linalg.matrix_rank(hessian) == a.shape[1]:
-        polished = theta - torch.linalg.solve(hessian, gradient)
-        if ((a @ polished - y).abs() <= delta).equal(inside):  # the split held: the step is exact
-            theta = polished
-    return theta
-
-
-def _l1_optimum(a: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
-    """Minimize mean|r| + wd/2·|θ|²: without weight decay the exact vertex (an L1 fit is a linear program whose
-    optimum interpolates p of the points: streamed_optimum.l1_vertex, proven optimal), with it IRLS (weights 1/|r|).
-    """
-    n, p = a.shape
-    floor = 1e-12 * (1 + y.abs().max().item())  # keeps the weights finite where a residual reaches 0
-    solve = _weighted_ridge(a, y, n * weight_decay)
-    if weight_decay > 0 or n < p:
-        return irls(solve, l1_weights_at(floor))
-    return l1_vertex(solve, lambda: iter([(a, y)]), p, floor)
 
 
 def _solver(loss_fn: nn.Module) -> tuple[str, dict[str, float]]:
@@ -121,28 +67,20 @@ def optimum(
 
     loss_fn is one of torch's MSELoss, L1Loss, HuberLoss, SmoothL1Loss with mean reduction (the
     training module's own `loss_fn`); the value reported is computed by it, so it is what training sees.
-    Beyond CHUNK_POINTS points, or under DDP, the same solvers stream over the data (fitquad.theory.streamed_optimum).
+    The solvers (fitquad.theory.streamed_optimum) pass over the points a chunk at a time beyond CHUNK_POINTS of them.
     """
     solver, options = _solver(loss_fn)
+    theta = {
+        # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2)
+        "mse": lambda: streamed_optimum.least_squares(model, x, y, len(x) * options["scale"] * weight_decay),
+        "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay),
+        "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay),
+    }[solver]()
     if not in_one_piece(x):
-        theta = {
-            # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2), as below
-            "mse": lambda: streamed_optimum.least_squares(model, x, y, len(x) * options["scale"] * weight_decay),
-            "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay),
-            "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay),
-        }[solver]()
         reference_model = with_parameters(model, theta)
         train_loss, train_mse = evaluate(reference_model, x, y, loss_fn)
         return Reference(theta, reference_model.coefficients(), train_loss, train_mse)
-    a = design_matrix(model, x)
-    y = y.detach().cpu().double()
-    theta = {
-        # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2)
-        "mse": lambda: _ridge(a, y, None, len(y) * options["scale"] * weight_decay),
-        "huber": lambda: _huber_optimum(a, y, **options, weight_decay=weight_decay),
-        "l1": lambda: _l1_optimum(a, y, weight_decay),
-    }[solver]()
-    predictions = a @ theta
+    predictions, y = design_matrix(model, x) @ theta, y.detach().cpu().double()
     return Reference(
         parameters=theta,
         coefficients=with_parameters(model, theta).coefficients(),

@@ -1,15 +1,13 @@
-"""The closed-form optimum (fitquad.theory.reference) of points that are not passed over in one piece: millions of them,
-a chunk at a time.
+"""The solvers of the closed-form optimum (fitquad.theory.reference), one implementation for any number of points:
+every pass goes over the float64 design matrix A one chunk at a time (theory.passes.design_chunks), a single chunk
+up to streaming.CHUNK_POINTS points, so that millions of points never hold A whole.
 
-The same solvers as the dense ones in fitquad.theory.reference, on the same float64 design matrix A, without ever
-holding A whole:
-
-- least squares (weighted, with a ridge) by a QR built up one chunk at a time: the R of [R so far; next chunk] and
-  Qᵀy with it, as stable as a QR of all of A;
+- least squares (weighted, with a ridge): in one piece, least squares on the stacked system; beyond, a QR built up
+  one chunk at a time (the R of [R so far; next chunk] and Qᵀy with it), as stable as a QR of all of A;
 - Huber and SmoothL1: IRLS, each iteration one weighted least-squares pass, then the exact Newton step on the final
   split between inliers and outliers, its gradient and Hessian summed over the chunks;
-- L1: IRLS with weights 1/|r|; every few iterations the vertex through the p points closest to the IRLS fit (each
-  chunk's p closest, kept) is tried, and returned as soon as its optimality certificate holds (`l1_vertex`).
+- L1: the simplex method of its linear program from a few IRLS steps, ending at a vertex proven optimal
+  (`l1_vertex`); with weight decay, IRLS.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ import torch
 
 from fitquad.core.model import PolynomialModel
 from fitquad.theory.passes import design_chunks
+from fitquad.theory.streaming import in_one_piece
 
 # IRLS stops when no parameter moves by more than this, relative to the parameters' size.
 IRLS_TOLERANCE = 1e-13
@@ -36,9 +35,19 @@ def least_squares(
     ridge: float,
     weights: Weights | None = None,
 ) -> torch.Tensor:
-    """argmin_θ Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|² over all the points, streamed: R·θ = Qᵀy is then solved as
-    reference's dense solver solves the whole system, with the same rank threshold (machine epsilon × rows)."""
+    """argmin_θ Σ wᵢ(aᵢθ − yᵢ)² + ridge·|θ|² over all the points. Points in one piece: least squares on the stacked
+    system [√w·A; √ridge·I] (no normal equations). More: R·θ = Qᵀy from a QR built up one chunk at a time, solved
+    with the rank threshold the dense solver uses (machine epsilon × rows)."""
     p = model.degree + 1
+    if in_one_piece(x):
+        a, y_part = next(design_chunks(model, x, y))
+        if weights is not None:
+            root = weights(a, y_part).sqrt()
+            a, y_part = a * root.unsqueeze(1), y_part * root
+        if ridge > 0:
+            a = torch.cat([a, math.sqrt(ridge) * torch.eye(p, dtype=a.dtype)])
+            y_part = torch.cat([y_part, torch.zeros(p, dtype=y_part.dtype)])
+        return torch.linalg.lstsq(a, y_part.unsqueeze(1), driver="gelsd").solution.squeeze(1)
     r, z = torch.zeros(0, p, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     for a, y_part in design_chunks(model, x, y):
         if weights is not None:
