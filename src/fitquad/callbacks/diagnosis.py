@@ -66,7 +66,7 @@ class FitDiagnosis(L.Callback):
         model = pl_module.model
         # Under DDP every process holds all the training points: every process computes the same numbers.
         train = (datamodule.train_x, datamodule.train_y)
-        start = "model.init_coefficients" if pl_module.hparams.init_coefficients is not None else "model.init_seed"
+        start = pl_module.hparams.init_coefficients
         check_first_step(model, *train, self.settings.lr, self.settings.weight_decay, trainer.precision, start)
         self.reference = optimum(model, *train, pl_module.loss_fn, self.settings.weight_decay)
         self.conditioning = conditioning(model, datamodule.train_x, pl_module.loss_fn, self.settings)

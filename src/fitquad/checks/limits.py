@@ -157,10 +157,13 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
 CHECK_CHUNK = 1_000_000
 
 
-def check_first_step(model: Any, x: Any, y: Any, lr: float, weight_decay: float, precision: Any, start: str) -> None:
+def check_first_step(
+    model: Any, x: Any, y: Any, lr: float, weight_decay: float, precision: Any, init_coefficients: Any
+) -> None:
     """The model at its starting point, on the drawn training data, computed in float64: its
     features, its predictions, the loss's sum of squares and the first SGD step must all be finite in the run's
-    precision. `start` names what set the starting point (model.init_coefficients, or model.init_seed)."""
+    precision. `init_coefficients` (the model option; None: model.init_seed set the start) names the culprit."""
+    start = "model.init_coefficients" if init_coefficients is not None else "model.init_seed"
     feature_dtype, loss_dtype = compute_dtypes(precision)
     largest, largest_loss = LARGEST[feature_dtype], LARGEST[loss_dtype]
     parameters = model.model_parameters()
@@ -232,5 +235,5 @@ def check_start(model_options: Mapping[str, Any], x: torch.Tensor, y: torch.Tens
     how `fitquad sweep` and `fitquad compare` check every run before any trains."""
     model = PolynomialModel(model_options["degree"], model_options["feature_scaling"])
     initialize(model, x, model_options["init_coefficients"], model_options["init_seed"])
-    start = "model.init_coefficients" if model_options["init_coefficients"] is not None else "model.init_seed"
-    check_first_step(model, x, y, model_options["lr"], model_options["weight_decay"], precision, start)
+    lr, weight_decay = model_options["lr"], model_options["weight_decay"]
+    check_first_step(model, x, y, lr, weight_decay, precision, model_options["init_coefficients"])

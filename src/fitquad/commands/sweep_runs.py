@@ -172,11 +172,16 @@ def parse_value(parser: LightningArgumentParser, args: list[str], parameter: str
         raise InvalidInput(f"sweep.values: {value!r} is not a value {parameter} takes ({error})") from None
 
 
+def blamed_on_the_value(error: InvalidInput, parameter: str) -> InvalidInput:
+    """A check's refusal of one value's run: one that names the swept setting is the value's fault, and says so
+    (`sweep.values: ...`); any other is the base config's, as it stands."""
+    return InvalidInput(f"sweep.values: {error}" if parameter in str(error) else str(error))
+
+
 def check_value(parser: LightningArgumentParser, run_config: Namespace, parameter: str, value: object) -> None:
     """One value's run, checked as `fitquad fit` checks its config (check_config, check_limits) and built (the model,
     the data module, and for a Trainer setting the Trainer, which refuses a bad option only as it is built), before
-    any run trains or the sweep's folder is made. A refusal that names the swept setting is the value's fault, and
-    says so: `sweep.values: ...`."""
+    any run trains or the sweep's folder is made (a refusal: blamed_on_the_value)."""
     try:
         check_config(run_config)
         check_limits(run_config)
@@ -186,7 +191,7 @@ def check_value(parser: LightningArgumentParser, run_config: Namespace, paramete
             with lightning_quiet():  # the Trainer would announce the hardware and advertise a logger
                 L.Trainer(**parser.instantiate(run_config).trainer)
     except InvalidInput as error:
-        raise InvalidInput(f"sweep.values: {error}" if parameter in str(error) else str(error)) from None
+        raise blamed_on_the_value(error, parameter) from None
     except BUILD_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         raise InvalidInput(f"sweep.values: {parameter} {value!r} is refused by Lightning: {message}") from None
@@ -273,7 +278,7 @@ def check_on_the_data(run_configs: list[Namespace], parameter: str) -> None:
             check_enough_points(len(data.train_x), run_config.model.degree)
             check_start(run_config.model, data.train_x, data.train_y, run_config.trainer.precision)
         except InvalidInput as error:
-            raise InvalidInput(f"sweep.values: {error}" if parameter in str(error) else str(error)) from None
+            raise blamed_on_the_value(error, parameter) from None
 
 
 def choose_batching(parser: LightningArgumentParser, run_configs: list[Namespace], draws: int,

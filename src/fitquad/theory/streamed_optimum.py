@@ -141,6 +141,7 @@ def l1(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, weight_decay: f
 
 
 Chunks = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # a fresh pass over (A, y), a chunk at a time
+Columns = tuple[torch.Tensor, ...]  # rows kept across chunks, a tensor per column
 
 # L1: IRLS iterations that bring the fit near enough the optimum for its p closest points to start the simplex.
 L1_IRLS_ITERATIONS = 4
@@ -188,10 +189,8 @@ def multipliers(chunks: Chunks, vertex: torch.Tensor, a_basis: torch.Tensor, bas
     unique. One pass."""
     g, offset = torch.zeros(len(vertex), dtype=torch.float64), 0
     for a, y_part in chunks():
-        signs = (a @ vertex - y_part).sign()
-        mine = (basis >= offset) & (basis < offset + len(a))
-        signs[basis[mine] - offset] = 0.0  # the vertex's own residuals are 0 up to rounding: their part is u
-        g += a.T @ signs
+        # The vertex's own residuals are 0 up to rounding: their part is u.
+        g += a.T @ _off_the_basis((a @ vertex - y_part).sign(), basis, offset)
         offset += len(a)
     return torch.linalg.solve(a_basis.T, -g)
 
@@ -201,42 +200,50 @@ def entering(
 ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
     """(aᵢ, yᵢ, i) of the point where Σ|r| is least along vertex + t·direction, t > 0: each point off the basis
     has its residual reach 0 at tᵢ = −rᵢ/cᵢ (cᵢ = aᵢ·direction), and crossing it raises the slope by 2|cᵢ|; the
-    slope starts at −2·`needed`. One pass, keeping each chunk's smallest tᵢ; None when no point lies ahead."""
-    kept_t, kept_weight = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    kept_rows, kept_y, kept_index = torch.zeros(0, len(vertex), dtype=torch.float64), torch.zeros(0), torch.zeros(0)
-    offset = 0
+    slope starts at −2·`needed`. One pass, keeping the BREAKPOINTS_KEPT smallest tᵢ; None when no point lies ahead."""
+    kept, offset = _no_rows(len(vertex), weighted=True), 0
     for a, y_part in chunks():
-        slope = a @ direction
-        mine = (basis >= offset) & (basis < offset + len(a))
-        slope[basis[mine] - offset] = 0.0
-        ahead = (slope != 0) & (-(a @ vertex - y_part) / slope >= 0)
-        t = (-(a @ vertex - y_part) / slope)[ahead]
-        index = ahead.nonzero().squeeze(1)
-        kept_t, kept_weight = torch.cat([kept_t, t]), torch.cat([kept_weight, slope[ahead].abs()])
-        kept_rows, kept_y = torch.cat([kept_rows, a[ahead]]), torch.cat([kept_y.double(), y_part[ahead]])
-        kept_index = torch.cat([kept_index.long(), index + offset])
-        order = kept_t.argsort(stable=True)[:BREAKPOINTS_KEPT]
-        kept_t, kept_weight, kept_rows = kept_t[order], kept_weight[order], kept_rows[order]
-        kept_y, kept_index = kept_y[order], kept_index[order]
+        slope = _off_the_basis(a @ direction, basis, offset)
+        t = -(a @ vertex - y_part) / slope
+        ahead = (slope != 0) & (t >= 0)
+        index = ahead.nonzero().squeeze(1) + offset
+        kept = _keep_smallest(BREAKPOINTS_KEPT, kept, (t[ahead], a[ahead], y_part[ahead], index, slope[ahead].abs()))
         offset += len(a)
-    if not len(kept_t):
+    t, rows, targets, index, weight = kept
+    if not len(t):
         return None
-    crossed = (kept_weight.cumsum(0) >= needed).nonzero()
-    at = int(crossed[0]) if len(crossed) else len(kept_t) - 1  # beyond the kept ones: go as far as they reach
-    return kept_rows[at], kept_y[at], int(kept_index[at])
+    crossed = (weight.cumsum(0) >= needed).nonzero()
+    at = int(crossed[0]) if len(crossed) else len(t) - 1  # beyond the kept ones: go as far as they reach
+    return rows[at], targets[at], int(index[at])
 
 
 def _closest_points(chunks: Chunks, theta: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(A, y, index) of the `count` points with the smallest |aθ − y|: each chunk's closest, merged."""
-    p = len(theta)
-    residuals, index = torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
-    rows, targets = torch.zeros(0, p, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
-    offset = 0
+    kept, offset = _no_rows(len(theta)), 0
     for a, y_part in chunks():
-        residuals = torch.cat([residuals, (a @ theta - y_part).abs()])
-        index = torch.cat([index, torch.arange(offset, offset + len(a))])
-        rows, targets = torch.cat([rows, a]), torch.cat([targets, y_part])
-        closest = residuals.argsort(stable=True)[:count]
-        residuals, rows, targets, index = residuals[closest], rows[closest], targets[closest], index[closest]
+        index = torch.arange(offset, offset + len(a))
+        kept = _keep_smallest(count, kept, ((a @ theta - y_part).abs(), a, y_part, index))
         offset += len(a)
+    _, rows, targets, index = kept
     return rows, targets, index
+
+
+def _off_the_basis(values: torch.Tensor, basis: torch.Tensor, offset: int) -> torch.Tensor:
+    """`values` of the chunk starting at point `offset`, with those of the basis's points set to 0."""
+    mine = (basis >= offset) & (basis < offset + len(values))
+    values[basis[mine] - offset] = 0.0
+    return values
+
+
+def _no_rows(p: int, weighted: bool = False) -> Columns:
+    """Empty (key, A rows, y, index[, weight]) columns, for _keep_smallest to fill."""
+    columns = (torch.zeros(0, dtype=torch.float64), torch.zeros(0, p, dtype=torch.float64),
+               torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long))  # fmt: skip
+    return (*columns, torch.zeros(0, dtype=torch.float64)) if weighted else columns
+
+
+def _keep_smallest(count: int, kept: Columns, new: Columns) -> Columns:
+    """The `count` rows of kept and new together with the smallest first column (the key), every column alike."""
+    merged = [torch.cat(pair) for pair in zip(kept, new, strict=True)]
+    order = merged[0].argsort(stable=True)[:count]
+    return tuple(column[order] for column in merged)
