@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import fitquad.core.data
+import fitquad.theory.passes
 import fitquad.theory.reference
 import fitquad.theory.streamed_optimum
-import fitquad.theory.streaming
 from fitquad.checks.validation import InvalidInput
 from fitquad.core.data import draw_quadratic
 from fitquad.core.model import PolynomialModel
@@ -77,7 +77,7 @@ def test_streamed_float64_passes_give_the_dense_numbers(
     dense_resolution = loss_resolution(model, x, y, dense.parameters, torch.float32, l1=False)
     model64 = float64_copy(model)
     dense_evaluation = evaluate(model64, x, y, loss_fn)
-    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.theory.passes, "CHUNK_POINTS", 700)
     streamed = optimum(model, x, y, loss_fn, weight_decay)
     torch.testing.assert_close(streamed.parameters, dense.parameters, rtol=1e-11, atol=1e-13)
     assert streamed.train_loss == pytest.approx(dense.train_loss, rel=1e-12)
@@ -95,7 +95,7 @@ def test_streamed_feature_scaling_gives_the_dense_scaling(monkeypatch, many_poin
     dense = {kind: PolynomialModel(degree, kind) for kind in ("standardize", "whiten")}
     for model in dense.values():
         model.fit_feature_scaling(x)
-    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.theory.passes, "CHUNK_POINTS", 700)
     for kind, reference in dense.items():
         model = PolynomialModel(degree, kind)
         model.fit_feature_scaling(x)
@@ -111,7 +111,7 @@ def test_streamed_feature_scaling_gives_the_dense_scaling(monkeypatch, many_poin
 
 
 def test_too_few_distinct_values_are_counted_on_many_points(monkeypatch):
-    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 700)
+    monkeypatch.setattr(fitquad.theory.passes, "CHUNK_POINTS", 700)
     x = torch.tensor([0.0, 1.0, 2.0]).repeat(2000)  # 6,000 points, 3 distinct
     with pytest.raises(InvalidInput, match="training x values, and the training data has 3"):
         PolynomialModel(4, "whiten").fit_feature_scaling(x)
@@ -127,7 +127,7 @@ def test_streamed_l1_optimum_is_exact_in_about_as_many_passes_as_huber(monkeypat
     y = torch.from_numpy((0.75 * x.numpy() ** 2 + x.numpy() + 2 + 0.3 * draw(20000)).astype(np.float32))
     model = PolynomialModel(2, "standardize")
     model.fit_feature_scaling(x)
-    monkeypatch.setattr(fitquad.theory.streaming, "CHUNK_POINTS", 3000)
+    monkeypatch.setattr(fitquad.theory.passes, "CHUNK_POINTS", 3000)
     calls = []  # one entry per pass over the data
     chunks = fitquad.theory.streamed_optimum.design_chunks
     monkeypatch.setattr(fitquad.theory.streamed_optimum, "design_chunks", lambda *a: calls.append(1) or chunks(*a))

@@ -12,7 +12,6 @@ which of these a sweep misses). Otherwise the sweep trains one Trainer per value
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import lightning as L
@@ -185,15 +184,12 @@ def measure_group(
                 "diverged": divergence(module, run, model, train_x, loss_fn, options),
             }
         )
-    kept = [d for d in per_draw if d["diverged"] is None]
     generated = run_config.data.file is None
     kept_models = [model for model, d in zip(models, per_draw, strict=True) if d["diverged"] is None]
     decomposition = bias_and_variance(kept_models, run_config.data.as_dict()) if generated else None
-    noise_std = run_config.data.noise_std if generated else None
-    n, p = run_config.data.n_train, run_config.model.degree + 1
-    floor = noise_std**2 * (n - p) / n if generated else math.nan
-    point = SweepPoint.of_draws(value, label, kept or per_draw, per_draw, trainer.global_step, trainer.current_epoch,
-                                noise_std, decomposition, train_floor=floor)  # fmt: skip
+    point = SweepPoint.of_draws(value, label, per_draw, trainer.global_step, trainer.current_epoch,
+                                run_config.data.noise_std if generated else None, run_config.data.n_train,
+                                run_config.model.degree + 1, decomposition)  # fmt: skip
     summary = {
         "value": value,
         "draws": len(per_draw),

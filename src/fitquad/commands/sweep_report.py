@@ -12,6 +12,7 @@ import numpy as np
 
 from fitquad.commands.sweep_figures import draw_bias_variance, draw_figure, validation_minimum
 from fitquad.theory.bias_variance import Decomposition
+from fitquad.theory.reference import training_noise_floor
 
 # The spread of the draws drawn and tabulated: the middle 80% (the mean can lie outside it when a few draws
 # are far off, as overfit models' validation errors are).
@@ -44,10 +45,12 @@ class SweepPoint:
 
     @classmethod
     def of_draws(
-        cls, value: int | float | str, label: str, kept: list[dict], per_draw: list[dict], steps: int, epochs: int,
-        noise_std: float | None, decomposition: Decomposition | None, train_floor: float = math.nan,
+        cls, value: int | float | str, label: str, per_draw: list[dict], steps: int, epochs: int,
+        noise_std: float | None, n_train: int, n_parameters: int, decomposition: Decomposition | None = None,
     ) -> SweepPoint:  # fmt: skip
-        """A value's point from its draws' results (dicts of train_mse, val_mse, optimum_*, gap, diverged)."""
+        """A value's point from its draws' results (dicts of train_mse, val_mse, optimum_*, gap, diverged): the
+        means over the draws that did not diverge (over all of them if every one did)."""
+        kept = [d for d in per_draw if not d["diverged"]] or per_draw
 
         def column(name: str) -> np.ndarray:
             return np.array([d[name] for d in kept], dtype=float)
@@ -81,7 +84,7 @@ class SweepPoint:
             train_mse_band=band("train_mse"),
             val_mse_band=band("val_mse"),
             val_mse_median=float(np.median(val)) if len(val) else math.nan,
-            train_floor=train_floor,
+            train_floor=math.nan if noise_std is None else training_noise_floor(noise_std, n_train, n_parameters),
             val_mse_error=float(val.std(ddof=1) / math.sqrt(len(val))) if len(val) > 1 else math.nan,
             bias_squared=decomposition.bias_squared if decomposition else math.nan,
             variance=decomposition.variance if decomposition else math.nan,

@@ -13,7 +13,6 @@ runs/<config name>/version_N, and how to read it: docs/over-and-underfitting.md.
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
@@ -113,40 +111,20 @@ def measure(
     label: str, diverged: str | None,
 ) -> SweepPoint:  # fmt: skip
     """The trained run's point: its train and validation MSE beside those of its loss's closed-form optimum."""
-
-    def as_numpy(t: torch.Tensor) -> np.ndarray:
-        return t.detach().cpu().double().numpy()
-
-    train_y, val_y = as_numpy(datamodule.train_y), as_numpy(datamodule.val_y)
+    train, val = (datamodule.train_x, datamodule.train_y), (datamodule.val_x, datamodule.val_y)
     with torch.no_grad():
         predict = module.model.cpu()
-        train_prediction = predict(datamodule.train_x.to(module.dtype)).double()
-        val_prediction = predict(datamodule.val_x.to(module.dtype)).double()
+        predictions = [predict(x.to(module.dtype)).double() for x, _ in (train, val)]
     optimum_train_mse, optimum_val_mse, gap = reference.against_optimum(
-        module.model, (datamodule.train_x, datamodule.train_y), (datamodule.val_x, datamodule.val_y), module.loss_fn,
-        module.hparams.weight_decay, torch.cat([train_prediction, val_prediction]),
-    )  # fmt: skip
-    train_prediction, val_prediction = as_numpy(train_prediction), as_numpy(val_prediction)
-    return SweepPoint(
-        value=value,
-        train_mse=float(np.mean((train_prediction - train_y) ** 2)),
-        val_mse=float(np.mean((val_prediction - val_y) ** 2)),
-        noise_floor=math.nan if datamodule.true_noise_std is None else float(datamodule.true_noise_std) ** 2,
-        train_floor=train_floor(datamodule, module.hparams.degree + 1),
-        optimum_train_mse=optimum_train_mse,
-        optimum_val_mse=optimum_val_mse,
-        gap=gap,
-        optimizer_steps=trainer.global_step,
-        epochs=trainer.current_epoch,
-        run=label,
-        diverged=diverged,
+        module.model, train, val, module.loss_fn, module.hparams.weight_decay, torch.cat(predictions)
     )
-
-
-def train_floor(datamodule: FileDataModule, parameters: int) -> float:
-    """σ²(n − p)/n: the optimum's expected training MSE on n points with p parameters (nan where σ is unknown)."""
-    sigma, n = datamodule.true_noise_std, datamodule.train_size
-    return math.nan if sigma is None else float(sigma) ** 2 * (n - parameters) / n
+    train_mse, val_mse = (
+        torch.mean((p - y.double()) ** 2).item() for p, (_, y) in zip(predictions, (train, val), strict=True)
+    )
+    result = {"train_mse": train_mse, "val_mse": val_mse, "optimum_train_mse": optimum_train_mse,
+              "optimum_val_mse": optimum_val_mse, "gap": gap, "diverged": diverged}  # fmt: skip
+    return SweepPoint.of_draws(value, label, [result], trainer.global_step, trainer.current_epoch,
+                               datamodule.true_noise_std, datamodule.train_size, module.hparams.degree + 1)  # fmt: skip
 
 
 # ---- the command -------------------------------------------------------------------------------

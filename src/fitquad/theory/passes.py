@@ -1,10 +1,9 @@
-"""Float64 passes over the training points: the design matrix A = [1, features(x)] of the polynomial model, a
-chunk at a time, and the model's loss on all the points.
+"""Float64 passes over the training points, a chunk at a time beyond CHUNK_POINTS of them: the design matrix
+A = [1, features(x)] of the polynomial model (its predictions are A·θ), and the model's loss on all the points.
 
-The polynomial model is linear in its parameters θ = [bias, weight_1, …, weight_d]: its predictions are A·θ. Up to
-streaming.CHUNK_POINTS points in one process a pass is one dense computation; beyond that, float64 rows of A
-(CHUNK_POINTS × p) exist one chunk at a time, so millions of points cost no float64 copy of the data
-(benchmarks/README.md, "Many points").
+Up to CHUNK_POINTS points a pass is one dense computation, exactly as before streaming existed; beyond, float64 rows
+of A exist one chunk at a time, so millions of points cost no float64 copy of the data (benchmarks/README.md, "Many
+points"). Every pass here and in streamed_optimum reads CHUNK_POINTS at call time: tests shrink it in one place.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 
 from fitquad.core.model import PolynomialModel
-from fitquad.theory import streaming
 
 
 def float64_copy(model: PolynomialModel) -> PolynomialModel:
@@ -43,6 +41,15 @@ def design_matrix(model: PolynomialModel, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones(len(x), 1, dtype=torch.float64), features], dim=1)
 
 
+# Points per chunk: float64 temporaries of at most CHUNK_POINTS × (degree + 1) numbers.
+CHUNK_POINTS = 1 << 18
+
+
+def in_one_piece(x: torch.Tensor) -> bool:
+    """Whether a pass over x is one dense computation: at most CHUNK_POINTS points."""
+    return len(x) <= CHUNK_POINTS
+
+
 Chunk = tuple[torch.Tensor, torch.Tensor | None]
 
 
@@ -50,7 +57,7 @@ def design_chunks(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor | Non
     """(A, y) of CHUNK_POINTS consecutive points at a time, float64 on the CPU (A as design_matrix makes it; y None
     without targets)."""
     model64 = float64_copy(model)
-    chunk = streaming.CHUNK_POINTS
+    chunk = CHUNK_POINTS
     y_parts = y.split(chunk) if y is not None else [None] * math.ceil(len(x) / chunk)
     with torch.no_grad():
         for x_part, y_part in zip(x.split(chunk), y_parts, strict=True):
@@ -64,12 +71,12 @@ def evaluate(model: PolynomialModel, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     computed a chunk at a time; in one piece exactly loss_fn(model(x), y) and mse_loss."""
     dtype, device = next(model.parameters()).dtype, next(model.parameters()).device
     loss = squares = 0.0
-    chunk = streaming.CHUNK_POINTS
+    chunk = CHUNK_POINTS
     with torch.no_grad():
         for x_part, y_part in zip(x.split(chunk), y.split(chunk), strict=True):
             x_part, y_part = x_part.to(device, dtype), y_part.to(device, dtype)
             prediction = model(x_part)
-            if streaming.in_one_piece(x):  # torch's own means, exactly
+            if in_one_piece(x):  # torch's own means, exactly
                 return loss_fn(prediction, y_part).item(), nn.functional.mse_loss(prediction, y_part).item()
             loss += loss_fn(prediction, y_part).item() * len(x_part)
             squares += (prediction - y_part).double().square().sum().item()  # summed in float64 across chunks

@@ -30,8 +30,7 @@ from torch import nn
 from fitquad.core.losses import loss_shape
 from fitquad.core.model import PolynomialModel
 from fitquad.theory import streamed_optimum
-from fitquad.theory.passes import design_chunks, design_matrix, evaluate, with_parameters
-from fitquad.theory.streaming import in_one_piece
+from fitquad.theory.passes import design_chunks, design_matrix, evaluate, in_one_piece, with_parameters
 
 
 @dataclass

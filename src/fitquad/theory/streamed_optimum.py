@@ -1,6 +1,6 @@
 """The solvers of the closed-form optimum (fitquad.theory.reference), one implementation for any number of points:
 every pass goes over the float64 design matrix A one chunk at a time (theory.passes.design_chunks), a single chunk
-up to streaming.CHUNK_POINTS points, so that millions of points never hold A whole.
+up to passes.CHUNK_POINTS points, so that millions of points never hold A whole.
 
 - least squares (weighted, with a ridge): in one piece, least squares on the stacked system; beyond, a QR built up
   one chunk at a time (the R of [R so far; next chunk] and Qᵀy with it), as stable as a QR of all of A;
@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from fitquad.core.model import PolynomialModel
-from fitquad.theory.passes import design_chunks
-from fitquad.theory.streaming import in_one_piece
+from fitquad.theory.passes import design_chunks, in_one_piece
 
 # IRLS stops when no parameter moves by more than this, relative to the parameters' size.
 IRLS_TOLERANCE = 1e-13
