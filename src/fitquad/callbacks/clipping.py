@@ -1,17 +1,6 @@
-"""Gradient clipping as a callback, configured in trainer.callbacks like EarlyStopping:
-
-    trainer:
-      callbacks:
-        - class_path: fitquad.callbacks.clipping.GradientClipping
-          init_args: {gradient_clip_val: 0.5, gradient_clip_algorithm: norm}
-
-It clips in Lightning's `on_before_optimizer_step` hook, through the module's
-`configure_gradient_clipping` (Lightning's hook for custom clipping; by default `LightningModule.clip_gradients`),
-so it works under manual and automatic optimization alike, after a gradient scaler has unscaled the
-gradients (16-mixed), and through the precision plugin's own clipping (which knows, e.g., FSDP's
-sharded parameters). A module that trains many runs at once (fitquad.commands.many_runs) clips each run's own
-gradient there. `--trainer.gradient_clip_val` on the command line adds this callback
-(commands/config_adjustments.py): Lightning itself refuses that Trainer option under manual optimization.
+"""GradientClipping: gradient clipping as a callback (`trainer.callbacks`), through the module's
+`configure_gradient_clipping` in `on_before_optimizer_step`, so it works under manual and automatic optimization,
+after a gradient scaler's unscaling; `--trainer.gradient_clip_val` adds it for a manually optimized module.
 """
 
 from __future__ import annotations

@@ -1,14 +1,5 @@
-"""What happened in a fit, and why, in numbers: the diagnosis printed at the end of every fit.
-
-`FitDiagnosis` (a callback the CLI always adds) does the work:
-
-- at fit start it solves the closed-form reference (fitquad.theory.reference) and the conditioning
-  (fitquad.theory.conditioning) and prints them: the optimum's training loss, the noise floors, κ, the largest
-  stable learning rate, and the steps predicted to get within 1% of the optimum;
-- during training it logs `reference/relative_gap`, (train/loss − optimum)/optimum, at every logged step;
-- at the end it applies the rules of `fitquad.theory.verdicts.diagnose` (where the thresholds are, with their
-  reasons) and prints the verdict in plain words and in numbers, writes it into summary.json (through
-  RunSummary) and TensorBoard (TEXT tab), and draws the fit and residual figures.
+"""FitDiagnosis: the closed-form reference and the conditioning at fit start, `reference/relative_gap` while training,
+and at the end the verdict of fitquad.theory.verdicts in plain words and in numbers, with the figures.
 """
 
 from __future__ import annotations

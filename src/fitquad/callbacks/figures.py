@@ -1,17 +1,5 @@
-"""The figures of a fit: the data with the true, fitted and closed-form curves, and the residuals.
-
-matplotlib is imported here and only here, and fitquad imports this module only when it draws: `fitquad --help`
-and figure-less runs never pay for it. Figures are built as matplotlib Figure objects, without pyplot: no
-backend is chosen, no window opens, and a notebook's own plotting is left as it was.
-
-What each shows a beginner:
-- fit.png: training points (filled) and validation points (hollow), the true curve, the SGD fit (a wide pale
-  band) and the closed-form optimum (a dashed line on top of it, so both stay visible where they agree). The
-  y-axis is set by the data, not by the curves: an overfit polynomial that swings far between the points
-  leaves the frame (said in the legend) instead of squashing the data into a flat line.
-- residuals.png: above, y − SGD's prediction for training and validation points inside the ±σ and ±2σ bands
-  where the noise falls (68% and 95% of it): structure or points far outside mean the model misses something;
-  below, how far SGD's curve is from the closed-form optimum over x (0 once it has converged).
+"""The figures of a fit (fit.png, residuals.png), built as matplotlib Figures without pyplot; fitquad imports this
+module only when it draws. What each shows a beginner: docs/how-it-works.md.
 """
 
 from __future__ import annotations

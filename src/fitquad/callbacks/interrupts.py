@@ -1,21 +1,6 @@
-"""Ctrl-C (SIGINT) or SIGTERM during a fit: finish the training step, save a checkpoint, stop cleanly.
-
-Left to itself, Lightning turns Ctrl-C into a KeyboardInterrupt wherever it lands (possibly between
-an optimizer step and its bookkeeping) and exits with status 1 and no checkpoint. So while training,
-Ctrl-C only raises a flag here. SIGTERM keeps Lightning's own handler, which notes it
-(`trainer.received_sigterm`, shared across DDP processes) and raises SIGTERMException after the
-training_step in progress. Either way, at the end of that training_step the flag is shared across DDP
-processes (a scheduler may signal rank 0 alone), every process saves, and `fitquad` exits with the
-shell's status for the signal (130 for SIGINT, 143 for SIGTERM). The checkpoint is taken where Lightning takes its own
-step checkpoints (on_train_batch_end), with the dataloader's position in it (batches.InMemoryBatches),
-so `fitquad fit --ckpt_path .../interrupted.ckpt` carries on bit for bit as if never stopped. A second
-Ctrl-C stops at once, the usual way.
-
-Outside a Trainer's run (reading the config, drawing the data, between a sweep's runs, writing its table)
-nobody would look at Lightning's note, so `fitquad` installs a SIGTERM handler of its own for the whole
-command (`sigterm_handler`): while a Trainer with CheckpointOnSignal runs it only notes the signal (and
-Lightning, which keeps a handler it finds, calls it beside its own); otherwise it raises SIGTERMException at
-once. Every command then ends with status 143, and a sweep keeps the runs it finished.
+"""Ctrl-C (SIGINT) or SIGTERM during a fit: finish the training step, save a checkpoint, stop cleanly, exit 130 or
+143; and fitquad's SIGTERM handler for the rest of a command. Why Lightning's own behaviour is not enough, and how
+the two fit together: docs/how-it-works.md, "interrupts.py".
 """
 
 from __future__ import annotations
@@ -45,7 +30,8 @@ def sigterm_received() -> bool:
 
 @contextlib.contextmanager
 def sigterm_handler() -> Iterator[None]:
-    """fitquad's SIGTERM handler for the duration of a command (see above); the previous one after."""
+    """fitquad's SIGTERM handler for the duration of a command (docs/how-it-works.md); the previous one
+    after."""
     _Sigterm.received, _Sigterm.deferred = False, 0
     if threading.current_thread() is not threading.main_thread():
         yield

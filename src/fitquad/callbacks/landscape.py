@@ -1,22 +1,6 @@
-"""The loss landscape: the training loss over a 2-D slice of parameter space, with the optimizer's path on it.
-
-Add the callback to a fit and it draws, at the end, the training loss over the coefficients in original
-units (the article's (w, b) for a line; (a, b, c) for the quadratic) with the path the optimizer took:
-
-    fitquad fit --config configs/sgd_article.yaml          # the config already lists LossLandscape
-    fitquad fit --config configs/lesson3.yaml --trainer.callbacks+=fitquad.callbacks.landscape.LossLandscape
-
-For two coefficients the picture is the whole surface. For three it is a slice through the optimum along
-two of them (by default the two whose values ranged furthest along the path), the third held at its
-optimum, and the path is projected onto the slice: the figure says so. The surface is the model's own
-loss module evaluated with reduction='none' on every grid point and every training point at once (one
-batched tensor pass, float64), averaged over the points. Contours are log-spaced; the start, the end and
-the optimum of the loss are marked. The optimum is the loss's own minimum on the training set, from
-fitquad.theory.reference (closed form in float64). With weight_decay > 0 SGD minimises loss + weight_decay/2·|θ|²
-instead, so its path ends beside the loss's optimum: the optimum of loss + decay is marked too.
-
-The parameters are recorded after every optimizer step by fitquad.callbacks.parameter_path.ParameterPath, which
-this callback extends; the surface itself is computed by fitquad.theory.surface.
+"""LossLandscape: the training loss over two coefficients (original units), with the optimizer's path on it, drawn at
+the end of a fit; what the figure shows (a slice through the optimum for three coefficients, the optimum with weight
+decay): docs/how-it-works.md. The surface is fitquad.theory.surface's.
 """
 
 from __future__ import annotations

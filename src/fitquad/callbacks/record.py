@@ -1,14 +1,5 @@
-"""TrainingRecord: the loss of every optimizer step, and the per-step scalars every logger gets.
-
-Fed only through Lightning's and torch's public outputs: `training_step`'s return value (its "loss", or the
-"step_losses" of a FusedQuadraticRegression, which takes several steps per training_step) reaches
-`on_train_batch_end`; torch's optimizer step post-hook sees each update as it is taken (after any clipping and a
-gradient scaler's unscaling, with the lr that step used). The module writes nothing for it.
-
-Every `trainer.log_every_n_steps` optimizer steps, to every logger (`trainer.loggers`), with the optimizer step as
-x-axis: train/loss (the loss before that step's update, as a plain loop prints it), train/lr, train/grad_norm (the
-gradient the update used) and the coefficients after the update (params/a, params/b, …). RunSummary writes the
-recorded losses into train_loss.csv.
+"""TrainingRecord: the loss of every optimizer step, and the per-step scalars every logger gets (train/loss, train/lr,
+train/grad_norm, params/*), fed only by `training_step`'s outputs and torch's optimizer step post-hook.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
-"""How checkpoints are written and read: atomically, and without ever running code from the file.
-
-Writing: Lightning writes through fsspec, whose local "transaction" stages the file in the system's
-temp folder and then moves it into place; where that folder is on another filesystem (a container's
-/tmp and a mounted runs volume) the move is a copy, and a kill during it leaves a truncated
-last.ckpt. Here the bytes go to a temporary file beside the target, are flushed to disk, and
-os.replace swaps it in: whoever reads the path sees the old checkpoint or the new one, never half.
-
-Reading: always torch.load(weights_only=True), whatever the caller asks for. The unpickler then only
-builds tensors and plain containers, so a checkpoint carrying a pickled payload is refused before
-any of it runs; fitquad's own checkpoints hold nothing else. Every way a file can fail to load (a
-missing, truncated, corrupt or unsafe file) becomes one InvalidInput line naming the file.
+"""Checkpoints written atomically (a temporary file beside the target, flushed, then os.replace) and read only with
+torch.load(weights_only=True); every way a file can fail to load is one InvalidInput line naming it. Why:
+docs/how-it-works.md, "checkpoint_io.py".
 """
 
 from __future__ import annotations
@@ -213,7 +204,7 @@ def _process_alive(pid: int) -> bool:
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint plugin, with atomic local writes and weights-only reads (see above)."""
+    """Lightning's checkpoint plugin, with atomic local writes and weights-only reads (docs/how-it-works.md)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if "://" in str(path):  # remote storage: fsspec's own transaction

@@ -1,14 +1,5 @@
-"""Your own points: x and y read from a text file of columns (CSV), a .npy array or a .npz archive.
-
-- Text (.csv, .txt, .tsv, .dat): columns separated by commas, tabs or spaces (whichever the first data line
-  uses); an optional header row of names; blank lines and `#` comments are skipped.
-- .npy: a 2-D array (columns by position) or a structured array (columns by field name or position).
-- .npz: an archive of 1-D arrays, as `numpy.savez(path, x=x, y=y)` writes it (columns by array name or position).
-
-A column is named by its header name (or field or array name) or by its position, 0 first. Every problem is
-one InvalidInput naming the option, the file, the line (or row) and what is wrong: a missing file, an unknown
-column, a value that is not a finite number, a file too large for the memory available. x and y come back
-as float32, as fitquad trains in float32 unless told otherwise.
+"""Your own points: x and y read from a text file of columns (CSV), a .npy array or a .npz archive, each problem one
+InvalidInput naming the option, the file, the line and what is wrong. The formats: docs/how-it-works.md.
 """
 
 from __future__ import annotations

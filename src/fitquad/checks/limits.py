@@ -1,16 +1,6 @@
-"""What a run may ask of this machine and of floating point, checked before anything is allocated or trained.
-
-- Memory: a fit holds its points several times over (float32 data, float64 passes for the closed-form
-  reference, conditioning and diagnosis, the design matrix of every feature): about
-  BYTES_PER_POINT + BYTES_PER_POINT_AND_PARAMETER × parameters bytes a point, measured as peak RSS
-  (docs/robustness.md). A run that would need more than the memory available now is refused in one line that
-  says how much it would need, instead of dying in numpy after its run folder was made.
-- Floating point: every option may be finite and in range and still overflow once combined: |y| beyond
-  what the loss can square, a learning rate that turns the first gradient into inf. Bounds on x and y, from
-  the options alone, are checked before a run folder is made (check_representable); the model's features,
-  its starting loss and its first step, whose powers of x would turn any bound into a false refusal, are
-  computed exactly on the drawn data in float64 as the fit starts (check_first_step). Each is one line
-  naming the option.
+"""What a run may ask of this machine and of floating point, checked before anything is allocated or trained: memory
+for its points, and overflow of x, y, the loss and the first step in the run's precision; each a line naming the
+option. The bounds and why: docs/how-it-works.md.
 """
 
 from __future__ import annotations

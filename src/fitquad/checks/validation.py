@@ -1,11 +1,6 @@
-"""Bad input: range checks on every option, and one clear line for every mistake.
-
-jsonargparse checks types (an int where an int is due, a loss name from the list, no unknown keys); the rules here
-cover what types cannot say: ranges, and options that only make sense together. A failure is an `InvalidInput` whose
-message names the field and what is allowed. The `fitquad` command prints it as one line and exits with status 2
-(commands/parsing.py), as it does jsonargparse's own errors, condensed by `one_line` (config_text.py);
-FileDataModule raises it from __init__, so a script that builds it directly is told the same (the core's classes
-check nothing: the commands check their config before building them).
+"""Bad input: range checks on every option, as tables of (option, test, what is allowed), and the options that only make
+sense together. A failure is an InvalidInput naming the field and what is allowed; the command prints it as one line
+and exits with status 2.
 """
 
 from __future__ import annotations

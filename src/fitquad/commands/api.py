@@ -1,24 +1,6 @@
-"""fitquad from Python and notebooks: the commands as functions that return what they made.
-
-    import fitquad
-
-    result = fitquad.fit("configs/lesson3.yaml", model={"lr": 0.1}, trainer={"max_steps": 50})
-    result.verdict          # "converged", "stalled_ill_conditioned", ...
-    result.summary          # summary.json: coefficients, MSEs, the reference, the diagnosis
-    result.losses           # the training loss before every optimizer step (numpy)
-    result.module           # the trained LightningModule (result.module.model is the polynomial)
-    result.run_folder       # runs/lesson3/version_N: checkpoints, TensorBoard events, figures
-    result.figures          # {"fit": Path, "residuals": Path, ...}
-    result                  # in Jupyter: the diagnosis and the figures, inline
-
-    fitquad.sweep("configs/capacity.yaml", sweep={"values": [0, 2, 12]})
-    fitquad.compare("configs/sgd_article_grid.yaml", max_steps=20)
-
-Each function takes what the command takes: a config file and options, as keyword arguments. A keyword
-naming a section (data, model, trainer, sweep, ...) takes a dict of that section's options; any other keyword
-is an option as the command line spells it (`ckpt_path="..."`, or `**{"model.lr": 0.1}`). They run exactly
-what `fitquad fit|sweep|compare` runs, write the same run folder, and refuse the same input with the same one
-line, raised as fitquad.InvalidInput instead of printed (TrainingDiverged for a fit that blew up).
+"""fitquad from Python and notebooks: `fitquad.fit`, `fitquad.sweep` and `fitquad.compare` run the commands and return
+what they made (a keyword naming a section takes a dict of its options; any other is an option as the command line
+spells it). Bad input raises fitquad.InvalidInput with the command's one line. Examples: docs/how-it-works.md.
 """
 
 from __future__ import annotations

@@ -1,26 +1,7 @@
 """`fitquad compare`: the SGD-parameters article's grid of losses × optimizer settings, in one figure and one table.
 
-    fitquad compare --config configs/sgd_article_grid.yaml
-    fitquad compare --config configs/sgd_article_grid.yaml --max_steps 50 --losses [mse,huber]
-    fitquad compare --help
-
-The config is a YAML file with these keys (all optional; each is also a command-line option):
-
-    data:        QuadraticDataModule's options, as in a `fitquad fit` config
-    model:       QuadraticRegression's options except the loss and SGD's momentum, dampening, nesterov
-                 and weight_decay, which the grid sets
-    losses:      the rows, e.g. [mse, l1, huber, smooth_l1]
-    settings:    the columns, each {name, lr (null: model.lr), momentum, dampening, nesterov, weight_decay}
-    max_steps:   optimizer steps per run (at most MAX_STEPS: every path is kept and drawn)
-    resolution, margin, parameters, levels: the landscape's grid, as for fitquad.callbacks.landscape.LossLandscape
-
-Every pair trains on the same data as `fitquad fit` trains it: QuadraticRegression in its own quiet Lightning
-Trainer (CPU, no logger, no checkpoints, no validation: only the path recorded by ParameterPath is used), so each
-path is bit for bit that of a plain PyTorch loop. A run that diverges is marked in the table and the figure, its
-path ending at its last good parameters; the others train on, and the command exits with status 1 after writing
-everything. The output lands in runs/<config name>/version_N: compare.png (a panel per loss and setting on shared
-axes, each path on its own loss's surface), compare.csv and compare.md (final loss, final coefficients, the loss's
-optimum, and the steps taken to get within 1% of it), and config.yaml (the resolved comparison, to re-run it).
+Each cell is QuadraticRegression trained in its own quiet Trainer, as `fitquad fit` trains it; what the config holds,
+what lands in the run folder and how to read it: docs/how-it-works.md, "compare_grid.py".
 """
 
 from __future__ import annotations

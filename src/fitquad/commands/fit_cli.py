@@ -1,15 +1,5 @@
-"""`fitquad fit`, `validate`, `test` and `predict`: a LightningCLI over QuadraticRegression and QuadraticDataModule.
-
-    fitquad fit --config configs/lesson3.yaml
-    fitquad fit --config configs/lesson3.yaml --model.lr 0.3 --trainer.max_steps 50
-    fitquad fit --config configs/lesson3.yaml --print_config
-    fitquad validate --config configs/lesson3.yaml --ckpt_path runs/lesson3/version_0/checkpoints/last.ckpt
-
-Runs land in runs/<config file name>/version_N (TensorBoard events, checkpoints/, config.yaml,
-summary.json, train_loss.csv); the folder is printed when a fit starts and when it ends.
-
-Bad input of any kind (a wrong type, an unknown key, an out-of-range value, a broken checkpoint) is
-one line on stderr, `fitquad: error: <field> must be ...`, and exit status 2 (see validation.py).
+"""`fitquad fit`, `validate`, `test` and `predict`: a LightningCLI over QuadraticRegression and QuadraticDataModule,
+with every option checked before anything is built, and runs in runs/<config file name>/version_N.
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
 """`fitquad lr-find`: Lightning's learning-rate range test (Tuner.lr_find) on a fit config, checked against theory.
 
-    fitquad lr-find --config configs/sgd_article.yaml
-    fitquad lr-find --config configs/lesson3.yaml --lr_find.min_lr 1e-4 --lr_find.max_lr 10
-    fitquad lr-find --help          # every fit option, plus lr_find's own (min_lr, max_lr, num_training, ...)
-
-It takes the same config and options as `fitquad fit`, runs `Tuner.lr_find` (lr_find.num_training steps
-with the learning rate growing from min_lr to max_lr, stopping once the smoothed loss passes
-early_stop_threshold × its best), saves the loss-against-learning-rate plot as lr_find.png in the run
-folder (runs/<config name>/version_N) and prints the suggestion (the steepest descent of the smoothed loss)
-beside the largest stable learning rate of full-batch gradient descent on MSE, 2/λmax, where λmax is the
-largest eigenvalue of the MSE Hessian 2/n·ΦᵀΦ over the model's own parameters (Φ = [1, features(x)],
-the features under the model's feature scaling; fitquad.theory.conditioning), and the same bound for the config's
-own loss and SGD settings (momentum raises it). Plain GD with a larger lr diverges.
-
-The textbook QuadraticRegression takes one optimizer step per training_step, so every loss lr_find records is that
-of the step taken at the learning rate it records beside it; one step per epoch (data.steps_per_epoch 1). The model
-and the trainer are otherwise exactly the config's; the fit itself is not run.
+Its suggestion is printed beside the largest stable learning rate, 2/λmax (fitquad.theory.conditioning), and its plot
+saved as lr_find.png in the run folder; how to read them: docs/how-it-works.md.
 """
 
 from __future__ import annotations

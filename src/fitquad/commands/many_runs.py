@@ -1,22 +1,6 @@
-"""Many runs as one model: independent polynomial fits trained side by side by one LightningModule in one Trainer.
-
-`fitquad sweep` trains its values, and each value's data draws, this way (fitquad.commands.sweep_batched). Every run has
-its own training and validation points, feature scaling, starting parameters, loss and SGD settings: run r is
-what `QuadraticRegression` would train alone on its points.
-
-- Parameters: run r's [bias, weight_1, …, weight_d] is a row of its group's (draws, P) parameter, padded with
-  zeros up to the largest degree (P = largest degree + 1). Its design row [1, z, z², …] is padded with zeros
-  likewise, so a padded coefficient gets no gradient and stays 0 whatever the momentum or weight decay.
-- Gradients: the loss minimised is the sum of the runs' losses. No run's loss depends on another run's
-  parameters, so each row's gradient is exactly its own run's (up to the order of float additions).
-- SGD: each group (one sweep value: the same model and SGD settings for all its draws) is one param group of
-  one torch.optim.SGD. SGD's update is element-wise, so every run keeps its own momentum buffer and decay.
-- Clipping: the GradientClipping callback calls `configure_gradient_clipping`, which clips each run's gradient
-  by its own norm (LightningModule.clip_gradients would clip all runs by their total norm).
-- Divergence: a run whose loss turns non-finite, or climbs DIVERGENCE_LOSS_FACTOR times above its first, is
-  marked and frozen at its last parameters with a good loss; the other runs train on.
-
-Full batch only: every optimizer step sees each run's whole training set, held as its design matrix.
+"""Many runs as one model: independent polynomial fits trained side by side by one LightningModule in one Trainer,
+run r exactly what QuadraticRegression would train alone on its points (full batch). `fitquad sweep` trains its values
+and draws this way; how the runs are kept apart (padding, per-run SGD, clipping, divergence): docs/how-it-works.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,5 @@
-"""Run folders: every run lands in a folder of its own, runs/<config name>/version_N, made race-free.
-
-TensorBoardLogger picks version_N by listing the folder when it first writes, so two fits of one config
-started together can pick the same N and write into each other's run. Here the folder is made up front
-with os.mkdir, which fails if another process made it first (then N + 1 is tried), and the logger is
-told its version. A folder that cannot be made (`runs` is a file, no permission, a name too long or
-with a NUL in it) is one InvalidInput line naming the option, before anything has run.
-
-Under DDP Lightning starts ranks 1.. as new processes with the same command line (LOCAL_RANK set):
-rank 0 passes them the folder it made through RUN_FOLDER_ENV, so they do not make another. An external launcher
-(torchrun, SLURM's srun) starts every rank itself, on every node, with no way for rank 0 to pass anything before
-the process group exists: there every rank names the folder after the job's id, which they all share
-(version_torchrun-<rdzv id>, version_slurm-<job id>.<step id>); rank 0 makes it, and every rank refuses one that
-already holds a run.
+"""Run folders: every run lands in a folder of its own, runs/<config name>/version_N, made race-free up front (also
+under DDP, torchrun and SLURM, whose ranks agree on one folder); why and how: docs/how-it-works.md, "run_folders.py".
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""`fitquad sweep`'s values, each over `sweep.draws` data draws, trained as one batched fit (commands.many_runs).
-
-Draw k of a value is the run that value would train alone with `data.seed + k`: the same points, starting
-parameters and SGD settings. Every value gets one TensorBoard run (its draws' mean curves, and its HPARAMS
-row), not one per draw, and a summary.json with each draw's results.
-
-The runs can be batched when they are full-batch torch.optim.SGD fits on one device in float32 or float64,
-with at most a GradientClipping callback, and differ only in model and data settings (`why_not_batched` says
-which of these a sweep misses). Otherwise the sweep trains one Trainer per value (fitquad.commands.sweep_runs).
+"""`fitquad sweep`'s values, each over `sweep.draws` data draws, trained as one batched fit (commands.many_runs): draw
+k of a value is the run that value would train alone with `data.seed + k`. `why_not_batched` says what a sweep must
+share to be batched; one TensorBoard run and one summary.json per value.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """`fitquad sweep`: the same experiment trained once per value of one setting, and the runs compared.
 
-    fitquad sweep --config configs/capacity.yaml                   # degree 0..12: under- versus overfitting
-    fitquad sweep --config configs/capacity.yaml --sweep.values "[0, 2, 12]" --trainer.max_steps 5
-
-A sweep config is a fit config (the base run) plus a `sweep:` section (SweepSettings): the one setting that varies,
-as a dotted key (`model.degree`, `data.n_train`, ...), and its values. Every value is parsed, checked and built as
-`fitquad fit` would before any run trains or the sweep's folder is made. The runs train in this process: as one
-batched model (sweep_batched.py) whenever they allow it, otherwise one Trainer each. Each run is compared with the
-closed-form optimum of its loss on its training points (fitquad.theory.reference). What lands in
-runs/<config name>/version_N, and how to read it: docs/over-and-underfitting.md.
+A sweep config is a fit config plus a `sweep:` section (SweepSettings). Every value is parsed, checked and built as
+`fitquad fit` would before any run trains; the runs train as one batched model (sweep_batched.py) when they allow it,
+else one Trainer each. How to read what lands in runs/<config name>/version_N: docs/over-and-underfitting.md.
 """
 
 from __future__ import annotations

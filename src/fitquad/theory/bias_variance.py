@@ -1,22 +1,5 @@
-"""Bias² and variance: what models trained on independent draws of the data say about the expected error.
-
-For a model f̂_D trained on a random training set D, and a fresh point (x, y = f(x) + ε):
-
-    E[(f̂_D(x) − y)²] = bias²(x) + variance(x) + σ²,
-    bias²(x) = (E_D f̂_D(x) − f(x))²,   variance(x) = Var_D f̂_D(x),
-
-averaged over x from the data's own x distribution. Underfitting is bias (every draw misses the curve the same
-way); overfitting is variance (each draw's model follows its own noise). From K draws, at evaluation points
-that stand for the x distribution (`evaluation_points`):
-
-    variance = mean over the points of the draws' sample variance (K − 1 in the denominator: unbiased)
-    bias²    = mean over the points of (mean of the draws − f)², less variance/K
-
-The mean of K draws scatters by variance/K around E_D f̂_D, so (mean − f)² alone is high by variance/K: a
-model whose variance is huge (degree 12 on 15 points) would show that variance/K as a bias² of 10¹⁰. Less
-variance/K, each is an unbiased estimate, and bias² + variance is still exactly the draws' mean squared distance
-from the true curve. The corrected bias² can come out below 0 where the true bias² is 0 (its estimate is within
-its own sampling error of 0).
+"""Bias² and variance of models trained on independent draws of the data, against the true curve: E[(f̂ − y)²] =
+bias² + variance + σ². The estimators (variance unbiased, bias² corrected by variance/K): docs/how-it-works.md.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
-"""How hard the training problem is for gradient descent: the Hessian, its condition number, the
-largest stable learning rate, and how many steps it takes to get within 1% of the optimum.
-
-For MSE the training loss is exactly quadratic in the parameters θ (model units, after the model's
-feature scaling): loss(θ) = mean (Aθ − y)², Hessian H = 2·AᵀA/n, plus weight_decay·I from SGD's
-weight decay. Full-batch gradient descent multiplies the error along eigenvector i by (1 − lr·λᵢ) each
-step, which gives everything here:
-
-- it is stable iff lr < 2/λmax;
-- the slowest direction shrinks by (1 − lr·λmin) per step, so with the best lr it needs about κ/2
-  steps per factor e, κ = λmax/λmin: that is why raw t = 0..19 (κ ≈ 2·10⁵) stalls and standardized
-  features (κ ≈ 8) do not;
-- heavy-ball momentum β (torch's SGD, dampening d) is stable iff lr·(1 − d)·λmax < 2·(1 + β);
-  Nesterov momentum iff lr·(1 + 2β)·λmax < 2·(1 + β) (eigenvalues of the 2×2 recurrence per direction).
-
-Huber and SmoothL1 are quadratic only near zero residual: their Hessian is at most A'A/n
-(HuberLoss) or A'A/(n·β) (SmoothL1Loss), reached when every residual is in the quadratic zone;
-that bound is what guarantees stability, so it is what is used. L1 has no curvature at all: no
-learning rate diverges, and SGD ends up oscillating around the optimum with an amplitude
-proportional to lr.
+"""How hard the training problem is for gradient descent: the Hessian, its condition number κ, the largest stable
+learning rate (with momentum, dampening, Nesterov) and the full-batch steps to within 1% of the optimum. The
+derivations: docs/how-it-works.md, "conditioning.py".
 """
 
 from __future__ import annotations

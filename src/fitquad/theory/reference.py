@@ -1,22 +1,6 @@
-"""The closed-form reference: the best the model can do on the training set, computed in float64.
-
-The polynomial model is linear in its parameters θ = [bias, weight_1, …, weight_d]: its predictions are
-A·θ with A = [1, features(x)] (`design_matrix`). So the optimum of each of torch's regression losses
-is a classical problem with a trusted solver:
-
-- MSE: least squares, solved with `torch.linalg.lstsq` (ridge regression when weight_decay > 0);
-- Huber and SmoothL1: iteratively reweighted least squares (IRLS), then an exact Newton step on the
-  final split between points inside and outside the quadratic zone;
-- L1: a linear program, whose optimum interpolates p of the points: the simplex method from a few IRLS steps.
-
-Weight decay: torch.optim.SGD adds weight_decay·θ to the gradient of the MEAN loss, for every
-parameter in the model's own units (bias included), so the point SGD converges to minimizes
-loss(θ) + weight_decay/2·|θ|² in model units. The reference is solved in the model's basis for that
-reason; with weight_decay = 0 the basis does not matter and the result is the plain least-squares fit.
-
-The noise floors: with noise of known standard deviation σ and a model that contains the true curve,
-the expected training MSE at the least-squares optimum is σ²·(n − p)/n (p parameters absorb part of
-the noise) and the expected MSE on fresh points is σ² (plus a term that vanishes as n grows).
+"""The closed-form reference: the best the model can do on its training points, in float64 (least squares, IRLS for
+Huber and SmoothL1, the simplex for L1; with weight decay in the model's own units, as SGD applies it), and the noise
+floors. Why each, and why the model's basis: docs/how-it-works.md, "reference.py".
 """
 
 from __future__ import annotations

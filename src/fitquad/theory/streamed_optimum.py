@@ -1,13 +1,6 @@
-"""The solvers of the closed-form optimum (fitquad.theory.reference), one implementation for any number of points:
-every pass goes over the float64 design matrix A one chunk at a time (theory.passes.design_chunks), a single chunk
-up to passes.CHUNK_POINTS points, so that millions of points never hold A whole.
-
-- least squares (weighted, with a ridge): in one piece, least squares on the stacked system; beyond, a QR built up
-  one chunk at a time (the R of [R so far; next chunk] and Qᵀy with it), as stable as a QR of all of A;
-- Huber and SmoothL1: IRLS, each iteration one weighted least-squares pass, then the exact Newton step on the final
-  split between inliers and outliers, its gradient and Hessian summed over the chunks;
-- L1: the simplex method of its linear program from a few IRLS steps, ending at a vertex proven optimal
-  (`l1_vertex`); with weight decay, IRLS.
+"""The solvers of the closed-form optimum (fitquad.theory.reference) for any number of points, passing over the design
+matrix one chunk at a time (theory.passes): least squares by a QR built up chunk by chunk, Huber and SmoothL1 by IRLS
+and an exact Newton step, L1 by the simplex method from a few IRLS steps (`l1_vertex`).
 """
 
 from __future__ import annotations
