@@ -168,6 +168,13 @@ COMPARE_MISTAKES = [
         "settings 'a': model.nesterov needs model.momentum > 0",
     ),
     (COMPARE, ["--model.lr", "1e308"], "model.lr must be below float32's largest number"),
+    # Fewer points than parameters: the optimum every path is measured against is not unique.
+    (COMPARE, ["--data.n_train", "1"], "data.n_train must be ≥ model.degree + 1 = 2"),
+    (
+        COMPARE,
+        ["--data.file", str(CONFIGS.parent / "tests" / "helpers" / "one_point.csv"), "--data.val_fraction", "0"],
+        "the training data has 1 point, and model.degree 1 needs at least 2",
+    ),
 ]
 
 LR_FIND_MISTAKES = [

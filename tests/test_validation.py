@@ -103,6 +103,8 @@ BAD_INPUTS = [
     (["--seed_everything", "99999999999"], ("seed_everything", "must be in [0, 2**32)", "got 99999999999")),
     (["--trainer.devices", "-1"], ("trainer.devices -1", "every GPU", "CPU processes ≥ 1")),
     (["--trainer.accelerator", "tpu"], ("trainer.accelerator tpu", "needs a TPU and torch_xla")),
+    # A union of Literals: every allowed name, not only the first Literal's (64, 32, 16).
+    (["--trainer.precision", "13"], ("trainer.precision", "16-mixed", "bf16-mixed", "64-true", "null", "got 13")),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append((["--trainer.accelerator", "gpu"], ("trainer.accelerator gpu", "needs a CUDA GPU")))

@@ -71,15 +71,6 @@ def add_marker_legend(figure: Figure) -> None:
     figure.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=len(entries), fontsize="small")
 
 
-def figure_pixels(figure: Figure) -> np.ndarray:
-    """The figure rendered by Agg as an (height, width, 3) uint8 array, for TensorBoard."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 class LossLandscape(ParameterPath):
     """At the end of a fit, draws the training loss surface with the optimizer's path on it.
 
@@ -121,21 +112,19 @@ class LossLandscape(ParameterPath):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_train_end, before on_fit_end, where RunSummary finalises the logger.
+        from fitquad.callbacks import figures  # matplotlib only when drawing
+
         super().on_train_end(trainer, pl_module)
-        if len(self.rows) == 0:
-            return
-        if not trainer.is_global_zero:
+        if len(self.rows) == 0 or not trainer.is_global_zero:
             return
         landscape = self.landscape(trainer, pl_module)
         figure = self.draw(landscape, pl_module)
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        figure.savefig(folder / "loss_landscape.png", dpi=120)
+        image = figures.save_png(figure, folder / "loss_landscape.png")  # drawn once, for the file and TensorBoard
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(
-                    "landscape/loss_surface", figure_pixels(figure), trainer.global_step, dataformats="HWC"
-                )
+                logger.experiment.add_image("landscape/loss_surface", image, trainer.global_step, dataformats="HWC")
         say(trainer, f"fitquad: loss landscape in {folder / 'loss_landscape.png'} ({landscape.projection})")
 
     @torch.no_grad()
@@ -177,7 +166,7 @@ class LossLandscape(ParameterPath):
     def draw(self, landscape: Landscape, pl_module: L.LightningModule) -> Figure:
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(6.4, 5.2), layout="constrained")
+        figure = Figure(figsize=(6.4, 5.2), dpi=120, layout="constrained")
         ax = figure.add_subplot()
         filled = draw_landscape(ax, landscape, self.levels)
         add_colorbar(figure, ax, filled, f"training loss ({type(pl_module.loss_fn).__name__}, log scale)")

@@ -48,11 +48,14 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
             name = nested["class"].rsplit(".", 1)[-1]
             return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"
         return f"{key}.{one_line(inner, command)}"
-    literal = re.search(r"Literal\[(.*?)\]", rest)
     given = re.search(r"(?:Got value|Given value): (.*)", rest)
     got = f", got {given[1].strip()}" if given else ""
-    if literal:
-        return f"{key} must be one of {literal[1].replace(chr(39), '')}{got}"
+    allowed = rest.split("Errors:")[0]  # the type's subtypes, before each one's error repeats them
+    literals = re.findall(r"Literal\[(.*?)\]", allowed)
+    if literals:  # every name of every Literal in a union (trainer.precision has three), once each
+        names = dict.fromkeys(name.strip(" '") for literal in literals for name in literal.split(","))
+        null = " or null" if "NoneType" in allowed else ""
+        return f"{key} must be one of {', '.join(names)}{null}{got}"
     subtypes = re.search(r"Subtypes: \[(.*)\]", rest)
     if subtypes:
         names = [_TYPE_NAMES.get(t.strip(), t.strip()) for t in subtypes[1].split(", ")]

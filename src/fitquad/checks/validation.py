@@ -136,6 +136,15 @@ def check_enough_points(n_train: int, degree: int) -> None:
         )
 
 
+def check_n_train(data: Mapping[str, Any], degree: int) -> None:
+    """Generated data: at least one training point per parameter (a file's points are counted as it is read)."""
+    if data.get("file") is None and data["n_train"] < degree + 1:
+        raise InvalidInput(
+            f"data.n_train must be ≥ model.degree + 1 = {degree + 1} (one point per parameter at least), "
+            f"got {data['n_train']}"
+        )
+
+
 def check_sgd_options(section: str, options: Mapping[str, Any]) -> None:
     """torch.optim.SGD's own rule, told before it is hit mid-run: Nesterov needs momentum and no dampening."""
     if options.get("nesterov") and (not options.get("momentum", 0) > 0 or options.get("dampening", 0) != 0):
@@ -204,12 +213,7 @@ def check_config(config: Mapping[str, Any]) -> None:
             "use a larger data.batch_size or the textbook QuadraticRegression), "
             f"got {trainer['accumulate_grad_batches']}"
         )
-    parameters = model["degree"] + 1
-    if data.get("file") is None and data["n_train"] < parameters:  # a file's points are counted as it is read
-        raise InvalidInput(
-            f"data.n_train must be ≥ model.degree + 1 = {parameters} (one point per parameter at least), "
-            f"got {data['n_train']}"
-        )
+    check_n_train(data, model["degree"])
     for callback in trainer.get("callbacks") or []:
         name, init_args = _init_args(callback)
         check_fused_step_callback(name, init_args, fused_steps)

@@ -23,7 +23,7 @@ from fitquad.callbacks.landscape import add_colorbar, add_marker_legend, draw_la
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_landscape_grid, check_limits, check_start
-from fitquad.checks.validation import InvalidInput, check_model_options
+from fitquad.checks.validation import InvalidInput, check_enough_points, check_model_options, check_n_train
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.parsing import OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
@@ -272,6 +272,7 @@ def check_comparison(config) -> None:
         if len(chosen) != 2 or chosen[0] == chosen[1] or not set(chosen) <= set(coefficient_names):
             raise InvalidInput(f"parameters must be two different names among {coefficient_names}, got {chosen}")
     data = FileDataModule(**config.data)  # checks the data's options
+    check_n_train(config.data, config.model.degree)
     for setting in config.settings:  # each run's model and SGD options, as fitquad fit checks them
         options = {**dict(config.model), "lr": setting.lr if setting.lr is not None else config.model.lr}
         sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
@@ -298,6 +299,7 @@ def compare(config, parser: OneLineErrorParser) -> tuple[Path, list[RunResult]]:
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     datamodule = FileDataModule(**config.data)  # checks the data options before any folder is made
     datamodule.setup("fit")
+    check_enough_points(datamodule.train_size, config.model.degree)  # a file's points, counted as read
     check_first_steps(config, datamodule)
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the compare config's name")
     print(f"fitquad: compare folder {folder}", flush=True)
