@@ -255,3 +255,18 @@ def test_every_swept_value_is_checked_before_anything_trains(tmp_path, monkeypat
     captured = capsys.readouterr()
     assert captured.err.strip().startswith(f"fitquad: error: {message}") and "\n" not in captured.err.strip()
     assert not (tmp_path / "runs").exists() and "fitquad sweep:" not in captured.out
+
+
+def test_a_sweep_over_null_and_a_batch_size_trains_full_batch_then_mini_batches(tmp_path, monkeypatch) -> None:
+    # data.batch_size null (full batch) is a value a learner sweeps against mini-batches: the table, the folders and
+    # the figure's category axis call it null.
+    monkeypatch.chdir(tmp_path)
+    options = ["--sweep.parameter", "data.batch_size", "--sweep.values", "[null, 5]", "--trainer.max_steps", "3"]
+    points, folder = sweep(["--config", str(CONFIGS / "capacity.yaml"), *options])
+    assert [p.value for p in points] == ["null", "5"]
+    batch_sizes = [yaml.safe_load((folder / p.run / "hparams.yaml").read_text())["batch_size"] for p in points]
+    assert batch_sizes == [None, 5]
+    assert "| null |" in (folder / "sweep.md").read_text()
+    # Full batch is plain gradient descent: the closed-form optimum after 3 steps of the capacity config's lr 0.5 on
+    # whitened features (Hessian 2·I: one step lands on it); 3 mini-batch steps of 5 points do not.
+    assert points[0].gap < 1e-6 < points[1].gap

@@ -7,6 +7,7 @@ else one Trainer each. How to read what lands in runs/<config name>/version_N: d
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class SweepSettings:
 
     Args:
         parameter: The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
-        values: Its values, one run each, in this order (also the x-axis of the figure): numbers, or names for a
-            setting that takes them (model.loss: [mse, l1, huber, smooth_l1]; model.feature_scaling).
+        values: Its values, one run each, in this order (also the x-axis of the figure): numbers, null where the
+            setting takes it (data.batch_size null: full batch), or names for a setting that takes them (model.loss:
+            [mse, l1, huber, smooth_l1]; model.feature_scaling).
         x_scale: The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
         draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
             and bias² + variance + σ² (fitquad.theory.bias_variance); needs the runs batched.
@@ -54,7 +56,7 @@ class SweepSettings:
     """
 
     parameter: str
-    values: list[int | float | str]
+    values: list[int | float | str | None]
     x_scale: Literal["linear", "log"] = "linear"
     draws: int = 1
     batched: bool | None = None
@@ -62,7 +64,7 @@ class SweepSettings:
 
 # ---- one run -----------------------------------------------------------------------------------
 def run_label(parameter: str, value: int | float | str, values: list[int | float | str]) -> str:
-    """The run's folder name: degree_03, n_train_0015, weight_decay_0.001, loss_huber."""
+    """The run's folder name: degree_03, n_train_0015, weight_decay_0.001, loss_huber, batch_size_null."""
     name = parameter.rsplit(".", 1)[-1]
     if isinstance(value, str):
         return f"{name}_{value}"
@@ -138,10 +140,12 @@ def make_parser() -> LightningArgumentParser:
 def parse_value(parser: LightningArgumentParser, args: list[str], parameter: str, value: object) -> Namespace:
     """The sweep's config with one value in place, as a command-line override; a value of the wrong type is one line
     naming sweep.values (not the setting's own key, which the user did not type)."""
+    text = value if isinstance(value, str) else json.dumps(value)  # as typed: None is null
     try:
-        return parser.parse_args([*args, f"--{parameter}", str(value)])
+        return parser.parse_args([*args, f"--{parameter}", text])
     except InvalidInput as error:
-        raise InvalidInput(f"sweep.values: {value!r} is not a value {parameter} takes ({error})") from None
+        shown = "null" if value is None else repr(value)
+        raise InvalidInput(f"sweep.values: {shown} is not a value {parameter} takes ({error})") from None
 
 
 def blamed_on_the_value(error: InvalidInput, parameter: str) -> InvalidInput:
@@ -192,6 +196,8 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     for run_config, value in zip(run_configs, values, strict=True):
         check_value(parser, run_config, parameter, value)
     check_on_the_data(run_configs, parameter)
+    if any(value is None or isinstance(value, str) for value in values):  # names, or null: a category axis
+        values = ["null" if value is None else str(value) for value in values]  # as the table and folders say them
     labels = [run_label(parameter, value, values) for value in values]
     repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
     if repeated is not None:
