@@ -68,14 +68,7 @@ class FitDiagnosis(L.Callback):
         l1 = loss_shape(pl_module.loss_fn).absolute
         exact_fit = self.reference.train_loss <= loss_resolution(*data, torch.float64, l1)
         self.resolution = loss_resolution(*data, pl_module.dtype, l1) / CONVERGED_GAP if exact_fit else 0.0
-        steps = predicted_steps_to_gap(
-            self.conditioning,
-            model.model_parameters(),
-            self.reference.parameters,
-            self.reference.train_loss,
-            self.settings,
-            resolution=self.resolution,
-        )
+        steps = self.steps_to_go(model.model_parameters())
         n_parameters = len(self.reference.parameters)
         # Your own data's σ is unknown: estimated from the least-squares optimum's residuals instead (the
         # reference itself, when it is that optimum: MSE without weight decay).
@@ -108,6 +101,12 @@ class FitDiagnosis(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics({"reference/train_loss_optimum": self.reference.train_loss}, step=trainer.global_step)
         _log_text(trainer, "conditioning", "\n\n".join(lines))
+
+    def steps_to_go(self, parameters: torch.Tensor) -> float | None:
+        """Full-batch steps from `parameters` to within CONVERGED_GAP of the optimum (conditioning's prediction)."""
+        reference = self.reference
+        return predicted_steps_to_gap(self.conditioning, parameters, reference.parameters, reference.train_loss,
+                                      self.settings, resolution=self.resolution)  # fmt: skip
 
     def _start_lines(self, pl_module: L.LightningModule, steps: float | None, floors: dict) -> list[str]:
         c, s = self.conditioning, self.settings
@@ -202,14 +201,7 @@ class FitDiagnosis(L.Callback):
         val_mse = None
         if len(datamodule.val_x):
             _, val_mse = evaluate(model64, datamodule.val_x, datamodule.val_y, pl_module.loss_fn)
-        steps_to_go = predicted_steps_to_gap(
-            self.conditioning,
-            model64.model_parameters(),
-            self.reference.parameters,
-            self.reference.train_loss,
-            self.settings,
-            resolution=self.resolution,
-        )
+        steps_to_go = self.steps_to_go(model64.model_parameters())
         probe = None
         if (
             pl_module.dtype == torch.float32

@@ -134,8 +134,8 @@ def save_plot(finder: Any, stable_lr: float, raw_losses: list[float], path: Path
     """Lightning's own lr_find curve (`finder`: what Tuner.lr_find returns), the loss of each step as taken beneath
     it, and the largest stable learning rate, on a log loss axis (a divergence's spike to 10⁴ × the start
     would flatten a linear one). Lightning's smoothing is an average of the losses so far, bias-corrected; its
-    first points can sit well below the first loss (on sgd_article 27 against 53), which read alone suggests
-    that the smallest learning rates raise the loss: the raw losses show they do not."""
+    first points can sit well below the first loss, which read alone suggests that the smallest learning rates
+    raise the loss: the raw losses show they do not."""
     import matplotlib
 
     matplotlib.use("Agg")  # Lightning's plot imports pyplot: never open a window

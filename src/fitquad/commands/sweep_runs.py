@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -148,26 +149,37 @@ def parse_value(parser: LightningArgumentParser, args: list[str], parameter: str
         raise InvalidInput(f"sweep.values: {shown} is not a value {parameter} takes ({error})") from None
 
 
-def blamed_on_the_value(error: InvalidInput, parameter: str) -> InvalidInput:
-    """A check's refusal of one value's run: one that names the swept setting is the value's fault, and says so
-    (`sweep.values: ...`); any other is the base config's, as it stands."""
-    return InvalidInput(f"sweep.values: {error}" if parameter in str(error) else str(error))
-
-
-def check_value(parser: LightningArgumentParser, run_config: Namespace, parameter: str, value: object) -> None:
-    """One value's run, checked as `fitquad fit` checks its config (check_config, check_limits) and built (the model,
-    the data module, and for a Trainer setting the Trainer, which refuses a bad option only as it is built), before
-    any run trains or the sweep's folder is made (a refusal: blamed_on_the_value)."""
+def blamed_on_the_value(error: InvalidInput, check_the_base: Callable[[], None]) -> InvalidInput:
+    """A check's refusal of one value's run, blamed where it belongs: on the base config when the same check refuses
+    it too (its data, its other options), else on the value (`sweep.values: ...`)."""
     try:
-        check_config(run_config)
-        check_limits(run_config)
-        QuadraticRegression(**run_config.model)
-        FileDataModule(**run_config.data)
-        if parameter.startswith("trainer."):
-            with lightning_quiet():  # the Trainer would announce the hardware and advertise a logger
-                L.Trainer(**parser.instantiate(run_config).trainer)
+        check_the_base()
+    except InvalidInput:
+        return error
+    return InvalidInput(f"sweep.values: {error}")
+
+
+def checked(parser: LightningArgumentParser, run_config: Namespace, parameter: str) -> None:
+    """A run's config, checked as `fitquad fit` checks its config (check_config, check_limits) and built (the model,
+    the data module, and for a Trainer setting the Trainer, which refuses a bad option only as it is built)."""
+    check_config(run_config)
+    check_limits(run_config)
+    QuadraticRegression(**run_config.model)
+    FileDataModule(**run_config.data)
+    if parameter.startswith("trainer."):
+        with lightning_quiet():  # the Trainer would announce the hardware and advertise a logger
+            L.Trainer(**parser.instantiate(run_config).trainer)
+
+
+def check_value(
+    parser: LightningArgumentParser, run_config: Namespace, parameter: str, value: object, base: Namespace
+) -> None:
+    """One value's run, `checked` before any run trains or the sweep's folder is made; `base` is the sweep's config
+    without the value, for blamed_on_the_value."""
+    try:
+        checked(parser, run_config, parameter)
     except InvalidInput as error:
-        raise blamed_on_the_value(error, parameter) from None
+        raise blamed_on_the_value(error, lambda: checked(parser, base, parameter)) from None
     except BUILD_ERRORS as error:
         message = " ".join(str(error).split()) or type(error).__name__
         raise InvalidInput(f"sweep.values: {parameter} {value!r} is refused by Lightning: {message}") from None
@@ -194,8 +206,8 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     # before the sweep's folder is made or any run trains.
     run_configs = [parse_value(parser, args, parameter, value) for value in values]
     for run_config, value in zip(run_configs, values, strict=True):
-        check_value(parser, run_config, parameter, value)
-    check_on_the_data(run_configs, parameter)
+        check_value(parser, run_config, parameter, value, config)
+    check_on_the_data(run_configs, parameter, config)
     if any(value is None or isinstance(value, str) for value in values):  # names, or null: a category axis
         values = ["null" if value is None else str(value) for value in values]  # as the table and folders say them
     labels = [run_label(parameter, value, values) for value in values]
@@ -243,20 +255,28 @@ def stopped_by(stopped: BaseException) -> str:
     return f"stopped by an error ({type(stopped).__name__})"
 
 
-def check_on_the_data(run_configs: list[Namespace], parameter: str) -> None:
+def check_on_the_data(run_configs: list[Namespace], parameter: str, base: Namespace) -> None:
     """Every run on its training points, as `fitquad fit` checks a fit before it trains: a data file read (a bad
     file leaves no sweep folder), enough points for the degree, and the first step finite (check_start). The points
     are drawn or read once, or once a value where the sweep's setting is a data option."""
+
+    def drawn(run_config: Namespace) -> FileDataModule:
+        data = FileDataModule(**run_config.data)
+        data.setup("fit")
+        return data
+
+    def check_on(run_config: Namespace, data: FileDataModule) -> None:
+        check_enough_points(len(data.train_x), run_config.model.degree)
+        check_start(run_config.model, data.train_x, data.train_y, run_config.trainer.precision)
+
     data = None
     for run_config in run_configs:
         if data is None or parameter.startswith("data."):
-            data = FileDataModule(**run_config.data)
-            data.setup("fit")
+            data = drawn(run_config)
         try:
-            check_enough_points(len(data.train_x), run_config.model.degree)
-            check_start(run_config.model, data.train_x, data.train_y, run_config.trainer.precision)
+            check_on(run_config, data)
         except InvalidInput as error:
-            raise blamed_on_the_value(error, parameter) from None
+            raise blamed_on_the_value(error, lambda: check_on(base, drawn(base))) from None
 
 
 def choose_batching(parser: LightningArgumentParser, run_configs: list[Namespace], draws: int,
