@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -142,3 +143,14 @@ def test_the_default_grid_is_written_to_a_config_that_runs_it_again(tmp_path, mo
     main(["compare", "--config", str(first / "config.yaml")])
     again = tmp_path / "runs" / "compare" / "version_1"
     assert (again / "compare.csv").read_text() == (first / "compare.csv").read_text()
+
+
+def test_a_setting_named_with_commas_and_quotes_reads_back_from_compare_csv(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    name = 'momentum 0.5, "half"'
+    settings = json.dumps([{"name": name, "momentum": 0.5}])  # JSON is YAML: as a shell user would quote it
+    main(["compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--losses", "[mse]", "--settings", settings,
+          "--max_steps", "5"])  # fmt: skip
+    with next(tmp_path.glob("runs/*/version_0/compare.csv")).open(newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert [row["setting"] for row in rows] == [name] and rows[0]["momentum"] == "0.5"
