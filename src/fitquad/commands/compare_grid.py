@@ -27,7 +27,7 @@ from fitquad.checks.validation import InvalidInput, check_enough_points, check_m
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.parsing import OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
-from fitquad.core.losses import LossName, make_loss
+from fitquad.core.losses import LOSSES, LossName, make_loss
 from fitquad.core.model import polynomial_basis
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, divergence_line
@@ -56,6 +56,8 @@ class OptimizerSetting:
 # Steps per run at most: each run's path, one row a step, is kept, evaluated on every point and drawn.
 MAX_STEPS = 100_000
 
+# The article's four losses (a loss added to the loss table joins a grid that names it in `losses`).
+ARTICLE_LOSSES = ("mse", "l1", "huber", "smooth_l1")
 # The article's five settings; weight decay 0.1 is a choice (strong enough to see the pull towards 0).
 ARTICLE_SETTINGS = [
     OptimizerSetting("plain"),
@@ -95,7 +97,7 @@ def build_parser() -> OneLineErrorParser:
     parser.add_class_arguments(FileDataModule, "data")
     grid_set = {"loss", "momentum", "dampening", "nesterov", "weight_decay"}
     parser.add_class_arguments(QuadraticRegression, "model", skip=grid_set)
-    parser.add_argument("--losses", type=list[LossName], default=["mse", "l1", "huber", "smooth_l1"])
+    parser.add_argument("--losses", type=list[LossName], default=list(ARTICLE_LOSSES), help="the rows: losses")
     # The defaults as the parsed values are (Namespaces), so that config.yaml can write them.
     article = [Namespace(**asdict(setting)) for setting in ARTICLE_SETTINGS]
     parser.add_argument("--settings", type=list[OptimizerSetting], default=article)
@@ -242,7 +244,7 @@ def main(argv: list[str]) -> None:
 def check_comparison(config) -> None:
     """Every option, and every run of the grid, checked before anything trains or is written."""
     checks = [
-        (config.losses, "losses must list at least one loss (mse, l1, huber, smooth_l1)"),
+        (config.losses, f"losses must list at least one loss ({', '.join(LOSSES)})"),
         (config.settings, "settings must list at least one optimizer setting"),
         (
             1 <= config.max_steps <= MAX_STEPS,

@@ -41,6 +41,17 @@ class Split:
         return self.x[run, :n], self.y[run, :n]
 
 
+@dataclass
+class OnDevice:
+    """One split of every run as the module computes with it: (runs, points, P) design rows, (runs, points) targets
+    and 1 where a row is a point (0: padding), (runs,) points per run."""
+
+    design: torch.Tensor
+    y: torch.Tensor
+    count: torch.Tensor
+    real: torch.Tensor
+
+
 class ManyRunsData(L.LightningDataModule):
     """The runs' training and validation points, stacked run by run (run r = group r // draws, draw r % draws).
 
@@ -123,15 +134,16 @@ class ManyRuns(L.LightningModule):
             self.run_models.append(model.double())
         self.thetas.extend(nn.Parameter(group_rows.clone()) for group_rows in rows.split(self.draws))
 
-    def design(self, split: Split) -> torch.Tensor:
-        """(runs, points, P) design rows [1, features] of every run, in the module's dtype, zero where padded: each
-        run's own PolynomialModel.features, as QuadraticRegression computes them."""
+    def on_device(self, split: Split) -> OnDevice:
+        """A split's design rows [1, features] of every run, (runs, points, P) in the module's dtype and zero where
+        padded (each run's own PolynomialModel.features, as QuadraticRegression computes them), with its targets."""
         design = torch.zeros(self.runs, split.x.shape[1], self.width, dtype=self.dtype, device=self.device)
         for run, model in enumerate(self.run_models):
             x = split.points(run)[0].to(self.device, self.dtype)
             design[run, : len(x), 0] = 1.0
             design[run, : len(x), 1 : model.degree + 1] = model.to(self.device).features(x)
-        return design
+        real = (design[..., 0] != 0).to(self.dtype)  # which rows are points, not padding (a point's constant is 1)
+        return OnDevice(design, split.y.to(self.device, self.dtype), split.count.to(self.device, self.dtype), real)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         groups = zip(self.thetas, self.groups, strict=True)
@@ -140,16 +152,8 @@ class ManyRuns(L.LightningModule):
     def on_fit_start(self) -> None:
         # After Lightning has converted the parameters to the run's precision (64-true: float64), before any step.
         data = self.trainer.datamodule
-        self.train_design = self.design(data.train)
-        self.train_y = data.train.y.to(self.device, self.dtype)
-        self.train_count = data.train.count.to(self.device, self.dtype)
-        self.val_design = self.design(data.val)
-        self.val_y = data.val.y.to(self.device, self.dtype)
-        self.val_count = data.val.count.to(self.device, self.dtype)
+        self.train_points, self.val_points = self.on_device(data.train), self.on_device(data.val)
         self.padded = bool((data.train.count != data.train.x.shape[1]).any())
-        # Which design rows are points, not padding (a point's constant feature is 1).
-        self.train_real = (self.train_design[..., 0] != 0).to(self.dtype)
-        self.val_real = (self.val_design[..., 0] != 0).to(self.dtype)
         self.first_loss = torch.full((self.runs,), torch.nan, dtype=self.dtype, device=self.device)
         self.frozen = torch.zeros(self.runs, dtype=torch.bool, device=self.device)
         self.diverged_step = torch.zeros(self.runs, dtype=torch.long, device=self.device)
@@ -166,11 +170,12 @@ class ManyRuns(L.LightningModule):
 
     def run_losses(self, theta: torch.Tensor) -> torch.Tensor:
         """(runs,) each run's mean loss over its own training points."""
-        prediction = self.predictions(self.train_design, theta)
-        pointwise = torch.cat([loss(prediction[a:b], self.train_y[a:b]) for a, b, loss in self.loss_segments])
+        train = self.train_points
+        prediction = self.predictions(train.design, theta)
+        pointwise = torch.cat([loss(prediction[a:b], train.y[a:b]) for a, b, loss in self.loss_segments])
         if self.padded:  # runs with fewer points than the longest: their padding is no data
-            pointwise = pointwise * self.train_real
-        return pointwise.sum(-1) / self.train_count
+            pointwise = pointwise * train.real
+        return pointwise.sum(-1) / train.count
 
     def training_step(self, steps: int, batch_idx: int) -> None:
         optimizer = self.optimizers()
@@ -223,12 +228,9 @@ class ManyRuns(L.LightningModule):
     @torch.no_grad()
     def mse(self, split: str) -> torch.Tensor:
         """(runs,) each run's MSE on its own points of the split, in the module's dtype."""
-        design, y, count, real = (
-            (self.train_design, self.train_y, self.train_count, self.train_real)
-            if split == "train"
-            else (self.val_design, self.val_y, self.val_count, self.val_real)
-        )
-        return ((self.predictions(design, self.parameters_now()) - y) ** 2 * real).sum(-1) / count
+        points = self.train_points if split == "train" else self.val_points
+        errors = self.predictions(points.design, self.parameters_now()) - points.y
+        return (errors**2 * points.real).sum(-1) / points.count
 
     def validation_step(self, batch: int, batch_idx: int) -> None:
         self.log_group_means({"train/mse": self.mse("train"), "val/mse": self.mse("val")})
