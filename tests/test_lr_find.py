@@ -67,3 +67,15 @@ def test_lr_find_through_a_pipe_draws_no_progress_bar(tmp_path) -> None:
     result = run_fitquad("lr-find", "--config", str(CONFIGS / "lesson3.yaml"), cwd=tmp_path)
     assert "Finding best initial lr" not in result.stderr and "\r" not in result.stderr, result.stderr[-300:]
     assert "lr finder suggests lr" in result.stdout
+
+
+def test_a_loss_that_blows_up_ends_the_range_test_not_the_command(tmp_path, monkeypatch, capsys) -> None:
+    # With its own early stop off, the test climbs past the largest stable lr until fitquad's divergence guard (the
+    # loss 10⁴ × its first) ends it: the plot and the suggestion are still made, not a "training diverged" error.
+    monkeypatch.chdir(tmp_path)
+    main(["--config", str(CONFIGS / "lesson3.yaml"), "--lr_find.max_lr", "100", "--lr_find.num_training", "300",
+          "--lr_find.early_stop_threshold", "null"])  # fmt: skip
+    out = capsys.readouterr().out
+    tried = int(re.search(r"lr finder tried (\d+) learning rates", out)[1])
+    assert tried < 300  # stopped where the loss blew up
+    assert (only_run_folder(tmp_path, "lesson3") / "lr_find.png").is_file()

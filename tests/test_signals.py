@@ -155,3 +155,24 @@ def test_ctrl_c_while_pytorch_and_lightning_load_is_one_line(tmp_path: Path) -> 
     assert process.returncode == 128 + signal.SIGINT
     assert err.splitlines() == ["fitquad: stopped by Ctrl-C"], err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_during_lr_find_stops_it_after_the_step_in_progress(tmp_path: Path, signum: signal.Signals) -> None:
+    # The range test runs inside Lightning's on_fit_start, before Lightning watches for SIGTERM and with the Trainer's
+    # callbacks set aside: without fitquad's check it ran all of its steps after the signal.
+    fitquad = str(Path(sys.executable).with_name("fitquad"))
+    options = ["--lr_find.num_training", "3000000", "--lr_find.max_lr", "1e-4"]  # minutes of steps, never diverging
+    command = [fitquad, "lr-find", "--config", str(CONFIGS / "lesson3.yaml"), *options]
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        config = tmp_path / "runs" / "lesson3" / "version_0" / "config.yaml"  # written as the range test starts
+        deadline = time.monotonic() + 120
+        while not config.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        p.send_signal(signum)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signum, err
+    assert err.strip() == f"fitquad: stopped by {signum.name}", err  # no Lightning warning, no traceback
+    assert sorted(path.name for path in config.parent.iterdir()) == ["config.yaml"]  # no finder checkpoint left

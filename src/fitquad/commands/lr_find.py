@@ -7,6 +7,7 @@ saved as lr_find.png in the run folder; how to read them: docs/how-it-works.md.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -17,12 +18,13 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.tuner import Tuner
 from torch import nn
 
+from fitquad.callbacks.interrupts import Interrupted, sigterm_received
 from fitquad.callbacks.summary import run_folder
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.fit_cli import FitquadCLI, trainer_defaults
 from fitquad.commands.parsing import OneLineErrorParser
-from fitquad.core.module import QuadraticRegression
+from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, conditioning
 
 # lr_find's options other than these are Tuner.lr_find's own, with Lightning's defaults.
@@ -52,8 +54,27 @@ class LossKeepingRegression(QuadraticRegression):
         super().on_train_start()
         self.step_losses: list[torch.Tensor] = []
 
+    stop_signal: signal.Signals | None = None  # Ctrl-C or SIGTERM during the range test
+
+    def note_signal(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signal.Signals(signum)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.step_losses.append(outputs["loss"])
+        if sigterm_received():  # noted by fitquad's handler (callbacks.interrupts)
+            self.stop_signal = signal.SIGTERM
+        # Tuner runs the test in on_fit_start, before Lightning watches for SIGTERM and before CheckpointOnSignal
+        # (set aside with the other callbacks) would stop it: stopped here, after the step in progress.
+        if self.stop_signal is not None:
+            raise Interrupted(self.stop_signal)
+
+    def stop_if_diverged(self, losses: torch.Tensor, first_step: int) -> None:
+        # A loss that blows up at a large learning rate is what the range test looks for, not a failed fit: the test
+        # ends there, as its own early_stop_threshold would end it (which lr_find.early_stop_threshold null turns off).
+        try:
+            super().stop_if_diverged(losses, first_step)
+        except TrainingDiverged:
+            self.trainer.should_stop = True
 
 
 class LrFindCLI(FitquadCLI):
@@ -104,7 +125,15 @@ def main(argv: list[str]) -> None:
         )
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     options = cli.config.lr_find
-    finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)
+    previous = signal.signal(signal.SIGINT, model.note_signal)  # Ctrl-C: stop after the step in progress
+    try:
+        with warnings.catch_warnings():
+            # Stopped by a signal, the finder restores its own starting checkpoint while its callback still stands in
+            # for the Trainer's, and Lightning warns as if a user's --ckpt_path lacked callbacks: it does not apply.
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
+            finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if finder is None:  # Lightning skips it under fast_dev_run
         print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
         sys.exit(2)
