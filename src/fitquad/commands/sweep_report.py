@@ -109,25 +109,27 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.copysign(math.inf, numerator) if numerator else math.nan
 
 
-COLUMNS = ("train_mse", "val_mse", "noise_floor", "optimum_train_mse", "optimum_val_mse", "gap", "optimizer_steps")
-
-
+COLUMNS = ("train_mse", "val_mse", "noise_floor", "optimum_train_mse", "optimum_val_mse", "gap", "optimizer_steps",
+           "epochs", "run")  # fmt: skip
 DRAW_COLUMNS = ("train_mse_p10", "train_mse_p90", "val_mse_p10", "val_mse_p90", "val_mse_median", "val_mse_error",
                 "bias_squared", "variance", "draws")  # fmt: skip
 
 
+def draw_cells(p: SweepPoint) -> list:
+    """A point's DRAW_COLUMNS (a band is nan where fewer than two draws were kept)."""
+    bands = [*(p.train_mse_band or (math.nan,) * 2), *(p.val_mse_band or (math.nan,) * 2)]
+    return [*bands, p.val_mse_median, p.val_mse_error, p.bias_squared, p.variance, p.draws]
+
+
 def write_csv(points: list[SweepPoint], name: str, path: Path) -> None:
-    with_draws = points[0].draws > 1
+    """sweep.csv: a row per value (with draws, DRAW_COLUMNS too); floats as repr, so that they read back exactly."""
+    draws = points[0].draws > 1
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow([name, *COLUMNS, "epochs", "run", *(DRAW_COLUMNS if with_draws else ())])
+        writer.writerow([name, *COLUMNS, *(DRAW_COLUMNS if draws else ())])
         for p in points:
-            row = [getattr(p, column) for column in COLUMNS]
-            if with_draws:
-                row += [*p.train_mse_band, *p.val_mse_band, p.val_mse_median, p.val_mse_error, p.bias_squared,
-                        p.variance]  # fmt: skip
-            writer.writerow([p.value, *(repr(v) for v in row[: len(COLUMNS)]), p.epochs, p.run,
-                             *(repr(v) for v in row[len(COLUMNS) :]), *([p.draws] if with_draws else [])])  # fmt: skip
+            cells = [getattr(p, column) for column in COLUMNS] + (draw_cells(p) if draws else [])
+            writer.writerow([p.value, *(repr(v) if isinstance(v, float) else v for v in cells)])
 
 
 def markdown_table(points: list[SweepPoint], parameter: str) -> str:
