@@ -196,12 +196,8 @@ def sweep(config: str | Path | None = None, **options: Any) -> TableResult:
 
 def compare(config: str | Path | None = None, **options: Any) -> TableResult:
     """`fitquad compare --config <config> <options>`: its table and its figure of the loss landscapes."""
-    from fitquad.commands.compare_grid import build_parser, check_comparison
-    from fitquad.commands.compare_grid import compare as run_compare
+    from fitquad.commands.compare_grid import run as run_compare
 
     with as_a_command_runs():
-        parser = build_parser()
-        parsed = parser.parse_args(command_line(config, options))
-        check_comparison(parsed)
-        folder = run_compare(parsed, parser)[0].resolve()
+        folder = run_compare(command_line(config, options))[0].resolve()
     return TableResult(folder, _rows(folder / "compare.csv"), (folder / "compare.md").read_text(), _figures(folder))

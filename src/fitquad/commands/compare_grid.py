@@ -229,11 +229,17 @@ def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.T
     return figure
 
 
-def main(argv: list[str]) -> None:
+def run(argv: list[str]) -> tuple[Path, list[RunResult]]:
+    """`fitquad compare <argv>`, parsed and checked before anything trains; its folder and runs (also fitquad.compare's
+    from Python)."""
     parser = build_parser()
     config = parser.parse_args(argv)  # bad input: InvalidInput, one line naming the option (cli.py reports it)
     check_comparison(config)
-    _, results = compare(config, parser)
+    return compare(config, parser)
+
+
+def main(argv: list[str]) -> None:
+    _, results = run(argv)
     diverged = [f"{r.loss}, {r.setting.name}" for r in results if r.diverged]
     if diverged:  # as `fitquad sweep` does: everything is written, the status says some runs blew up
         print(f"fitquad compare: error: {len(diverged)} run(s) diverged ({'; '.join(diverged)}): see the table",
