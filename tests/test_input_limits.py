@@ -230,28 +230,6 @@ def test_sweep_refuses_repeated_values_and_checks_each_value_first(
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize(
-    ("options", "blamed_on_the_value"),
-    [
-        # Too many points for memory whatever the degree: the base config's data.n_train, not the swept degree.
-        (["--data.n_train", "100000000000"], False),
-        # The same points are fine for the base config's degree: the value that asks for more memory is at fault.
-        (["--sweep.parameter", "data.n_train", "--sweep.values", "[10, 100000000000]"], True),
-    ],
-)
-def test_a_sweeps_refusal_is_blamed_on_the_value_only_when_the_base_config_passes(
-    options: list[str], blamed_on_the_value: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *options])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert_one_line_error(err, "data.n_train 100000000000", "memory")
-    assert err.startswith("fitquad: error: sweep.values: ") == blamed_on_the_value, err
-    assert not (tmp_path / "runs").exists()
-
-
 def test_a_diverging_sweep_value_is_tabulated_and_the_others_still_train(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

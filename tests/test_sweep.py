@@ -207,6 +207,13 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         (["--sweep.parameter", "model.nope"], "sweep.parameter must be a setting of the data, model or trainer"),
         (["--sweep.values", "[0, 1.5]"], "sweep.values: 1.5 is not a value model.degree takes (model.degree must be"),
         (["--sweep.values", "[]"], "sweep.values must list at least one value"),
+        # Blamed on the value only where the base config passes the same check: too many points for memory at any
+        # degree is the base config's data.n_train; at the base config's own size, the swept value's.
+        (["--data.n_train", "100000000000"], "fitquad: error: data.n_train 100000000000, n_val"),
+        (
+            ["--sweep.parameter", "data.n_train", "--sweep.values", "[10, 100000000000]"],
+            "fitquad: error: sweep.values: data.n_train 100000000000, n_val",
+        ),
     ],
 )
 def test_bad_sweep_input_is_one_line(
