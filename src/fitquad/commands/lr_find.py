@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,8 @@ def main(argv: list[str]) -> None:
         )
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     options = cli.config.lr_find
-    previous = signal.signal(signal.SIGINT, model.note_signal)  # Ctrl-C: stop after the step in progress
+    main_thread = threading.current_thread() is threading.main_thread()  # the only one that may set a handler
+    previous = signal.signal(signal.SIGINT, model.note_signal) if main_thread else None  # Ctrl-C: after the step
     try:
         with warnings.catch_warnings():
             # Stopped by a signal, the finder restores its own starting checkpoint while its callback still stands in
@@ -133,7 +135,8 @@ def main(argv: list[str]) -> None:
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
             finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **options)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
     if finder is None:  # Lightning skips it under fast_dev_run
         print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
         sys.exit(2)
