@@ -220,10 +220,16 @@ def check_landscape_grid(resolution: int, levels: int, panels: int = 1, owner: s
         raise InvalidInput(f"{owner}levels must be ≥ 2 (filled contours need two), got {levels}")
 
 
-def check_start(model_options: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor, precision: Any) -> None:
-    """check_first_step for the model that the options build, started on the training points as a fit starts it:
-    how `fitquad sweep` and `fitquad compare` check every run before any trains."""
+def started_model(model_options: Mapping[str, Any], x: torch.Tensor) -> PolynomialModel:
+    """The model that the options build, with its scaling and starting parameters from the training inputs `x`, as a
+    fit starts it."""
     model = PolynomialModel(model_options["degree"], model_options["feature_scaling"])
     initialize(model, x, model_options["init_coefficients"], model_options["init_seed"])
-    lr, weight_decay = model_options["lr"], model_options["weight_decay"]
-    check_first_step(model, x, y, lr, weight_decay, precision, model_options["init_coefficients"])
+    return model
+
+
+def check_start(model_options: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor, precision: Any) -> None:
+    """check_first_step for the started_model of the options, on the training points: how `fitquad sweep` checks
+    every run before any trains."""
+    lr, weight_decay, start = model_options["lr"], model_options["weight_decay"], model_options["init_coefficients"]
+    check_first_step(started_model(model_options, x), x, y, lr, weight_decay, precision, start)

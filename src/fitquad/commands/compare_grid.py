@@ -22,7 +22,7 @@ from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
 from fitquad.callbacks.landscape import add_colorbar, add_marker_legend, draw_landscape
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.checks.file_data import FileDataModule
-from fitquad.checks.limits import check_landscape_grid, check_limits, check_start
+from fitquad.checks.limits import check_first_step, check_landscape_grid, check_limits, started_model
 from fitquad.checks.validation import InvalidInput, check_enough_points, check_model_options, check_n_train
 from fitquad.commands.compare_report import write_tables
 from fitquad.commands.parsing import OneLineErrorParser, lightning_quiet
@@ -293,10 +293,13 @@ def check_comparison(config) -> None:
 
 def check_first_steps(config, datamodule: FileDataModule) -> None:
     """Each setting's first step on the drawn points, as `fitquad fit` checks it (FitDiagnosis): features, loss and
-    step finite in float32, or one line naming the option at fault, before any folder is made."""
+    step finite in float32, or one line naming the option at fault, before any folder is made. Every setting starts
+    from the same model (the grid varies only the loss and SGD), so it is built once."""
+    model, (x, y) = started_model(config.model, datamodule.train_x), (datamodule.train_x, datamodule.train_y)
     for setting in config.settings:
+        lr = config.model.lr if setting.lr is None else setting.lr
         try:
-            check_start(run_options(config, config.losses[0], setting), datamodule.train_x, datamodule.train_y, None)
+            check_first_step(model, x, y, lr, setting.weight_decay, None, config.model.init_coefficients)
         except InvalidInput as error:
             raise InvalidInput(f"settings {setting.name!r}: {error}") from None
 
