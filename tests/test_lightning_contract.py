@@ -18,7 +18,7 @@ from conftest import article_data, fit_in_process, plain_loop, regression
 from fitquad.callbacks.clipping import GradientClipping
 from fitquad.core.data import QuadraticDataModule
 from fitquad.core.fused import FusedQuadraticRegression
-from fitquad.core.module import QuadraticRegression
+from fitquad.core.module import LOGGED_METRICS, QuadraticRegression
 from fitquad.theory.reference import optimum
 
 ARTICLE_DATA = dict(seed=20240215, n_train=50, n_val=10)
@@ -264,3 +264,11 @@ def test_gradient_clipping_callback_works_under_automatic_optimization(tmp_path,
     x, y = article_data()
     _, expected = plain_loop(lambda step: (x, y), torch.nn.MSELoss(), 30, clip=algorithm)
     assert torch.equal(module.layer.weight, expected.weight) and torch.equal(module.layer.bias, expected.bias)
+
+
+@pytest.mark.parametrize("fused_steps", [None, 5])
+def test_the_metrics_a_fit_can_monitor_are_those_the_checks_know(tmp_path, fused_steps) -> None:
+    # EarlyStopping and ModelCheckpoint may only monitor what the module logs (the checks refuse any other name
+    # before a fit starts): Lightning's own list after a fit is the reference.
+    trainer = fit_in_process(regression(fused_steps), QuadraticDataModule(), tmp_path, max_steps=10)
+    assert set(trainer.callback_metrics) - {"step"} == set(LOGGED_METRICS)

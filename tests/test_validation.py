@@ -103,6 +103,20 @@ BAD_INPUTS = [
     (["--seed_everything", "99999999999"], ("seed_everything", "must be in [0, 2**32)", "got 99999999999")),
     (["--trainer.devices", "-1"], ("trainer.devices -1", "every GPU", "CPU processes ≥ 1")),
     (["--trainer.accelerator", "tpu"], ("trainer.accelerator tpu", "needs a TPU and torch_xla")),
+    # Lightning and torch take these unchecked and fail mid-fit (a division by zero, a metric it cannot find).
+    (["--trainer.accumulate_grad_batches", "0"], ("trainer.accumulate_grad_batches", "must be ≥ 1", "got 0")),
+    (
+        ["--optimizer", "Adam", "--lr_scheduler", "StepLR", "--lr_scheduler.step_size", "0"],
+        ("lr_scheduler.step_size", "must be ≥ 1", "got 0"),
+    ),
+    (["--lr_scheduler", "CosineAnnealingLR", "--lr_scheduler.T_max", "0"], ("lr_scheduler.T_max", "must be ≥ 1")),
+    (
+        ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/nope"],
+        ("trainer.callbacks", "EarlyStopping monitors 'val/nope'", "val/mse", "val/r2"),
+    ),
+    (["--trainer.limit_train_batches", "-1"], ("trainer.limit_train_batches is refused by Lightning", "-1")),
+    (["--model.class_path", "foo.Bar"], ("model.class_path foo.Bar", "cannot be used", "No module named 'foo'")),
+    (["--model", "torch.nn.Linear"], ("model must be QuadraticRegression (or a subclass)", "got torch.nn.Linear")),
     # A union of Literals: every allowed name, not only the first Literal's (64, 32, 16).
     (["--trainer.precision", "13"], ("trainer.precision", "16-mixed", "bf16-mixed", "64-true", "null", "got 13")),
 ]

@@ -47,6 +47,10 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
         if option:
             name = nested["class"].rsplit(".", 1)[-1]
             return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"
+        if _PARSER_KEY.match(inner) is None:  # the class itself cannot be had: an unknown module or name
+            given = nested["class"]
+            reason = " ".join(inner.split())
+            return f"{key}.class_path {given} cannot be used: {reason} (`{command} --help` lists the classes it takes)"
         return f"{key}.{one_line(inner, command)}"
     given = re.search(r"(?:Got value|Given value): (.*)", rest)
     got = f", got {given[1].strip()}" if given else ""
@@ -58,13 +62,19 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
         return f"{key} must be one of {', '.join(names)}{null}{got}"
     subtypes = re.search(r"Subtypes: \[(.*)\]", rest)
     if subtypes:
-        names = [_TYPE_NAMES.get(t.strip(), t.strip()) for t in subtypes[1].split(", ")]
+        names = [_TYPE_NAMES.get(t.strip(), _class_name(t.strip())) for t in subtypes[1].split(", ")]
         allowed = " or ".join("null" if name == "<class 'NoneType'>" else name for name in names)
         return f"{key} must be {allowed}{got}"
     expected = re.search(r"Expected a (<class '\w+'>)", rest)
     if expected and expected[1] in _TYPE_NAMES:
         return f"{key} must be {_TYPE_NAMES[expected[1]]}{got}"
     return f"{key}: " + " ".join(rest.split())
+
+
+def _class_name(subtype: str) -> str:
+    """A class in jsonargparse's words, <class 'a.b.Name'>, as "Name (or a subclass)"; any other text as it is."""
+    match = re.fullmatch(r"<class '(?:[\w.]+\.)?(\w+)'>", subtype)
+    return subtype if match is None or match[1] == "NoneType" else f"{match[1]} (or a subclass)"
 
 
 # A config expands to at most this many YAML nodes (aliases counted as often as they are used): configs are

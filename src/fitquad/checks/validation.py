@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from fitquad.core import InvalidInput  # the core's own error type: every check here raises it too
+from fitquad.core.module import LOGGED_METRICS
 
 # (option, test, what is allowed). A test only sees values that are not None: where None is allowed
 # the type says so, and jsonargparse has checked the type already.
@@ -59,6 +60,13 @@ TRAINER_RULES: list[Rule] = [
     ("gradient_clip_val", lambda v: v >= 0, "≥ 0, or null for no clipping"),
     ("val_check_interval", lambda v: v > 0, "> 0 (a fraction of an epoch, or a number of training_steps)"),
     ("check_val_every_n_epoch", lambda v: v >= 1, "≥ 1, or null"),
+    ("accumulate_grad_batches", lambda v: v >= 1, "≥ 1 (batches per optimizer step)"),
+]
+
+# torch schedulers' periods, which they take unchecked and divide by as they step (mid-fit).
+LR_SCHEDULER_RULES: list[Rule] = [
+    ("step_size", lambda v: v >= 1, "≥ 1 (scheduler steps between decays)"),
+    ("T_max", lambda v: v >= 1, "≥ 1 (scheduler steps from the top of the cosine to its bottom)"),
 ]
 
 
@@ -191,8 +199,29 @@ def _init_args(component: Any) -> tuple[str, Mapping[str, Any]]:
     return class_path.rsplit(".", 1)[-1], component.get("init_args") or {}
 
 
-def check_config(config: Mapping[str, Any]) -> None:
-    """One subcommand's parsed config (data, model, trainer, optimizer, ...), before anything is built."""
+def check_callbacks(callbacks: list, data: Mapping[str, Any], fused_steps: int, logged: Collection[str] | None) -> None:
+    """trainer.callbacks: what a monitor needs (a metric the model logs, `logged`, where known; validation points for
+    all but train/loss), and what fused steps allow (check_fused_step_callback)."""
+    for callback in callbacks:
+        name, init_args = _init_args(callback)
+        check_fused_step_callback(name, init_args, fused_steps)
+        monitor = init_args.get("monitor")
+        if monitor is not None and logged is not None and monitor not in logged:  # Lightning would fail mid-fit
+            raise InvalidInput(
+                f"trainer.callbacks: {name} monitors {monitor!r}, which the model does not log: use one of "
+                f"{', '.join(logged)}"
+            )
+        # Everything but train/loss is logged by the validation loop, which needs validation points.
+        if monitor is not None and monitor != "train/loss" and not has_points(data, "val"):
+            which = "data.n_val must be ≥ 1" if data.get("file") is None else "data.val_fraction must be > 0"
+            raise InvalidInput(
+                f"{which} when a callback monitors a validation metric ({name} monitors {monitor}), got 0"
+            )
+
+
+def check_config(config: Mapping[str, Any], logged: Collection[str] | None = LOGGED_METRICS) -> None:
+    """One subcommand's parsed config (data, model, trainer, optimizer, ...), before anything is built; `logged`:
+    the metrics its model logs (None: a model of your own, whose metrics are not known here)."""
     data, model, trainer = config["data"], config["model"], config["trainer"]
     check_data_options(data)
     check_model_options(model)
@@ -214,16 +243,7 @@ def check_config(config: Mapping[str, Any]) -> None:
             f"got {trainer['accumulate_grad_batches']}"
         )
     check_n_train(data, model["degree"])
-    for callback in trainer.get("callbacks") or []:
-        name, init_args = _init_args(callback)
-        check_fused_step_callback(name, init_args, fused_steps)
-        monitor = init_args.get("monitor")
-        # Everything but train/loss is logged by the validation loop, which needs validation points.
-        if monitor is not None and monitor != "train/loss" and not has_points(data, "val"):
-            which = "data.n_val must be ≥ 1" if data.get("file") is None else "data.val_fraction must be > 0"
-            raise InvalidInput(
-                f"{which} when a callback monitors a validation metric ({name} monitors {monitor}), got 0"
-            )
+    check_callbacks(trainer.get("callbacks") or [], data, fused_steps, logged)
     optimizer = config.get("optimizer")
     if optimizer:
         name, init_args = _init_args(optimizer)
@@ -235,6 +255,8 @@ def check_config(config: Mapping[str, Any]) -> None:
                 "optimizer LBFGS needs a closure, which FusedQuadraticRegression's loop has not: use the textbook "
                 "QuadraticRegression, or SGD, Adam or another torch optimizer"
             )
+    if config.get("lr_scheduler"):
+        _check_rules("lr_scheduler", _init_args(config["lr_scheduler"])[1], LR_SCHEDULER_RULES)
     check_accelerator(trainer.get("accelerator"))
     check_devices(trainer.get("devices"), trainer.get("accelerator"))
     if config.get("weights_only") is False:

@@ -45,7 +45,7 @@ from fitquad.commands.run_folders import (
     RUNS_FOLDER,
     config_file_stem,
 )
-from fitquad.core.module import QuadraticRegression
+from fitquad.core.module import LOGGED_METRICS, QuadraticRegression
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -138,7 +138,7 @@ class FitquadCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         checked = with_model_options(config)
-        check_config(checked)
+        check_config(checked, logged=LOGGED_METRICS if fitquads_own_model(config) else None)
         check_evaluated_split(config["data"], subcommand)
         check_limits(checked)
         level = logging.INFO if config.get("lightning_info") else logging.WARNING
@@ -201,7 +201,10 @@ def trainer_option_named(message: str) -> str:
     """Who refused the config, for Lightning's refusal as it builds the Trainer: `trainer.<option> is refused by
     Lightning` where its message names one of the Trainer's options (`devices`, `Trainer(devices=...)`)."""
     options = inspect.signature(Trainer).parameters
-    named = next((name for name in re.findall(r"`(?:Trainer\()?(\w+)", message) if name in options), None)
+    # Named in backquotes (`devices`, `Trainer(devices=...)`), or bare where the name has an underscore (a word of
+    # English could be an option's name: devices, strategy).
+    names = re.findall(r"`(?:Trainer\()?(\w+)", message) + re.findall(r"\b([a-z]+(?:_[a-z]+)+)\b", message)
+    named = next((name for name in names if name in options), None)
     return f"trainer.{named} is refused by Lightning" if named else "the config cannot be built as given"
 
 
@@ -211,6 +214,12 @@ def with_model_options(config: Any) -> Any:
     flat = config.clone()
     flat.model = config.model.get("init_args") or config.model
     return flat
+
+
+def fitquads_own_model(config: Any) -> bool:
+    """Whether the config's model is one of fitquad's (whose logged metrics are known), not a subclass of your own."""
+    class_path = config.model.get("class_path")
+    return class_path is None or class_path.startswith("fitquad.")
 
 
 def check_equal_parts(datamodule: FileDataModule, processes: int) -> None:

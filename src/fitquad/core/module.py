@@ -84,6 +84,10 @@ def initialize(
         model.linear.weight.copy_(theta[1:].view(1, -1))
 
 
+# What QuadraticRegression logs through self.log during a fit: what EarlyStopping and ModelCheckpoint can monitor.
+LOGGED_METRICS = ("train/loss", "train/mse", "val/loss", "val/mse", "val/mae", "val/r2")
+
+
 def evaluation_metrics(prefix: str) -> MetricCollection:
     """MSE, MAE and R² from torchmetrics: MSE is what the noise floor σ² is measured in."""
     return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()}, prefix=prefix)
