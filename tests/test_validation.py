@@ -115,6 +115,16 @@ BAD_INPUTS = [
         ("trainer.callbacks", "EarlyStopping monitors 'val/nope'", "val/mse", "val/r2"),
     ),
     (["--trainer.limit_train_batches", "-1"], ("trainer.limit_train_batches is refused by Lightning", "-1")),
+    # A class that refuses its arguments as it is built: the section that built it.
+    (
+        ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.save_top_k", "-5"],
+        ("trainer.callbacks is refused", "save_top_k=-5"),
+    ),
+    (["--optimizer", "Adam", "--optimizer.betas", "[2, 0.5]"], ("optimizer is refused", "beta parameter")),
+    (
+        ["--lr_scheduler", "ExponentialLR", "--lr_scheduler.gamma", "0.5", "--lr_scheduler.last_epoch", "5"],
+        ("lr_scheduler is refused", "initial_lr"),
+    ),
     (["--model.class_path", "foo.Bar"], ("model.class_path foo.Bar", "cannot be used", "No module named 'foo'")),
     (["--model", "torch.nn.Linear"], ("model must be QuadraticRegression (or a subclass)", "got torch.nn.Linear")),
     # A union of Literals: every allowed name, not only the first Literal's (64, 32, 16).

@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import re
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,7 @@ class FitquadCLI(LightningCLI):
             cause = input_error_behind(error)
             if cause is not None:
                 raise cause from None
-            message = " ".join(str(error).split()) or type(error).__name__
-            raise InvalidInput(f"{trainer_option_named(message)}: {message}") from None
+            raise refusal(error) from None
 
     def read_data_file(self) -> None:
         """Points from a file (data.file), read and checked now, before anything is written: a bad file is one
@@ -195,6 +195,31 @@ class FitquadCLI(LightningCLI):
         gradient_clipping_as_callback(config, manual="fused_steps" in with_model_options(config).model)
         check_monitors_after_validation(config)
         give_lr_scheduler_the_models_sgd(config)
+
+
+# Where in torch or Lightning a class that refuses its arguments lives, and the config's section that built it.
+SECTION_OF_SOURCE = (
+    ("torch/optim/lr_scheduler", "lr_scheduler"),
+    ("torch/optim/", "optimizer"),
+    ("lightning/pytorch/callbacks/", "trainer.callbacks"),
+    ("lightning/pytorch/loggers/", "trainer.logger"),
+)
+
+
+def refusal(error: BaseException) -> InvalidInput:
+    """One line for a class that refused the arguments the config gave it, naming who: the section whose class
+    raised it (from where in torch or Lightning it was raised), or the Trainer option its message names."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)  # not KeyError's repr
+    first = re.search(r"Errors:\n\s*- ([^\n]+)", text)  # jsonargparse's list of why each type refused it: the first
+    message = " ".join((first[1] if first else text).split()) or type(error).__name__
+    sources = [frame.filename.replace("\\", "/") for frame in traceback.extract_tb(error.__traceback__)]
+    if "callbacks.callback.Callback" in text:  # jsonargparse building trainer.callbacks
+        sources.append("lightning/pytorch/callbacks/")
+    for source in reversed(sources):
+        section = next((section for part, section in SECTION_OF_SOURCE if part in source), None)
+        if section is not None:
+            return InvalidInput(f"{section} is refused: {message}")
+    return InvalidInput(f"{trainer_option_named(message)}: {message}")
 
 
 def trainer_option_named(message: str) -> str:
