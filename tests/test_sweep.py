@@ -277,3 +277,25 @@ def test_a_sweep_over_null_and_a_batch_size_trains_full_batch_then_mini_batches(
     # Full batch is plain gradient descent: the closed-form optimum after 3 steps of the capacity config's lr 0.5 on
     # whitened features (Hessian 2·I: one step lands on it); 3 mini-batch steps of 5 points do not.
     assert points[0].gap < 1e-6 < points[1].gap
+
+
+@pytest.mark.parametrize(
+    ("command", "config_text", "message"),
+    [
+        ("sweep", "model:\n  degre: 1\n", "fitquad: error: model.degre is not an option; did you mean --model.degree?"),
+        ("sweep", "sweep:\n  draw: 3\n", "fitquad: error: sweep.draw is not an option; did you mean --sweep.draws?"),
+        ("compare", "losses: mse\n", "fitquad: error: losses must be a list, [a, b, ...], got mse"),
+    ],
+)
+def test_a_mistyped_key_in_a_sweep_or_compare_config_file_is_named_in_full(
+    command: str, config_text: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mistake.yaml").write_text(config_text)
+    base = {"sweep": "capacity.yaml", "compare": "sgd_article_grid.yaml"}[command]
+    with pytest.raises(SystemExit) as exit_info:
+        fitquad([command, "--config", str(CONFIGS / base), "--config", "mistake.yaml"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(message), error
+    assert not (tmp_path / "runs").exists()

@@ -19,7 +19,12 @@ _NESTED = re.compile(
 _PARSER_KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":\s*(?P<rest>.*)$', re.DOTALL)
 
 
-_TYPE_NAMES = {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false"}
+_TYPE_NAMES = {
+    "<class 'int'>": "an integer",
+    "<class 'float'>": "a number",
+    "<class 'bool'>": "true or false",
+    "<class 'list'>": "a list, [a, b, ...]",
+}
 
 
 def one_line(message: str, command: str = "fitquad fit") -> str:
@@ -30,6 +35,9 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
         return "--config must be a YAML file of `section: {option: value}` mappings, e.g. configs/lesson3.yaml"
     if message.startswith("Problems parsing config:"):
         return "--config is not valid YAML: " + " ".join(message.removeprefix("Problems parsing config:").split())
+    group = re.match(r"Group '([^']+)' does not accept option '([^']+)'", message)  # a key of a section of a config
+    if group:
+        return f"{group[1]}.{group[2]} is not an option (`{command} --help` lists the options)"
     if message.startswith("unrecognized arguments") or "does not accept option" in message:
         message, note = " ".join(message.split()), f" (`{command} --help` lists the options)"
         return message if message.endswith("lists the options)") else message + note
