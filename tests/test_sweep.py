@@ -211,6 +211,10 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         # degree is the base config's data.n_train; at the base config's own size, the swept value's.
         (["--data.n_train", "100000000000"], "fitquad: error: data.n_train 100000000000, n_val"),
         (
+            ["--sweep.parameter", "data.file", "--sweep.values", "[missing.csv]"],
+            "sweep.values: data.file 'missing.csv'",
+        ),
+        (
             ["--sweep.parameter", "data.n_train", "--sweep.values", "[10, 100000000000]"],
             "fitquad: error: sweep.values: data.n_train 100000000000, n_val",
         ),
