@@ -214,6 +214,11 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             ["--sweep.parameter", "data.file", "--sweep.values", "[missing.csv]"],
             "sweep.values: data.file 'missing.csv'",
         ),
+        # DDP would start the whole sweep again in each new process (it hung): one device, in this process.
+        (
+            ["--trainer.devices", "2", "--trainer.accelerator", "cpu"],
+            "trainer.devices must be 1 and trainer.num_nodes 1",
+        ),
         (
             ["--sweep.parameter", "data.n_train", "--sweep.values", "[10, 100000000000]"],
             "fitquad: error: sweep.values: data.n_train 100000000000, n_val",

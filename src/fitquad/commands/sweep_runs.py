@@ -84,6 +84,8 @@ def train_one(
     L.seed_everything(config.seed_everything, verbose=False)
     init = parser.instantiate(config)
     trainer_options = dict(init.trainer.items())
+    if trainer_options.get("devices") == "auto":  # one device, in this process: "auto" takes every GPU, with DDP
+        trainer_options["devices"] = 1
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
     trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)
     # Checkpoints written atomically and read weights-only, as `fitquad fit` writes and reads them.
@@ -211,6 +213,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     for run_config, value in zip(run_configs, values, strict=True):
         check_value(parser, run_config, parameter, value, config)
     check_on_the_data(run_configs, parameter, config)
+    check_one_process(run_configs)
     if any(value is None or isinstance(value, str) for value in values):  # names, or null: a category axis
         values = ["null" if value is None else str(value) for value in values]  # as the table and folders say them
     labels = [run_label(parameter, value, values) for value in values]
@@ -245,6 +248,29 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         raise
     write_results(points, parameter, x_scale, name, folder)
     return points, folder
+
+
+def check_one_process(run_configs: list[Namespace]) -> None:
+    """Every run on one device in this process: Lightning's DDP would start this whole command again in each new
+    process (a sweep of DDP fits is `fitquad fit` once a value)."""
+    for trainer in (run_config.trainer for run_config in run_configs):
+        if trainer.num_nodes != 1 or device_count(trainer.devices) > 1:
+            raise InvalidInput(
+                "a sweep trains its runs one after another in this process: trainer.devices must be 1 and "
+                f"trainer.num_nodes 1, got devices {trainer.devices}, num_nodes {trainer.num_nodes} (DDP: fitquad fit)"
+            )
+
+
+def device_count(devices: int | str | list) -> int:
+    """How many devices a trainer.devices value asks for ("auto": one, as a sweep's runs take it; -1: every one)."""
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    text = str(devices).strip()
+    if text == "auto":
+        return 1
+    if "," in text:  # "0,1": those GPUs
+        return len([part for part in text.split(",") if part.strip()])
+    return 2 if text == "-1" else int(text) if text.lstrip("-").isdigit() else 1
 
 
 def stopped_by(stopped: BaseException) -> str:
