@@ -133,3 +133,21 @@ def test_lightnings_own_ckpt_path_values_that_name_nothing_are_one_line(
     assert exit_info.value.code == 2
     assert_one_line_error(capsys.readouterr().err, f"ckpt_path '{ckpt_path}'", "give a checkpoint file")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_fused_checkpoint_evaluates_with_any_module_and_resumes_only_as_it_was_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # fused_steps groups the optimizer steps, it is not the model: validate takes the weights with the textbook module.
+    # A resumed fit counts its place in the data in training_steps, so it must group them as it was trained.
+    monkeypatch.chdir(tmp_path)
+    fused = ["--model", "FusedQuadraticRegression", "--model.fused_steps", "5", "--trainer.max_steps", "10"]
+    main(["fit", "--config", SGD_ARTICLE, *fused])
+    checkpoint = str(next((tmp_path / "runs").rglob("last.ckpt")))
+    main(["validate", "--config", SGD_ARTICLE, "--ckpt_path", checkpoint])
+    assert next((tmp_path / "runs").rglob("validate_metrics.json")).is_file()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", SGD_ARTICLE, "--ckpt_path", checkpoint, "--trainer.max_steps", "20"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, f"ckpt_path {checkpoint}", "model.fused_steps 5", "asks for 1")

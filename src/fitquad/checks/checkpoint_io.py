@@ -63,6 +63,15 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], path: str | Path, command:
     """A checkpoint used where this config and command line ask for something else is refused, not used
     silently: LightningCLI would replace the model's options with the checkpoint's, dropping the user's."""
     trained_with = {k: v for k, v in (checkpoint.get("hyper_parameters") or {}).items() if not k.startswith("_")}
+    # How many optimizer steps a training_step took (FusedQuadraticRegression; 1: the textbook module) is not the
+    # model: any module evaluates the weights. A fit resumes with it as it was: the data loader's place counts in it.
+    trained_fused, fused = trained_with.pop("fused_steps", 1), model.get("fused_steps", 1)
+    if command == "fit" and trained_fused != fused:
+        how = "the textbook QuadraticRegression" if trained_fused == 1 else "--model FusedQuadraticRegression"
+        raise InvalidInput(
+            f"ckpt_path {path} was trained with model.fused_steps {trained_fused}, and this fit asks for {fused}: a "
+            f"fit resumes as it was trained ({how}, model.fused_steps {trained_fused})"
+        )
     for name, value in trained_with.items():
         if name not in model:
             raise InvalidInput(
