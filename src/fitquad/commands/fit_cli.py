@@ -24,7 +24,7 @@ from fitquad.callbacks.record import TrainingRecord
 from fitquad.callbacks.summary import PredictionsCSV, RunSummary
 from fitquad.checks.checkpoint_io import check_checkpoint_fits, load_checkpoint
 from fitquad.checks.file_data import FileDataModule
-from fitquad.checks.limits import check_limits
+from fitquad.checks.limits import check_limits, check_start
 from fitquad.checks.validation import (
     InvalidInput,
     check_config,
@@ -177,13 +177,20 @@ class FitquadCLI(LightningCLI):
             raise refusal(error) from None
 
     def read_data_file(self) -> None:
-        """Points from a file (data.file), read and checked now, before anything is written: a bad file is one
-        line and leaves no run folder behind. Lightning's own setup call then finds them read."""
-        if self.datamodule.hparams.file is None:
+        """A fit's points, drawn or read now and checked before anything is written: a bad file, too few points for
+        the degree, or a first step that overflows is one line, and leaves no run folder behind (check_start, as a
+        sweep checks each run; FitDiagnosis checks again with the optimizer built). Lightning's own setup call then
+        finds them ready."""
+        fit = self.subcommand in (None, "fit")
+        if not fit and self.datamodule.hparams.file is None:
             return
         self.datamodule.setup(self.subcommand or "fit")
-        if self.subcommand in (None, "fit"):
-            check_enough_points(self.datamodule.train_size, self.model.hparams.degree)
+        if not fit:
+            return
+        data, config = self.datamodule, self.config[self.subcommand] if self.subcommand else self.config
+        check_enough_points(data.train_size, self.model.hparams.degree)
+        if config.get("ckpt_path") is None and config.get("optimizer") is None:  # a start from the model's options
+            check_start(self.model.hparams, data.train_x, data.train_y, self.trainer.precision)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
