@@ -229,7 +229,7 @@ def started_model(model_options: Mapping[str, Any], x: torch.Tensor) -> Polynomi
 
 
 def check_start(model_options: Mapping[str, Any], x: torch.Tensor, y: torch.Tensor, precision: Any) -> None:
-    """check_first_step for the started_model of the options, on the training points: how `fitquad sweep` checks
-    every run before any trains."""
+    """check_first_step for the started_model of the options, on the training points: how `fitquad fit` and `fitquad
+    sweep` check a run before its folder is made."""
     lr, weight_decay, start = model_options["lr"], model_options["weight_decay"], model_options["init_coefficients"]
     check_first_step(started_model(model_options, x), x, y, lr, weight_decay, precision, start)

@@ -49,8 +49,8 @@ def why_not_batched(run_configs: list[Namespace], draws: int) -> str | None:
     trainer = first.trainer
     if str(trainer.precision) not in BATCHABLE_PRECISIONS:
         return f"trainer.precision {trainer.precision} (batched runs train in 32-true or 64-true)"
-    if trainer.strategy != "auto" or trainer.num_nodes != 1 or trainer.devices not in ("auto", 1, "1"):
-        return "the trainer runs on several devices (batched runs train on one)"
+    if trainer.strategy != "auto" or trainer.devices not in ("auto", 1, "1"):  # several: refused before (sweep_runs)
+        return "trainer.strategy or trainer.devices place the runs (batched runs take the one device Lightning picks)"
     clipping = f"{GradientClipping.__module__}.{GradientClipping.__name__}"
     others = [c.class_path for c in trainer.callbacks or [] if c.class_path != clipping]
     if others:

@@ -254,23 +254,22 @@ def check_one_process(run_configs: list[Namespace]) -> None:
     """Every run on one device in this process: Lightning's DDP would start this whole command again in each new
     process (a sweep of DDP fits is `fitquad fit` once a value)."""
     for trainer in (run_config.trainer for run_config in run_configs):
-        if trainer.num_nodes != 1 or device_count(trainer.devices) > 1:
+        if trainer.num_nodes != 1 or several_devices(trainer.devices):
             raise InvalidInput(
                 "a sweep trains its runs one after another in this process: trainer.devices must be 1 and "
                 f"trainer.num_nodes 1, got devices {trainer.devices}, num_nodes {trainer.num_nodes} (DDP: fitquad fit)"
             )
 
 
-def device_count(devices: int | str | list) -> int:
-    """How many devices a trainer.devices value asks for ("auto": one, as a sweep's runs take it; -1: every one)."""
+def several_devices(devices: int | str | list) -> bool:
+    """Whether a trainer.devices value asks for more than one device ("auto": one, as a sweep's runs take it; -1:
+    every one)."""
     if isinstance(devices, list | tuple):
-        return len(devices)
+        return len(devices) > 1
     text = str(devices).strip()
-    if text == "auto":
-        return 1
     if "," in text:  # "0,1": those GPUs
-        return len([part for part in text.split(",") if part.strip()])
-    return 2 if text == "-1" else int(text) if text.lstrip("-").isdigit() else 1
+        return len([part for part in text.split(",") if part.strip()]) > 1
+    return text == "-1" or (text.isdigit() and int(text) > 1)
 
 
 def stopped_by(stopped: BaseException) -> str:
