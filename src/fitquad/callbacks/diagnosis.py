@@ -78,23 +78,22 @@ class FitDiagnosis(L.Callback):
             if not loss_shape(pl_module.loss_fn).quadratic or self.settings.weight_decay:
                 least_squares = optimum(model, *train, make_loss("mse"))
             self.noise_std = estimated_noise_std(least_squares.train_mse, datamodule.train_size, n_parameters)
-        floors = {"train_noise_floor": None, "val_noise_floor": None}
+        floors = dict.fromkeys(("train_noise_floor", "val_noise_floor"))
         if self.noise_std is not None:
-            floors = {
-                "train_noise_floor": training_noise_floor(self.noise_std, datamodule.train_size, n_parameters),
-                "val_noise_floor": validation_noise_floor(self.noise_std),
-            }
-        names = pl_module.coefficient_names
-        self.found = {}
-        self.found["reference"] = {
+            floors["train_noise_floor"] = training_noise_floor(self.noise_std, datamodule.train_size, n_parameters)
+            floors["val_noise_floor"] = validation_noise_floor(self.noise_std)
+        reference = {
             "train_loss_optimum": self.reference.train_loss,
             "train_mse_optimum": self.reference.train_mse,
-            "coefficients": dict(zip(names, self.reference.coefficients.tolist(), strict=True)),
+            "coefficients": dict(zip(pl_module.coefficient_names, self.reference.coefficients.tolist(), strict=True)),
             "noise_std": self.noise_std,
             "noise_std_estimated": self.noise_estimated,
             **floors,
         }
-        self.found["conditioning"] = {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps}
+        self.found = {
+            "reference": reference,
+            "conditioning": {**self.conditioning.as_dict(), "predicted_steps_to_1pct": steps},
+        }
         lines = self._start_lines(pl_module, steps, floors)
         for line in lines:
             say(trainer, f"fitquad: {line}")
@@ -118,10 +117,8 @@ class FitDiagnosis(L.Callback):
         )
         where = "below" if s.lr < c.largest_stable_lr else "ABOVE"
         sgd_only = "" if self.sgd else " (rules for SGD; this optimizer is not SGD)"
-        coefficients = ", ".join(
-            f"{k}={v:.6g}"
-            for k, v in zip(pl_module.coefficient_names, self.reference.coefficients.tolist(), strict=True)
-        )
+        pairs = zip(pl_module.coefficient_names, self.reference.coefficients.tolist(), strict=True)
+        coefficients = ", ".join(f"{k}={v:.6g}" for k, v in pairs)
         return [
             self._start_in_plain_words(steps, floors),
             f"conditioning ({pl_module.model.feature_scaling} features; {c.curvature}): Hessian eigenvalues "
@@ -202,12 +199,9 @@ class FitDiagnosis(L.Callback):
         if len(datamodule.val_x):
             _, val_mse = evaluate(model64, datamodule.val_x, datamodule.val_y, pl_module.loss_fn)
         steps_to_go = self.steps_to_go(model64.model_parameters())
+        short = relative_gap(train_loss, self.reference.train_loss, self.resolution) > CONVERGED_GAP
         probe = None
-        if (
-            pl_module.dtype == torch.float32
-            and self.sgd
-            and relative_gap(train_loss, self.reference.train_loss, self.resolution) > CONVERGED_GAP
-        ):
+        if pl_module.dtype == torch.float32 and self.sgd and short:
             probe = float32_update_error(pl_module, datamodule.train_x, datamodule.train_y, self.settings)
         facts = FitFacts(
             steps_taken=trainer.global_step,
@@ -285,8 +279,7 @@ class FitDiagnosis(L.Callback):
             image = figures.save_png(figure, folder / f"{name}.png")
             for logger in trainer.loggers:  # TensorBoard's IMAGES tab: the same pixels, not drawn again
                 if hasattr(logger.experiment, "add_image"):
-                    step = trainer.global_step
-                    logger.experiment.add_image(f"diagnosis/{name}", image, global_step=step, dataformats="HWC")
+                    logger.experiment.add_image(f"diagnosis/{name}", image, trainer.global_step, dataformats="HWC")
 
 
 def axis_labels(data: dict) -> dict[str, str]:

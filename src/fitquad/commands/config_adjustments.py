@@ -26,8 +26,8 @@ def names_a_file(ckpt_path: str) -> bool:
 
 
 def give_lr_scheduler_the_models_sgd(config: Namespace) -> None:
-    # LightningCLI builds an --lr_scheduler only together with an optimizer it builds itself
-    # (--optimizer); without one it drops the scheduler silently. So hand it the model's own SGD.
+    # LightningCLI builds an --lr_scheduler only together with an optimizer it builds itself (--optimizer); without one
+    # it drops the scheduler silently. So hand it the model's own SGD.
     if config.get("lr_scheduler") is None or config.get("optimizer") is not None:
         return
     model = config.model.get("init_args") or config.model  # fit's model.class_path/init_args, or sweep's options
@@ -37,11 +37,10 @@ def give_lr_scheduler_the_models_sgd(config: Namespace) -> None:
 
 
 def check_monitors_after_validation(config: Namespace) -> None:
-    # EarlyStopping and a ModelCheckpoint that monitors a metric, left to choose, act at the end of each
-    # training epoch, just after its validation: the same moment, except right after resuming from a
-    # checkpoint saved at an epoch's end, where Lightning ends the restored epoch before any validation
-    # (no val/loss yet: EarlyStopping fails, ModelCheckpoint warns). Acting after each validation
-    # instead is the same in a plain run, and right on resume.
+    # EarlyStopping and a ModelCheckpoint that monitors a metric, left to choose, act at the end of each training epoch,
+    # just after its validation: the same moment, except right after resuming from a checkpoint saved at an epoch's end,
+    # where Lightning ends the restored epoch before any validation (no val/loss yet: EarlyStopping fails,
+    # ModelCheckpoint warns). Acting after each validation instead is the same in a plain run, and right on resume.
     options = {"EarlyStopping": "check_on_train_epoch_end", "ModelCheckpoint": "save_on_train_epoch_end"}
     for callback in config.trainer.get("callbacks") or []:
         name = str(callback.get("class_path", "")).rsplit(".", 1)[-1]
@@ -52,8 +51,8 @@ def check_monitors_after_validation(config: Namespace) -> None:
 
 
 def evaluate_into_the_checkpoints_run_folder(config: Namespace) -> None:
-    # validate, test and predict are about a checkpoint's run: their results (metrics JSON,
-    # predictions.csv) go into that run's folder, and they make no TensorBoard run of their own.
+    # validate, test and predict are about a checkpoint's run: their results (metrics JSON, predictions.csv) go into
+    # that run's folder, and they make no TensorBoard run of their own.
     ckpt_path = str(config.ckpt_path)
     if not names_a_file(ckpt_path):  # one of Lightning's own values ("last", "best", ...)
         return
@@ -64,10 +63,10 @@ def evaluate_into_the_checkpoints_run_folder(config: Namespace) -> None:
 
 
 def progress_bar_only_on_a_terminal(config: Namespace) -> None:
-    # A progress bar redrawn into a file or a pipe is megabytes of carriage returns: on a terminal only (the bar
-    # writes to stdout, so stdout is what must be one: `fitquad fit … | tee run.log` gets no bar frames),
-    # unless trainer.enable_progress_bar says otherwise. Off, the configs' progress-bar callbacks go too
-    # (Lightning refuses one with enable_progress_bar false).
+    # A progress bar redrawn into a file or a pipe is megabytes of carriage returns: on a terminal only (the bar writes
+    # to stdout, so stdout is what must be one: `fitquad fit … | tee run.log` gets no bar frames), unless
+    # trainer.enable_progress_bar says otherwise. Off, the configs' progress-bar callbacks go too (Lightning refuses one
+    # with enable_progress_bar false).
     trainer = config.trainer
     if trainer.get("enable_progress_bar") is None:
         trainer.enable_progress_bar = sys.stdout.isatty()

@@ -58,15 +58,10 @@ class SweepPoint:
         def band(name: str) -> tuple[float, float] | None:
             return tuple(np.percentile(column(name), BAND_PERCENTILES).tolist()) if len(kept) > 1 else None
 
-        diverged = [(i, d) for i, d in enumerate(per_draw) if d["diverged"]]
-        why = None
-        if diverged:
-            index, first = diverged[0]
-            why = (
-                first["diverged"]
-                if len(per_draw) == 1
-                else f"{len(diverged)} of {len(per_draw)} draws diverged (the first, draw {index}: {first['diverged']})"
-            )
+        diverged = [(i, d["diverged"]) for i, d in enumerate(per_draw) if d["diverged"]]
+        why = diverged[0][1] if diverged else None
+        if diverged and len(per_draw) > 1:
+            why = f"{len(diverged)} of {len(per_draw)} draws diverged (the first, draw {diverged[0][0]}: {why})"
         val = column("val_mse")
         return cls(
             value=value,
@@ -94,13 +89,7 @@ class SweepPoint:
         """The value's results for TensorBoard's HPARAMS tab and its summary.json (finite ones only)."""
         metrics = {"final/train_mse": self.train_mse, "final/val_mse": self.val_mse}
         if self.draws > 1:
-            metrics.update(
-                {
-                    "final/val_mse_error": self.val_mse_error,
-                    "final/bias_squared": self.bias_squared,
-                    "final/variance": self.variance,
-                }
-            )
+            metrics |= {f"final/{name}": getattr(self, name) for name in ("val_mse_error", "bias_squared", "variance")}
         return {name: value for name, value in metrics.items() if math.isfinite(value)}
 
 
@@ -138,9 +127,7 @@ def markdown_table(points: list[SweepPoint], parameter: str) -> str:
     name = parameter.rsplit(".", 1)[-1]
     best = validation_minimum(points)
 
-    def number(v: float) -> str:
-        return f"{v:.4g}"
-
+    number = "{:.4g}".format
     known = math.isfinite(points[0].noise_floor)
     floor = (
         f"Noise floor σ² = {number(points[0].noise_floor)}"

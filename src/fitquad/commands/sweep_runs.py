@@ -1,8 +1,6 @@
-"""`fitquad sweep`: the same experiment trained once per value of one setting, and the runs compared.
-
-A sweep config is a fit config plus a `sweep:` section (SweepSettings). Every value is parsed, checked and built as
-`fitquad fit` would before any run trains; the runs train as one batched model (sweep_batched.py) when they allow it,
-else one Trainer each. How to read what lands in runs/<config name>/version_N: docs/over-and-underfitting.md.
+"""`fitquad sweep`: a fit config plus a `sweep:` section (SweepSettings), trained once per value of one setting, every
+value checked as `fitquad fit` checks it before any run trains; as one batched model (sweep_batched.py) where the runs
+allow it, else one Trainer each. How to read runs/<config name>/version_N: docs/over-and-underfitting.md.
 """
 
 from __future__ import annotations
@@ -93,9 +91,7 @@ def train_one(
     on_signal = CheckpointOnSignal()
     trainer_options["callbacks"] = [*(trainer_options.get("callbacks") or []), RunSummary(), on_signal]
     trainer = L.Trainer(**trainer_options)
-    module: QuadraticRegression = init.model
-    datamodule: FileDataModule = init.data
-    diverged = None
+    module, datamodule, diverged = init.model, init.data, None
     try:
         trainer.fit(module, datamodule=datamodule)
     except TrainingDiverged as error:  # a result of this value, not the sweep's end: marked in the table
@@ -113,8 +109,7 @@ def measure(
     """The trained run's point: its train and validation MSE beside those of its loss's closed-form optimum."""
     train, val = (datamodule.train_x, datamodule.train_y), (datamodule.val_x, datamodule.val_y)
     with torch.no_grad():
-        predict = module.model.cpu()
-        predictions = [predict(x.to(module.dtype)).double() for x, _ in (train, val)]
+        predictions = [module.model.cpu()(x.to(module.dtype)).double() for x, _ in (train, val)]
     optimum_train_mse, optimum_val_mse, gap = reference.against_optimum(
         module.model, train, val, module.loss_fn, module.hparams.weight_decay, torch.cat(predictions)
     )
@@ -206,9 +201,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         parser.error("sweep.values must list at least one value")
     if config["data.file"] is not None and parameter.removeprefix("data.") in GENERATED_ONLY:
         parser.error(f"sweep.parameter {parameter} is for generated data: with data.file it would change nothing")
-    # Each value goes through the parser like a command-line override, and is range-checked (check_config) and
-    # built (the model, the data module, which checks its file options, and for a Trainer setting the Trainer),
-    # before the sweep's folder is made or any run trains.
+    # Each value parsed as a command-line override, checked and built (check_value) before anything is written.
     run_configs = [parse_value(parser, args, parameter, value) for value in values]
     for run_config, value in zip(run_configs, values, strict=True):
         check_value(parser, run_config, parameter, value, config)
@@ -267,9 +260,8 @@ def several_devices(devices: int | str | list) -> bool:
     if isinstance(devices, list | tuple):
         return len(devices) > 1
     text = str(devices).strip()
-    if "," in text:  # "0,1": those GPUs
-        return len([part for part in text.split(",") if part.strip()]) > 1
-    return text == "-1" or (text.isdigit() and int(text) > 1)
+    listed = [part for part in text.split(",") if part.strip()]  # "0,1": those GPUs
+    return len(listed) > 1 or text == "-1" or (text.isdigit() and int(text) > 1)
 
 
 def stopped_by(stopped: BaseException) -> str:

@@ -23,11 +23,6 @@ class Decomposition:
     variance: float
     noise: float  # σ², the true noise variance
 
-    @property
-    def expected_error(self) -> float:
-        """bias² + variance + σ²: the expected MSE on fresh points that the decomposition predicts."""
-        return self.bias_squared + self.variance + self.noise
-
 
 def evaluation_points(data_options: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, f(x)): x values standing for the data's x distribution, float32 like every x, and the true curve at

@@ -1,10 +1,6 @@
-"""The diagnosis's rules: which verdict a fit's numbers get, with its sentence in plain words and its advice.
-
-`diagnose` takes the numbers of a finished fit (FitFacts: its loss and the closed-form optimum's, κ, the predicted
-steps to go, the MSEs and the noise floors) and returns the verdict of the first rule in RULES that holds: an
-ordered table of (verdict, condition, sentence). All thresholds are here,
-each with its reason; docs/reading-the-diagnosis.md lists them. The callback that gathers the numbers
-and reports the verdict is fitquad.callbacks.diagnosis.FitDiagnosis.
+"""The diagnosis's rules: `diagnose` gives a finished fit's numbers (FitFacts) the verdict of the first rule in RULES,
+an ordered table of (verdict, condition, sentence), that holds. The thresholds, each with its reason, are here;
+docs/reading-the-diagnosis.md lists them. fitquad.callbacks.diagnosis.FitDiagnosis gathers the numbers.
 """
 
 from __future__ import annotations
@@ -13,31 +9,26 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fitquad.theory.reference import (
-    relative_gap,
-    training_noise_floor,
-    validation_noise_floor,
-)
+from fitquad.theory.reference import relative_gap, training_noise_floor, validation_noise_floor
 
 # ---- thresholds ----------------------------------------------------------------------------------
-# Converged: the training loss within 1% of the closed-form optimum. Tighter than any difference a
-# reader can see on a loss curve, loose enough that float32 arithmetic (7 digits) reaches it.
+# Converged: the training loss within 1% of the closed-form optimum. Tighter than any difference a reader can see on a
+# loss curve, loose enough that float32 arithmetic (7 digits) reaches it.
 CONVERGED_GAP = 0.01
-# Ill-conditioned: κ of the Hessian at least 1000. Even at the best learning rate gradient descent needs
-# about κ/2 steps per factor e in the slowest direction, i.e. thousands of steps: the regime where
-# "standardize" (κ ≈ 8 on lesson 3) changes everything. Below it, a slow fit is only a short one.
+# Ill-conditioned: κ of the Hessian at least 1000. Even at the best learning rate gradient descent needs about κ/2 steps
+# per factor e in the slowest direction, i.e. thousands of steps: the regime where "standardize" (κ ≈ 8 on lesson 3)
+# changes everything. Below it, a slow fit is only a short one.
 ILL_CONDITIONED_KAPPA = 1e3
-# Stalled, rather than still converging: the steps predicted to go exceed the steps already taken,
-# i.e. running as long again would not get there.
+# Stalled, rather than still converging: the steps predicted to go exceed the steps already taken, i.e. running as long
+# again would not get there.
 STALLED_STEPS_RATIO = 1.0
 # Stalled by float32: from the final parameters, the steps float32 takes differ from the exact (float64) steps by at
 # least half their size (fitquad.theory.precision): the updates are mostly rounding, so the fit cannot get closer,
 # whatever the number of steps.
 FLOAT32_UPDATE_ERROR = 0.5
-# Far above a noise floor: above floor·(1 + max(3 standard deviations, 10%)). The MSE at the optimum is
-# itself random: σ²·χ²(n − p)/n on the training set (sd σ²·√(2(n − p))/n), σ²·χ²(n)/n on n fresh
-# points (sd σ²·√(2/n)), so 3 sd keeps false alarms near 0.3%; the 10% keeps tiny misfits on large data
-# from being called under- or overfitting.
+# Far above a noise floor: above floor·(1 + max(3 standard deviations, 10%)). The MSE at the optimum is itself random:
+# σ²·χ²(n − p)/n on the training set (sd σ²·√(2(n − p))/n), σ²·χ²(n)/n on n fresh points (sd σ²·√(2/n)), so 3 sd keeps
+# false alarms near 0.3%; the 10% keeps tiny misfits on large data from being called under- or overfitting.
 NOISE_FLOOR_SDS = 3.0
 NOISE_FLOOR_MIN_MARGIN = 0.1
 # Overfitting: validation MSE at least 1.5 times the training MSE (besides being far above σ²).
@@ -252,8 +243,8 @@ RULES = [
         lambda f: f"diverged: {f.where}; lr {f.lr:.3g} is above the largest stable lr {f.largest_stable_lr:.3g}",
     ),
     Rule(
-        # Not a failure to converge: EarlyStopping ended the fit where validation stopped improving, on purpose
-        # short of the training optimum (which, for a model that can fit the noise, overfits).
+        # Not a failure to converge: EarlyStopping ended the fit where validation stopped improving, on purpose short of
+        # the training optimum (which, for a model that can fit the noise, overfits).
         "stopped_early",
         lambda f: f.short_of_optimum and f.stopped_early,
         lambda f: (
@@ -335,23 +326,16 @@ RULES = [
 ]
 
 
+# FitFacts' numbers that every verdict reports (with steps and relative_gap), by name in summary.json.
+REPORTED = ("train_loss", "optimum_loss", "condition_number", "steps_to_go", "lr", "largest_stable_lr")
+REPORTED += ("train_mse", "val_mse", "mini_batch")
+
+
 def diagnose(facts: FitFacts) -> Diagnosis:
     """The first rule of RULES that holds, with the numbers that led to it."""
     rule = next(rule for rule in RULES if rule.holds(facts))
     f = facts
-    numbers = {
-        "steps": f.steps_taken,
-        "train_loss": f.train_loss,
-        "optimum_loss": f.optimum_loss,
-        "relative_gap": f.gap,
-        "condition_number": f.condition_number,
-        "steps_to_go": f.steps_to_go,
-        "lr": f.lr,
-        "largest_stable_lr": f.largest_stable_lr,
-        "train_mse": f.train_mse,
-        "val_mse": f.val_mse,
-        "mini_batch": f.mini_batch,
-    }
+    numbers = {"steps": f.steps_taken, "relative_gap": f.gap, **{name: getattr(f, name) for name in REPORTED}}
     if f.float32_update_error is not None:
         numbers["float32_update_error"] = f.float32_update_error
     if rule.against_floors:
