@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 import yaml
 from matplotlib.image import imread
 
-from conftest import CONFIGS, plain_sgd_path, run_fitquad
+from conftest import CONFIGS, assert_one_line_error, plain_sgd_path, run_fitquad
 from fitquad.commands.cli import main
 from fitquad.commands.compare_grid import ARTICLE_SETTINGS
 from fitquad.core.data import QuadraticDataModule
@@ -154,3 +155,12 @@ def test_a_setting_named_with_commas_and_quotes_reads_back_from_compare_csv(tmp_
     with next(tmp_path.glob("runs/*/version_0/compare.csv")).open(newline="") as table:
         rows = list(csv.DictReader(table))
     assert [row["setting"] for row in rows] == [name] and rows[0]["momentum"] == "0.5"
+
+
+def test_a_compare_name_that_leads_out_of_runs_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--config", str(CONFIGS / "sgd_article_grid.yaml"), "--name", "/tmp/elsewhere"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "name must name a folder inside runs/", "'/tmp/elsewhere'")
+    assert not (tmp_path / "runs").exists() and not Path("/tmp/elsewhere").exists()

@@ -223,6 +223,8 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             ["--sweep.parameter", "data.n_train", "--sweep.values", "[10, 100000000000]"],
             "fitquad: error: sweep.values: data.n_train 100000000000, n_val",
         ),
+        # runs/<name>: a name that leads out of runs/ would write into the current folder or anywhere.
+        (["--name", "../escaped"], "name must name a folder inside runs/ (no leading / and no .. part)"),
     ],
 )
 def test_bad_sweep_input_is_one_line(

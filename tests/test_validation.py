@@ -110,6 +110,7 @@ BAD_INPUTS = [
         ("lr_scheduler.step_size", "must be ≥ 1", "got 0"),
     ),
     (["--lr_scheduler", "CosineAnnealingLR", "--lr_scheduler.T_max", "0"], ("lr_scheduler.T_max", "must be ≥ 1")),
+    (["--lr_scheduler", "ExponentialLR", "--lr_scheduler.gamma", "-1"], ("lr_scheduler.gamma", "must be > 0", "-1")),
     (
         ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor", "val/nope"],
         ("trainer.callbacks", "EarlyStopping monitors 'val/nope'", "val/mse", "val/r2"),
@@ -124,6 +125,10 @@ BAD_INPUTS = [
     (
         ["--lr_scheduler", "ExponentialLR", "--lr_scheduler.gamma", "0.5", "--lr_scheduler.last_epoch", "5"],
         ("lr_scheduler is refused", "initial_lr"),
+    ),
+    (
+        ["--trainer.logger.init_args.name", "../../escaped"],
+        ("trainer.logger.init_args.name", "must name a folder inside its save_dir", "'../../escaped'"),
     ),
     (["--model.class_path", "foo.Bar"], ("model.class_path foo.Bar", "cannot be used", "No module named 'foo'")),
     (["--model", "torch.nn.Linear"], ("model must be QuadraticRegression (or a subclass)", "got torch.nn.Linear")),
@@ -250,3 +255,27 @@ def test_a_command_that_cannot_run_as_given_is_one_line(command: str, named: tup
         main([command, "--config", LESSON3])
     assert exit_info.value.code == 2
     assert_one_line_error(capsys.readouterr().err, *named)
+
+
+def test_a_trainer_option_lightning_refuses_as_the_fit_starts_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    # Lightning compares an integer val_check_interval with the epoch's batches only once the fit has its data, and
+    # raises a ValueError from its fit loop: one line naming the option, as the checks before it would.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", LESSON3, "--trainer.val_check_interval", "1000", "--fit_diagnosis.figures", "false"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "trainer.val_check_interval", "(1000)", "training batches (10)")
+
+
+def test_a_value_error_of_fitquads_own_stays_a_traceback() -> None:
+    # Only a Trainer option that Lightning refuses becomes one line: any other ValueError is a bug to see whole.
+    from fitquad.commands.fit_cli import refused_at_fit_start
+
+    try:
+        int("not a number")
+    except ValueError as error:
+        assert refused_at_fit_start(error) is None
+    try:
+        raise ValueError("`max_steps` is wrong")  # names an option, but raised here, not by Lightning
+    except ValueError as error:
+        assert refused_at_fit_start(error) is None

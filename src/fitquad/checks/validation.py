@@ -67,6 +67,7 @@ TRAINER_RULES: list[Rule] = [
 LR_SCHEDULER_RULES: list[Rule] = [
     ("step_size", lambda v: v >= 1, "≥ 1 (scheduler steps between decays)"),
     ("T_max", lambda v: v >= 1, "≥ 1 (scheduler steps from the top of the cosine to its bottom)"),
+    ("gamma", lambda v: v > 0, "> 0 (the factor a decay multiplies the lr by; a negative one flips the step's sign)"),
 ]
 
 

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.entry import COMMANDS, overview
-from fitquad.commands.fit_cli import run_lightning_cli
+from fitquad.commands.fit_cli import refused_at_fit_start, run_lightning_cli
 from fitquad.commands.parsing import BAD_INPUT_STATUS, report_bad_input, settle_warnings_and_yaml
 from fitquad.core.module import TrainingDiverged
 
@@ -90,6 +90,11 @@ def run_reporting_failures(command_line: list[str], args: list[str] | None) -> i
         return run_command(command_line, args)
     except (InvalidInput, MisconfigurationException) as error:  # the input is wrong
         return report_bad_input(str(error))
+    except ValueError as error:  # the input is wrong, if Lightning refuses a Trainer option as the fit starts
+        refused = refused_at_fit_start(error)
+        if refused is None:
+            raise
+        return report_bad_input(str(refused))
     except TrainingDiverged as diverged:  # the divergence guard
         print(f"fitquad: error: {diverged}", file=sys.stderr, flush=True)
         return 1

@@ -229,6 +229,17 @@ def refusal(error: BaseException) -> InvalidInput:
     return InvalidInput(f"{trainer_option_named(message)}: {message}")
 
 
+def refused_at_fit_start(error: ValueError) -> InvalidInput | None:
+    """A Trainer option that Lightning refuses only as the fit starts, with the data in hand (val_check_interval
+    above an epoch's batches), as one line; None for any other error, which stays a traceback."""
+    frames = traceback.extract_tb(error.__traceback__)
+    message = " ".join(str(error).split())
+    named = trainer_option_named(message)
+    if not frames or "lightning/pytorch/" not in frames[-1].filename.replace("\\", "/") or "trainer." not in named:
+        return None
+    return InvalidInput(f"{named}: {message}")
+
+
 def trainer_option_named(message: str) -> str:
     """Who refused the config, for Lightning's refusal as it builds the Trainer: `trainer.<option> is refused by
     Lightning` where its message names one of the Trainer's options (`devices`, `Trainer(devices=...)`)."""

@@ -21,9 +21,16 @@ def config_name(config: Namespace, default: str = DEFAULT_RUN_NAME) -> str:
     """The run's name (runs/<name>/version_N): the config's own `name` if it has one (a sweep's or comparison's
     saved config.yaml keeps it, so a re-run lands beside the first), else the stem of its last config file."""
     if config.get("name"):
-        return str(config.name)
+        return inside_its_folder(str(config.name), "name", "runs/")
     config_files = config.get("config") or []
     return Path(str(config_files[-1])).stem if config_files else default
+
+
+def inside_its_folder(name: str, field: str, folder: str) -> str:
+    """A run's name, as a folder inside `folder`: refused if it leads out of it (an absolute path, or a .. part)."""
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise InvalidInput(f"{field} must name a folder inside {folder} (no leading / and no .. part), got {name!r}")
+    return name
 
 
 def config_file_stem(args: list[str]) -> str | None:
@@ -113,7 +120,8 @@ def claim_logger_folder(logger: Namespace, field: str) -> None:
     init_args = logger.get("init_args")
     if init_args is None:
         return
-    parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
+    name = inside_its_folder(str(init_args.get("name") or ""), f"{field}.init_args.name", "its save_dir")
+    parent = Path(str(init_args.get("save_dir") or ".")) / name
     version = init_args.get("version")
     if version is None:
         init_args["version"] = version_of(make_run_folder(parent, f"{field}.init_args.save_dir/name"))
