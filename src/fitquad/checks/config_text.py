@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,6 +49,14 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
     if match is None:
         return " ".join(message.split())
     key, rest = match["key"], match["rest"]
+    unloadable = re.match(r"Unable to load config '([^']*)'", rest)
+    if unloadable:  # `--data X`: X read as a YAML file of the section's options
+        given = unloadable[1]
+        what = "is not a YAML mapping of them" if Path(given).is_file() else "is no such file"
+        return (
+            f"--{key} takes a YAML file of {key}'s options, and {given!r} {what}: give them one by one as "
+            f"--{key}.<option> (`{command} --help` lists them)"
+        )
     nested = _NESTED.search(rest)
     if nested:  # an option of a class chosen by class_path (model.class_path): the option's own error, named in full
         inner = textwrap.dedent(nested["inner"]).strip()
