@@ -22,6 +22,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from conftest import (
     CONFIGS,
     article_data,
+    assert_one_line_error,
     fitquad_in_process,
     newest_run_folder,
     only_run_folder,
@@ -368,3 +369,29 @@ def test_a_fit_without_validation_points_ends_cleanly(tmp_path, monkeypatch):
     fitquad_in_process("fit", "--data.n_val", "0", "--trainer.max_steps", "5", cwd=tmp_path, monkeypatch=monkeypatch)
     summary = read_summary(only_run_folder(tmp_path, "fitquad"))
     assert summary["val_mse"] is None and summary["optimizer_steps"] == 5
+
+
+def test_fast_dev_run_writes_fitquads_files_into_the_run_folder(tmp_path, monkeypatch):
+    # Lightning stands a logger that saves nothing (its save_dir is None) in for the configured one: fitquad's files
+    # go into the run folder all the same, and nothing into the current folder.
+    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.fast_dev_run", "true"]
+    fitquad_in_process("fit", *config, "--fit_diagnosis.figures", "false", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert read_summary(only_run_folder(tmp_path, "lesson3"))["optimizer_steps"] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runs"]
+
+
+@pytest.mark.parametrize("batched", ["true", "false"])
+def test_a_sweep_under_fast_dev_run_writes_each_values_summary(tmp_path, monkeypatch, batched):
+    config = ["--config", str(CONFIGS / "capacity.yaml"), "--sweep.values", "[1, 2]", "--sweep.batched", batched]
+    fitquad_in_process("sweep", *config, "--trainer.fast_dev_run", "true", cwd=tmp_path, monkeypatch=monkeypatch)
+    folder = only_run_folder(tmp_path, "capacity")
+    assert all((folder / f"degree_{d}" / "summary.json").is_file() for d in (1, 2))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["runs"]
+
+
+def test_lr_find_refuses_fast_dev_run_which_skips_the_finder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lr-find", "--config", str(CONFIGS / "lesson3.yaml"), "--trainer.fast_dev_run", "true"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "trainer.fast_dev_run must be false for lr-find")

@@ -120,6 +120,24 @@ def test_ddp_by_lightning_and_by_torchrun_lands_where_one_process_does(tmp_path:
 
 
 @pytest.mark.slow
+def test_ddp_spawn_hands_its_weights_back_and_lands_where_one_process_does(tmp_path: Path, monkeypatch) -> None:
+    # ddp_spawn saves rank 0's trained weights, a plain state_dict, through the checkpoint plugin and reads them back
+    # in the main process: fitquad's weights-only plugin must read what Lightning wrote (it refused it before).
+    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "5"]
+    spawn = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    (tmp_path / "spawn").mkdir()
+    result = run_fitquad("fit", *config, *spawn, cwd=tmp_path / "spawn")
+    assert "Traceback" not in result.stderr and "error" not in result.stderr, result.stderr
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *config])
+    single, spawned = only_run_folder(tmp_path, "lesson3"), only_run_folder(tmp_path / "spawn", "lesson3")
+    torch.testing.assert_close(
+        torch.tensor(list(read_summary(spawned)["coefficients"].values())),
+        torch.tensor(list(read_summary(single)["coefficients"].values())),
+    )
+
+
+@pytest.mark.slow
 def test_ddp_with_the_fused_module_lands_where_one_process_does(tmp_path: Path, monkeypatch) -> None:
     # The fused module's manual steps under DDP: every manual_backward syncs the gradients, inside a training_step.
     config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_steps", "25"]

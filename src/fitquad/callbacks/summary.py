@@ -39,7 +39,7 @@ def run_folder(trainer: L.Trainer) -> Path:
     rank 0 writes here, and a broadcast that rank 0 alone joins would wait forever.
     """
     logger = trainer.logger
-    if logger is None:
+    if logger is None or logger.save_dir is None:  # no logger, or fast_dev_run's stand-in, which saves nothing
         return Path(trainer.default_root_dir)
     return Path(logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir)
 

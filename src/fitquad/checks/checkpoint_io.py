@@ -23,9 +23,21 @@ def load_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any
     """A Lightning checkpoint's contents, loaded weights-only; InvalidInput if the file is not one."""
     if not Path(path).is_file():
         raise InvalidInput(f"ckpt_path must be a checkpoint file, got {str(path)!r} (no such file)")
+    checkpoint = load_weights_only(path, map_location)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InvalidInput(f"ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
+    state = checkpoint["state_dict"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidInput(f"ckpt_path {path} is not a usable checkpoint: its state_dict holds no model weights")
+    return checkpoint
+
+
+def load_weights_only(path: str | Path, map_location: Any = None) -> Any:
+    """torch.load(weights_only=True) of a whole archive (check_archive): a checkpoint, or a plain state_dict as
+    ddp_spawn hands its weights back; InvalidInput naming ckpt_path if it cannot be read so."""
     check_archive(path)
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         if "Weights only load failed" in str(error):
@@ -39,12 +51,6 @@ def load_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any
     # OSError), an empty file (EOFError), damaged records (KeyError, ValueError, IndexError, TypeError, ...).
     except Exception as error:
         raise InvalidInput(f"ckpt_path {path} is truncated or corrupt: {_first_line(error)}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise InvalidInput(f"ckpt_path {path} is not a Lightning checkpoint (it has no state_dict)")
-    state = checkpoint["state_dict"]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InvalidInput(f"ckpt_path {path} is not a usable checkpoint: its state_dict holds no model weights")
-    return checkpoint
 
 
 def check_archive(path: str | Path) -> None:
@@ -232,7 +238,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
         remove_abandoned_partials(path.parent)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        # weights_only is True whatever is asked: the CLI refuses --weights_only false (validation.py).
-        checkpoint = load_checkpoint(path, map_location)
+        # weights_only is True whatever is asked: the CLI refuses --weights_only false (validation.py). Lightning
+        # reads what it wrote (a fit's checkpoint, checked by the CLI first; ddp_spawn's weights, a plain state_dict).
+        checkpoint = load_weights_only(path, map_location)
         remove_abandoned_partials(Path(path).parent)  # a resumed run's folder may hold a killed save's leftovers
         return checkpoint

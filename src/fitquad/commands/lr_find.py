@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -86,6 +85,11 @@ class LrFindCLI(FitquadCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: list[str] | None) -> None:
         super().parse_arguments(parser, args)
         check_lr_find_options(self.config.lr_find)
+        if self.config.trainer.get("fast_dev_run"):
+            raise InvalidInput(
+                "trainer.fast_dev_run must be false for lr-find: Lightning skips its learning-rate finder under it "
+                "(a short test: lr_find.num_training)"
+            )
 
 
 def check_lr_find_options(options: Any) -> None:
@@ -137,9 +141,6 @@ def main(argv: list[str]) -> None:
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
-    if finder is None:  # Lightning skips it under fast_dev_run
-        print("fitquad lr-find: Lightning skipped the learning-rate finder (fast_dev_run?)", file=sys.stderr)
-        sys.exit(2)
     suggestion = finder.suggestion()
     stable_lr, own_stable_lr = stable_lrs(model, trainer.optimizers[0], datamodule.train_x)
     if not trainer.is_global_zero:  # under DDP one process draws and prints; the others found the same numbers

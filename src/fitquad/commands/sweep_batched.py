@@ -120,6 +120,7 @@ def train_batched(
     for group, (value, label, logger) in enumerate(zip(values, labels, loggers, strict=True)):
         runs = range(group * draws, (group + 1) * draws)
         point, summary = measure_group(module, data, mses, run_configs[group], runs, trainer, value, label)
+        (folder / label).mkdir(exist_ok=True)  # its logger's folder, unless fast_dev_run set the logger aside
         (folder / label / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         logger.log_hyperparams(hparams[group], point.final_metrics())
         logger.finalize("success")

@@ -86,6 +86,7 @@ def train_one(
         trainer_options["devices"] = 1
     # name="" and version=label: the run's folder is folder/label, beside the sweep's other runs.
     trainer_options["logger"] = TensorBoardLogger(save_dir=folder, name="", version=label, default_hp_metric=False)
+    trainer_options["default_root_dir"] = folder / label  # where fitquad's files go if fast_dev_run sets it aside
     # Checkpoints written atomically and read weights-only, as `fitquad fit` writes and reads them.
     trainer_options["plugins"] = trainer_options.get("plugins") or [SafeCheckpointIO()]
     on_signal = CheckpointOnSignal()
