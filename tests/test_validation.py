@@ -123,6 +123,10 @@ BAD_INPUTS = [
     ),
     (["--optimizer", "Adam", "--optimizer.betas", "[2, 0.5]"], ("optimizer is refused", "beta parameter")),
     (
+        ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath", "{tmp}/elsewhere"],
+        ("trainer.callbacks is refused", "more than one stateful callback of type `ModelCheckpoint`"),
+    ),
+    (
         ["--lr_scheduler", "ExponentialLR", "--lr_scheduler.gamma", "0.5", "--lr_scheduler.last_epoch", "5"],
         ("lr_scheduler is refused", "initial_lr"),
     ),
@@ -259,14 +263,25 @@ def test_a_command_that_cannot_run_as_given_is_one_line(command: str, named: tup
     assert_one_line_error(capsys.readouterr().err, *named)
 
 
-def test_a_trainer_option_lightning_refuses_as_the_fit_starts_is_one_line(tmp_path, monkeypatch, capsys) -> None:
-    # Lightning compares an integer val_check_interval with the epoch's batches only once the fit has its data, and
-    # raises a ValueError from its fit loop: one line naming the option, as the checks before it would.
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        # Lightning compares an integer val_check_interval with the epoch's batches once the fit has its data, and
+        # raises a ValueError from its fit loop.
+        (["--trainer.val_check_interval", "1000"], ("trainer.val_check_interval", "(1000)", "training batches (10)")),
+        # A callback that refuses the Trainer's settings as the fit starts (MisconfigurationException).
+        (
+            ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"],
+            ("trainer.callbacks is refused", "swa_epoch_start"),
+        ),
+    ],
+)
+def test_what_lightning_refuses_as_the_fit_starts_is_one_line(extra, named, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", LESSON3, "--trainer.val_check_interval", "1000", "--fit_diagnosis.figures", "false"])
+        main(["fit", "--config", LESSON3, *extra, "--fit_diagnosis.figures", "false"])
     assert exit_info.value.code == 2
-    assert_one_line_error(capsys.readouterr().err, "trainer.val_check_interval", "(1000)", "training batches (10)")
+    assert_one_line_error(capsys.readouterr().err, *named)
 
 
 def test_a_value_error_of_fitquads_own_stays_a_traceback() -> None:

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted, sigterm_handler, sigterm_received
 from fitquad.checks.validation import InvalidInput
 from fitquad.commands.entry import COMMANDS, overview
-from fitquad.commands.fit_cli import refused_at_fit_start, run_lightning_cli
+from fitquad.commands.fit_cli import refusal, refused_at_fit_start, run_lightning_cli
 from fitquad.commands.parsing import BAD_INPUT_STATUS, report_bad_input, settle_warnings_and_yaml
 from fitquad.core.module import TrainingDiverged
 
@@ -88,8 +88,10 @@ def run_reporting_failures(command_line: list[str], args: list[str] | None) -> i
     number for SIGTERM and Ctrl-C (the shell's status for a program stopped by it). A bug keeps its traceback."""
     try:
         return run_command(command_line, args)
-    except (InvalidInput, MisconfigurationException) as error:  # the input is wrong
+    except InvalidInput as error:  # the input is wrong
         return report_bad_input(str(error))
+    except MisconfigurationException as error:  # Lightning refuses the config as the run starts: who, named
+        return report_bad_input(str(refusal(error)))
     except ValueError as error:  # the input is wrong, if Lightning refuses a Trainer option as the fit starts
         refused = refused_at_fit_start(error)
         if refused is None:

@@ -212,6 +212,7 @@ SECTION_OF_SOURCE = (
     ("torch/optim/lr_scheduler", "lr_scheduler"),
     ("torch/optim/", "optimizer"),
     ("lightning/pytorch/callbacks/", "trainer.callbacks"),
+    ("lightning/pytorch/trainer/connectors/callback_connector", "trainer.callbacks"),
     ("lightning/pytorch/loggers/", "trainer.logger"),
 )
 
