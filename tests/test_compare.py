@@ -164,3 +164,11 @@ def test_a_compare_name_that_leads_out_of_runs_is_refused(tmp_path, monkeypatch,
     assert exit_info.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "name must name a folder inside runs/", "'/tmp/elsewhere'")
     assert not (tmp_path / "runs").exists() and not Path("/tmp/elsewhere").exists()
+
+
+def test_a_setting_that_the_grid_sets_says_so(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--config", str(CONFIGS / "capacity.yaml")])  # a sweep config, whose model sets the loss
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "model.loss", "compare sets it for each row and column")

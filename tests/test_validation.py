@@ -136,6 +136,11 @@ BAD_INPUTS = [
     ),
     # A section given a value: read as a YAML file of its options (lr-find and sweep take no model class).
     (["--data", "missing.yaml"], ("--data takes a YAML file of data's options", "'missing.yaml' is no such file")),
+    # Another command's config: the command to run it with.
+    (
+        ["--config", str(CONFIGS / "capacity.yaml")],
+        ("sweep.parameter", "sweep belongs to fitquad sweep: run this with fitquad sweep"),
+    ),
     (["--model.class_path", "foo.Bar"], ("model.class_path foo.Bar", "cannot be used", "No module named 'foo'")),
     (["--model", "torch.nn.Linear"], ("model must be QuadraticRegression (or a subclass)", "got torch.nn.Linear")),
     # A union of Literals: every allowed name, not only the first Literal's (64, 32, 16).

@@ -25,7 +25,7 @@ from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_first_step, check_landscape_grid, check_limits, started_model
 from fitquad.checks.validation import InvalidInput, check_enough_points, check_model_options, check_n_train
 from fitquad.commands.compare_report import write_tables
-from fitquad.commands.parsing import OneLineErrorParser, lightning_quiet
+from fitquad.commands.parsing import SET_BY_THE_GRID, OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.core.losses import LOSSES, LossName, make_loss
 from fitquad.core.model import polynomial_basis
@@ -95,7 +95,7 @@ def build_parser() -> OneLineErrorParser:
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with the keys below")
     parser.add_argument("--name", type=str | None, default=None, help="runs/<name>/: default, the config's file name")
     parser.add_class_arguments(FileDataModule, "data")
-    grid_set = {"loss", "momentum", "dampening", "nesterov", "weight_decay"}
+    grid_set = {key.removeprefix("model.") for key in SET_BY_THE_GRID}
     parser.add_class_arguments(QuadraticRegression, "model", skip=grid_set)
     parser.add_argument("--losses", type=list[LossName], default=list(ARTICLE_LOSSES), help="the rows: losses")
     # The defaults as the parsed values are (Namespaces), so that config.yaml can write them.

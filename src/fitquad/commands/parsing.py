@@ -75,7 +75,7 @@ class OneLineErrorParser(LightningArgumentParser):
         command = f"fitquad {words[-1]}" if words[0] == "fitquad" and len(words) > 1 else "fitquad fit"
         line, hint = one_line(message, command), ""
         with contextlib.suppress(Exception):  # a hint is a help, never a second failure
-            hint = did_you_mean(line, self)
+            hint = another_commands_config(line, command) or did_you_mean(line, self)
         note = re.search(r" \(`[^`]*` lists (the options|them)\)$", line)  # the hint goes before the closing note
         at = note.start() if note else len(line)
         raise InvalidInput(line[:at] + hint + line[at:])
@@ -89,6 +89,26 @@ UNKNOWN_OPTION = (
     re.compile(r"does not accept option '(?P<given>[^']+)'"),
     re.compile(r"^(?P<given>\S+) is not an option \("),
 )
+
+
+# A config's sections that only one command reads: a config holding one is that command's.
+COMMAND_OF_SECTION = {"sweep": "fitquad sweep", "losses": "fitquad compare", "settings": "fitquad compare",
+                      "lr_find": "fitquad lr-find"}  # fmt: skip
+
+
+# The model options that `fitquad compare` sets per row (loss) and column (SGD setting) of its grid.
+SET_BY_THE_GRID = ("model.loss", "model.momentum", "model.dampening", "model.nesterov", "model.weight_decay")
+
+
+def another_commands_config(line: str, command: str) -> str:
+    """A hint where the unknown option belongs to another command (configs/capacity.yaml given to fitquad fit: run it
+    with fitquad sweep), or is set by compare's grid; "" otherwise."""
+    match = next((found for pattern in UNKNOWN_OPTION if (found := pattern.search(line))), None)
+    given = match["given"].lstrip("-") if match else ""
+    if command == "fitquad compare" and given in SET_BY_THE_GRID:
+        return "; compare sets it for each row and column of its grid: losses and settings"
+    owner = COMMAND_OF_SECTION.get(given.split(".")[0])
+    return f"; {given.split('.')[0]} belongs to {owner}: run this with {owner}" if owner and owner != command else ""
 
 
 def did_you_mean(line: str, parser: LightningArgumentParser) -> str:
