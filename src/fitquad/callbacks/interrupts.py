@@ -57,6 +57,17 @@ class Interrupted(Exception):
         super().__init__(f"stopped by {self.signum.name}")
 
 
+def stopped_by(stopped: BaseException) -> str:
+    """What stopped a command that runs several Trainers short (a signal, or an error), in words."""
+    if isinstance(stopped, Interrupted):
+        return str(stopped)
+    if isinstance(stopped, SIGTERMException):
+        return "stopped by SIGTERM"
+    if isinstance(stopped, KeyboardInterrupt):
+        return "stopped by Ctrl-C"
+    return f"stopped by an error ({type(stopped).__name__})"
+
+
 class CheckpointOnSignal(L.Callback):
     """Always on (the CLI adds it): Ctrl-C or SIGTERM during a fit saves a checkpoint and stops cleanly.
 

@@ -46,9 +46,11 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
     if unknown:
         return f"{unknown[1]} is not an option (`{command} --help` lists the options)"
     match = _PARSER_KEY.match(message)
-    if match is None:
-        return " ".join(message.split())
-    key, rest = match["key"], match["rest"]
+    return " ".join(message.split()) if match is None else _about_a_key(match["key"], match["rest"], command)
+
+
+def _about_a_key(key: str, rest: str, command: str) -> str:
+    """jsonargparse's error about one key (`Parser key "<key>": <rest>`) as one line."""
     unloadable = re.match(r"Unable to load config '([^']*)'", rest)
     if unloadable:  # `--data X`: X read as a YAML file of the section's options
         given = unloadable[1]
@@ -58,17 +60,8 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
             f"--{key}.<option> (`{command} --help` lists them)"
         )
     nested = _NESTED.search(rest)
-    if nested:  # an option of a class chosen by class_path (model.class_path): the option's own error, named in full
-        inner = textwrap.dedent(nested["inner"]).strip()
-        option = re.match(r"Option '([^']+)' is not accepted", inner)
-        if option:
-            name = nested["class"].rsplit(".", 1)[-1]
-            return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"
-        if _PARSER_KEY.match(inner) is None:  # the class itself cannot be had: an unknown module or name
-            given = nested["class"]
-            reason = " ".join(inner.split())
-            return f"{key}.class_path {given} cannot be used: {reason} (`{command} --help` lists the classes it takes)"
-        return f"{key}.{one_line(inner, command)}"
+    if nested:
+        return _about_a_class(key, nested["class"], textwrap.dedent(nested["inner"]).strip(), command)
     given = re.search(r"(?:Got value|Given value): (.*)", rest)
     got = f", got {given[1].strip()}" if given else ""
     allowed = rest.split("Errors:")[0]  # the type's subtypes, before each one's error repeats them
@@ -86,6 +79,18 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
     if expected and expected[1] in _TYPE_NAMES:
         return f"{key} must be {_TYPE_NAMES[expected[1]]}{got}"
     return f"{key}: " + " ".join(rest.split())
+
+
+def _about_a_class(key: str, class_path: str, inner: str, command: str) -> str:
+    """An option of a class chosen by class_path (model.class_path): the option's own error, named in full."""
+    option = re.match(r"Option '([^']+)' is not accepted", inner)
+    if option:
+        name = class_path.rsplit(".", 1)[-1]
+        return f"{key}.{option[1]} is not an option of {name} (`{command} --{key}.help {name}` lists them)"
+    if _PARSER_KEY.match(inner) is None:  # the class itself cannot be had: an unknown module or name
+        reason = " ".join(inner.split())
+        return f"{key}.class_path {class_path} cannot be used: {reason} (`{command} --help` lists the classes it takes)"
+    return f"{key}.{one_line(inner, command)}"
 
 
 def _class_name(subtype: str) -> str:

@@ -19,9 +19,8 @@ import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
+from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted, stopped_by
 from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
@@ -263,17 +262,6 @@ def several_devices(devices: int | str | list) -> bool:
     text = str(devices).strip()
     listed = [part for part in text.split(",") if part.strip()]  # "0,1": those GPUs
     return len(listed) > 1 or text == "-1" or (text.isdigit() and int(text) > 1)
-
-
-def stopped_by(stopped: BaseException) -> str:
-    """What stopped a sweep short, in words."""
-    if isinstance(stopped, Interrupted):
-        return str(stopped)
-    if isinstance(stopped, SIGTERMException):
-        return "stopped by SIGTERM"
-    if isinstance(stopped, KeyboardInterrupt):
-        return "stopped by Ctrl-C"
-    return f"stopped by an error ({type(stopped).__name__})"
 
 
 def check_on_the_data(run_configs: list[Namespace], parameter: str, base: Namespace) -> None:
