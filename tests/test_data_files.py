@@ -227,8 +227,8 @@ def test_a_bad_file_stops_the_command_with_one_line_and_no_run_folder(tmp_path):
     write(tmp_path, "few.csv", "x,y\n1,2\n2,5\n")
     result = run_fitquad("fit", "--data.file", "few.csv", "--data.val_fraction", "0", cwd=tmp_path, check=False)
     assert result.returncode == 2 and not (tmp_path / "runs").exists()
-    assert result.stderr.strip().endswith(
-        "the training data has 2 points, and model.degree 2 needs at least 3 (one per parameter)"
+    assert_one_line_error(
+        result.stderr, "the training data has 2 points", "data.val_fraction", "model.degree 2 needs at least 3"
     )
 
 

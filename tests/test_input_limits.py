@@ -171,7 +171,7 @@ COMPARE_MISTAKES = [
     (
         COMPARE,
         ["--data.file", str(CONFIGS.parent / "tests" / "helpers" / "one_point.csv"), "--data.val_fraction", "0"],
-        "the training data has 1 point, and model.degree 1 needs at least 2",
+        "the training data has 1 point (data.file's points less those data.val_fraction",
     ),
 ]
 

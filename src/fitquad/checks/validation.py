@@ -136,12 +136,13 @@ def check_evaluated_split(data: Mapping[str, Any], subcommand: str | None) -> No
         raise InvalidInput(f"{subcommand} needs {'validation' if split == 'val' else 'test'} points: set {how}")
 
 
-def check_enough_points(n_train: int, degree: int) -> None:
+def check_enough_points(n_train: int, degree: int, data: Mapping[str, Any]) -> None:
     """At least one training point per parameter: with fewer, the least-squares optimum is not unique."""
     if n_train < degree + 1:
+        held_out = " (data.file's points less those data.val_fraction and data.test_fraction hold out)"
         raise InvalidInput(
-            f"the training data has {n_train} point{'s' * (n_train != 1)}, and model.degree {degree} needs at "
-            f"least {degree + 1} (one per parameter)"
+            f"the training data has {n_train} point{'s' * (n_train != 1)}{held_out if data.get('file') else ''}, "
+            f"and model.degree {degree} needs at least {degree + 1} (one per parameter)"
         )
 
 

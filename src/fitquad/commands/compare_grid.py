@@ -310,7 +310,7 @@ def compare(config, parser: OneLineErrorParser) -> tuple[Path, list[RunResult]]:
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     datamodule = FileDataModule(**config.data)  # checks the data options before any folder is made
     datamodule.setup("fit")
-    check_enough_points(datamodule.train_size, config.model.degree)  # a file's points, counted as read
+    check_enough_points(datamodule.train_size, config.model.degree, config.data)  # a file's points, counted as read
     check_first_steps(config, datamodule)
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the compare config's name")
     print(f"fitquad: compare folder {folder}", flush=True)

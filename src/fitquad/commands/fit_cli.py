@@ -188,7 +188,7 @@ class FitquadCLI(LightningCLI):
         if not fit:
             return
         data, config = self.datamodule, self.config[self.subcommand] if self.subcommand else self.config
-        check_enough_points(data.train_size, self.model.hparams.degree)
+        check_enough_points(data.train_size, self.model.hparams.degree, data.hparams)
         if config.get("ckpt_path") is None and config.get("optimizer") is None:  # a start from the model's options
             check_start(self.model.hparams, data.train_x, data.train_y, self.trainer.precision)
 

@@ -87,7 +87,7 @@ def train_batched(
     splits = [draw_splits(run_config, draw) for run_config in run_configs for draw in range(draws)]
     groups = [run_config.model.as_dict() for run_config in run_configs]
     for run, (train, _) in enumerate(splits):
-        check_enough_points(len(train[0]), groups[run // draws]["degree"])
+        check_enough_points(len(train[0]), groups[run // draws]["degree"], first.data)
     data = ManyRunsData(
         train=[train for train, _ in splits],
         val=[val for _, val in splits],

@@ -275,7 +275,7 @@ def check_on_the_data(run_configs: list[Namespace], parameter: str, base: Namesp
         return data
 
     def check_on(run_config: Namespace, data: FileDataModule) -> None:
-        check_enough_points(len(data.train_x), run_config.model.degree)
+        check_enough_points(len(data.train_x), run_config.model.degree, run_config.data)
         check_start(run_config.model, data.train_x, data.train_y, run_config.trainer.precision)
 
     data = None
