@@ -35,6 +35,8 @@ def load_checkpoint(path: str | Path, map_location: Any = None) -> dict[str, Any
 def load_weights_only(path: str | Path, map_location: Any = None) -> Any:
     """torch.load(weights_only=True) of a whole archive (check_archive): a checkpoint, or a plain state_dict as
     ddp_spawn hands its weights back; InvalidInput naming ckpt_path if it cannot be read so."""
+    if not Path(path).is_file():  # a ckpt_path that Lightning did not resolve to a file (registry:…)
+        raise InvalidInput(f"ckpt_path {path} is no checkpoint file: no such file")
     check_archive(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

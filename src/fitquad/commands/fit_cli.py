@@ -5,6 +5,7 @@ with every option checked before anything is built, and runs in runs/<config fil
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -287,8 +288,13 @@ def check_lightnings_own_ckpt_path(ckpt_path: str, subcommand: str | None) -> No
     run earlier in the same process) and "hpc" (of a SLURM requeue, in the run folder, which is new) fail with a
     traceback, and "last" would evaluate an untrained model. `fit --ckpt_path last` keeps Lightning's meaning
     (start afresh, with its warning, when there is none), and "registry:…" goes to Lightning's registry."""
-    refused = ckpt_path in ("best", "hpc") or subcommand in EVALUATIONS and not ckpt_path.startswith("registry:")
-    if refused:
+    registry = ckpt_path.startswith("registry:")
+    if registry and importlib.util.find_spec("litmodels") is None:
+        raise InvalidInput(
+            f"ckpt_path {ckpt_path} names a checkpoint in Lightning's model registry, whose client (pip install "
+            "litmodels) is not installed: give a checkpoint file"
+        )
+    if ckpt_path in ("best", "hpc") or subcommand in EVALUATIONS and not registry:
         raise InvalidInput(
             f"ckpt_path {ckpt_path!r} names a checkpoint this new process does not have: give a checkpoint file, "
             "e.g. runs/lesson3/version_0/checkpoints/last.ckpt"
