@@ -90,13 +90,6 @@ def _product(*factors: float) -> float:
     return result
 
 
-def _power(base: float, exponent: int) -> float:
-    try:
-        return base**exponent
-    except OverflowError:
-        return math.inf
-
-
 def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], precision: Any) -> None:
     """The data, and the loss's sum of squared targets, within the run's floating point, from the options alone;
     lr and weight decay themselves. What depends on the model's starting point and features (whose powers
@@ -117,7 +110,7 @@ def check_representable(data: Mapping[str, Any], model: Mapping[str, Any], preci
         x_bound = max(abs(data["x_min"]), abs(data["x_max"]))
         x_fields = "data.x_min, data.x_max"
     terms = {
-        "data.true_a": _product(abs(data["true_a"]), _power(x_bound, 2)),
+        "data.true_a": _product(abs(data["true_a"]), x_bound, x_bound),
         "data.true_b": _product(abs(data["true_b"]), x_bound),
         "data.true_c": abs(data["true_c"]),
         "data.noise_std": NORMAL_BOUND * data["noise_std"],

@@ -27,17 +27,6 @@ class Reference:
     train_mse: float  # the MSE at θ*, comparable with the noise floor
 
 
-def _solver(loss_fn: nn.Module) -> tuple[str, dict[str, float]]:
-    """Which problem the loss's optimum is, from its shape in the loss table (fitquad.core.losses): ("mse" |
-    "huber" | "l1", the Huber solver's delta and scale)."""
-    shape = loss_shape(loss_fn)
-    if shape.quadratic:
-        return "mse", {"scale": shape.scale}
-    if shape.absolute:
-        return "l1", {}
-    return "huber", {"delta": shape.delta, "scale": shape.scale}
-
-
 def optimum(
     model: PolynomialModel,
     x: torch.Tensor,
@@ -52,13 +41,13 @@ def optimum(
     training module's own `loss_fn`); the value reported is computed by it, so it is what training sees.
     The solvers (fitquad.theory.streamed_optimum) pass over the points a chunk at a time beyond CHUNK_POINTS of them.
     """
-    solver, options = _solver(loss_fn)
-    theta = {
-        # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2)
-        "mse": lambda: streamed_optimum.least_squares(model, x, y, len(x) * options["scale"] * weight_decay),
-        "huber": lambda: streamed_optimum.huber(model, x, y, **options, weight_decay=weight_decay),
-        "l1": lambda: streamed_optimum.l1(model, x, y, weight_decay),
-    }[solver]()
+    shape = loss_shape(loss_fn)  # which problem the optimum is: the loss table's shape of the loss
+    if shape.quadratic:  # mean r²/(2·scale) + wd/2·|θ|²  ∝  |Aθ − y|² + n·scale·wd·|θ|² (MSE: scale 1/2)
+        theta = streamed_optimum.least_squares(model, x, y, len(x) * shape.scale * weight_decay)
+    elif shape.absolute:
+        theta = streamed_optimum.l1(model, x, y, weight_decay)
+    else:
+        theta = streamed_optimum.huber(model, x, y, delta=shape.delta, scale=shape.scale, weight_decay=weight_decay)
     if not in_one_piece(x):
         reference_model = with_parameters(model, theta)
         train_loss, train_mse = evaluate(reference_model, x, y, loss_fn)
