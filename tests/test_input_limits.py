@@ -133,6 +133,7 @@ LR_FIND = ["lr-find", "--config", SGD_ARTICLE]
 COMPARE_MISTAKES = [
     (COMPARE, ["--losses", "[]"], "losses must list at least one loss"),
     (COMPARE, ["--settings", "[]"], "settings must list at least one optimizer setting"),
+    (COMPARE, ["--settings", "[plain]"], "settings must list mappings of options, e.g. [{name: plain"),
     (COMPARE, ["--levels", "1"], "levels must be ≥ 2"),
     (COMPARE, ["--resolution", "100000"], "resolution must be in [2, 2001]"),
     (COMPARE, ["--resolution", "1"], "resolution must be in [2, 2001]"),
@@ -140,8 +141,11 @@ COMPARE_MISTAKES = [
     (COMPARE, ["--max_steps", "0"], "max_steps must be in [1, 100,000]"),
     (COMPARE, ["--max_steps", "100000000"], "max_steps must be in [1, 100,000]"),
     (COMPARE, ["--losses", "[mse, l1, mse]"], "losses must be distinct: 'mse' appears twice"),
-    # Each setting's first step, on the drawn points, as `fitquad fit` checks it: before any run trains.
-    (COMPARE, ["--model.lr", "1e38"], "settings 'plain': model.lr 1e+38 makes the first step overflow float32"),
+    # Each setting's first step, on the drawn points, as `fitquad fit` checks it: before any run trains. A fault of
+    # the model section is named as its own; a setting's alone, as the setting's.
+    (COMPARE, ["--model.lr", "1e38"], "fitquad: error: model.lr 1e+38 makes the first step overflow float32"),
+    (COMPARE, ["--settings", "[{name: big, lr: 1e38}]"], "settings 'big': lr 1e+38 makes the first step overflow"),
+    (COMPARE, ["--model.degree", "2"], "fitquad: error: model.init_coefficients must have model.degree + 1 = 3"),
     (
         COMPARE,
         [
@@ -154,16 +158,16 @@ COMPARE_MISTAKES = [
             "--data.x_std",
             "10",
         ],
-        "settings 'plain': model.degree 40 with model.feature_scaling none",
+        "fitquad: error: model.degree 40 with model.feature_scaling none",
     ),
     (COMPARE, ["--parameters", "[w, w]"], "parameters must be two different names among ['b', 'w']"),
     (COMPARE, ["--parameters", "[w, q]"], "parameters must be two different names among ['b', 'w']"),
-    (COMPARE, ["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': model.momentum must be in [0, 1)"),
+    (COMPARE, ["--settings", '[{"name": "a", "momentum": 2}]'], "settings 'a': momentum must be in [0, 1)"),
     (COMPARE, ["--settings", '[{"name": "a"}, {"name": "a"}]'], "settings must be distinct: 'a' appears twice"),
     (
         COMPARE,
         ["--settings", '[{"name": "a", "nesterov": true}]'],
-        "settings 'a': model.nesterov needs model.momentum > 0",
+        "settings 'a': nesterov needs momentum > 0",
     ),
     (COMPARE, ["--model.lr", "1e308"], "model.lr must be below float32's largest number"),
     # Fewer points than parameters: the optimum every path is measured against is not unique.

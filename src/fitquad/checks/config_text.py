@@ -59,6 +59,9 @@ def _about_a_key(key: str, rest: str, command: str) -> str:
             f"--{key} takes a YAML file of {key}'s options, and {given!r} {what}: give them one by one as "
             f"--{key}.<option> (`{command} --help` lists them)"
         )
+    not_a_mapping = re.match(r"\s*Expected a dot import path string: (.*)", rest)
+    if not_a_mapping:  # a list of a dataclass's options (compare's settings) given a bare word
+        return f"{key} must list mappings of options, e.g. [{{name: plain, momentum: 0.9}}], got {not_a_mapping[1]}"
     nested = _NESTED.search(rest)
     if nested:
         return _about_a_class(key, nested["class"], textwrap.dedent(nested["inner"]).strip(), command)

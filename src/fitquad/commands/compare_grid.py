@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -281,14 +282,31 @@ def check_comparison(config) -> None:
             raise InvalidInput(f"parameters must be two different names among {coefficient_names}, got {chosen}")
     data = FileDataModule(**config.data)  # checks the data's options
     check_n_train(config.data, config.model.degree)
-    for setting in config.settings:  # each run's model and SGD options, as fitquad fit checks them
-        options = {**dict(config.model), "lr": setting.lr if setting.lr is not None else config.model.lr}
-        sgd = dict(momentum=setting.momentum, dampening=setting.dampening, nesterov=setting.nesterov)
+
+    def check_run(model_options: dict) -> None:  # one run's model and SGD options, as fitquad fit checks them
+        check_model_options(model_options)
+        check_limits({"data": data.hparams, "model": model_options, "trainer": {}})
+
+    for_each_setting(config, check_run)
+
+
+# What a run of the model's own options alone would train with: its lr, and plain SGD.
+PLAIN_SGD = OptimizerSetting("the model's own")
+
+
+def for_each_setting(config, check: Callable[[dict], None]) -> None:
+    """`check` of the model's options with each setting's lr and SGD options in place, after the model's own with
+    plain SGD: what fails there is the model section's, named as it is; what fails for one setting alone is named
+    `settings '<name>': lr …`."""
+    for setting in [PLAIN_SGD, *config.settings]:
+        sgd = {name: getattr(setting, name) for name in ("momentum", "dampening", "nesterov", "weight_decay")}
+        options = {**dict(config.model), **sgd, "lr": config.model.lr if setting.lr is None else setting.lr}
         try:
-            check_model_options({**options, "weight_decay": setting.weight_decay, **sgd})
+            check(options)
         except InvalidInput as error:
-            raise InvalidInput(f"settings {setting.name!r}: {error}") from None
-        check_limits({"data": data.hparams, "model": {**options, **sgd}, "trainer": {}})
+            if setting is PLAIN_SGD:
+                raise
+            raise InvalidInput(f"settings {setting.name!r}: {str(error).replace('model.', '')}") from None
 
 
 def check_first_steps(config, datamodule: FileDataModule) -> None:
@@ -296,12 +314,10 @@ def check_first_steps(config, datamodule: FileDataModule) -> None:
     step finite in float32, or one line naming the option at fault, before any folder is made. Every setting starts
     from the same model (the grid varies only the loss and SGD), so it is built once."""
     model, (x, y) = started_model(config.model, datamodule.train_x), (datamodule.train_x, datamodule.train_y)
-    for setting in config.settings:
-        lr = config.model.lr if setting.lr is None else setting.lr
-        try:
-            check_first_step(model, x, y, lr, setting.weight_decay, None, config.model.init_coefficients)
-        except InvalidInput as error:
-            raise InvalidInput(f"settings {setting.name!r}: {error}") from None
+    start = config.model.init_coefficients
+    for_each_setting(
+        config, lambda options: check_first_step(model, x, y, options["lr"], options["weight_decay"], None, start)
+    )
 
 
 def compare(config, parser: OneLineErrorParser) -> tuple[Path, list[RunResult]]:
