@@ -310,3 +310,16 @@ def test_a_mistyped_key_in_a_sweep_or_compare_config_file_is_named_in_full(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith(message), error
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_true_or_false_setting_sweeps_as_two_named_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # capacity.yaml's whitened MSE has Hessian 2·I and lr 0.5: with momentum 0.9, plain momentum overshoots after
+    # its first exact step (error −0.81 of the start's after 3 steps), while Nesterov's error is exactly 0 after 2.
+    monkeypatch.chdir(tmp_path)
+    nesterov = ["--sweep.parameter", "model.nesterov", "--sweep.values", "[false, true]", "--model.momentum", "0.9"]
+    fitquad(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *nesterov])
+    folder = only_run_folder(tmp_path, "capacity")
+    assert (folder / "nesterov_false").is_dir() and (folder / "nesterov_true").is_dir()
+    rows = {row["nesterov"]: row for row in csv.DictReader((folder / "sweep.csv").read_text().splitlines())}
+    assert float(rows["true"]["train_mse"]) == pytest.approx(float(rows["true"]["optimum_train_mse"]), rel=1e-9)
+    assert float(rows["false"]["train_mse"]) > 2 * float(rows["false"]["optimum_train_mse"])

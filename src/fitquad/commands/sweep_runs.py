@@ -44,8 +44,8 @@ class SweepSettings:
     Args:
         parameter: The one setting that varies, as a dotted key of the config: model.degree, data.n_train, ...
         values: Its values, one run each, in this order (also the x-axis of the figure): numbers, null where the
-            setting takes it (data.batch_size null: full batch), or names for a setting that takes them (model.loss:
-            [mse, l1, huber, smooth_l1]; model.feature_scaling).
+            setting takes it (data.batch_size null: full batch), true and false (model.nesterov), or names for a
+            setting that takes them (model.loss: [mse, l1, huber, smooth_l1]; model.feature_scaling).
         x_scale: The figure's x-axis: "log" for values spanning decades (n_train, weight_decay).
         draws: Independent data draws per value (draw k: data.seed + k). Above 1: each value's mean and spread,
             and bias² + variance + σ² (fitquad.theory.bias_variance); needs the runs batched.
@@ -55,7 +55,7 @@ class SweepSettings:
     """
 
     parameter: str
-    values: list[int | float | str | None]
+    values: list[int | float | bool | str | None]
     x_scale: Literal["linear", "log"] = "linear"
     draws: int = 1
     batched: bool | None = None
@@ -207,8 +207,8 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
         check_value(parser, run_config, parameter, value, config)
     check_on_the_data(run_configs, parameter, config)
     check_one_process(run_configs)
-    if any(value is None or isinstance(value, str) for value in values):  # names, or null: a category axis
-        values = ["null" if value is None else str(value) for value in values]  # as the table and folders say them
+    if any(value is None or isinstance(value, str | bool) for value in values):  # names, null, true: a category axis
+        values = [value if isinstance(value, str) else json.dumps(value) for value in values]  # as configs write them
     labels = [run_label(parameter, value, values) for value in values]
     repeated = next((value for value, label in zip(values, labels, strict=True) if labels.count(label) > 1), None)
     if repeated is not None:
