@@ -223,6 +223,10 @@ def test_saved_sweep_config_reruns(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             ["--sweep.parameter", "data.n_train", "--sweep.values", "[10, 100000000000]"],
             "fitquad: error: sweep.values: data.n_train 100000000000, n_val",
         ),
+        (
+            ["--sweep.parameter", "model.init_coefficients", "--sweep.values", "[[0, 0, 0], [1, 1, 1]]"],
+            "sweep.values: [[0, 0, 0], [1, 1, 1]] holds lists or mappings",
+        ),
         # runs/<name>: a name that leads out of runs/ would write into the current folder or anywhere.
         (["--name", "../escaped"], "name must name a folder inside runs/ (no leading / and no .. part)"),
     ],

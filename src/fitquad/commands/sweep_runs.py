@@ -140,6 +140,11 @@ def parse_value(parser: LightningArgumentParser, args: list[str], parameter: str
     """The sweep's config with one value in place, as a command-line override; a value of the wrong type is one line
     naming sweep.values (not the setting's own key, which the user did not type)."""
     text = value if isinstance(value, str) else json.dumps(value)  # as typed: None is null
+    if text.lstrip().startswith(("[", "{")):  # jsonargparse keeps a value that is no number or name as its text
+        raise InvalidInput(
+            f"sweep.values: {text} holds lists or mappings; a sweep's values are numbers, names, true or false, or "
+            "null, one run each"
+        )
     try:
         return parser.parse_args([*args, f"--{parameter}", text])
     except InvalidInput as error:
