@@ -142,6 +142,8 @@ BAD_INPUTS = [
         ("sweep.parameter", "sweep belongs to fitquad sweep: run this with fitquad sweep"),
     ),
     (["--ckpt_path", "registry:my-model"], ("ckpt_path registry:my-model", "pip install litmodels")),
+    (["--model.lr", "-inf"], ("expected one argument", "after '='")),  # argparse reads -inf as an option
+    (["--config", "{tmp}"], ("--config: Path is not a file",)),
     (["--model.class_path", "foo.Bar"], ("model.class_path foo.Bar", "cannot be used", "No module named 'foo'")),
     (["--model", "torch.nn.Linear"], ("model must be QuadraticRegression (or a subclass)", "got torch.nn.Linear")),
     # A union of Literals: every allowed name, not only the first Literal's (64, 32, 16).

@@ -42,6 +42,10 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
     if message.startswith("unrecognized arguments") or "does not accept option" in message:
         message, note = " ".join(message.split()), f" (`{command} --help` lists the options)"
         return message if message.endswith("lists the options)") else message + note
+    if message.endswith("expected one argument"):  # argparse reads a value that starts with - as an option
+        return f"{message}: give it after the option, and a value that starts with - after '=' (--model.lr=-inf)"
+    if message.startswith("the following arguments are required") and "--help" not in message:
+        return f"{message}: give them on the command line or in a --config file (`{command} --help` lists them)"
     unknown = re.match(r"Option '([^']+)' is not accepted$", message)  # a key of the command's own config file
     if unknown:
         return f"{unknown[1]} is not an option (`{command} --help` lists the options)"
@@ -51,6 +55,8 @@ def one_line(message: str, command: str = "fitquad fit") -> str:
 
 def _about_a_key(key: str, rest: str, command: str) -> str:
     """jsonargparse's error about one key (`Parser key "<key>": <rest>`) as one line."""
+    if key == "config":  # the file given to --config: missing, or not a file
+        return "--config: " + " ".join(rest.split())
     unloadable = re.match(r"Unable to load config '([^']*)'", rest)
     if unloadable:  # `--data X`: X read as a YAML file of the section's options
         given = unloadable[1]
