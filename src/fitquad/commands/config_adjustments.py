@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from jsonargparse import Namespace
 
 from fitquad.commands.run_folders import RUNS_FOLDER, claim_logger_folder, config_name, make_run_folder
@@ -104,6 +105,17 @@ def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None
             version = init_args["version"]
             made = parent / (version if isinstance(version, str) else f"version_{version}")
     return made
+
+
+def devices_as_text(config: Namespace) -> None:
+    """A callback option that defaults to a torch.device (StochasticWeightAveraging's device) given as its name:
+    jsonargparse cannot write a device object into the run's config.yaml (it wrote "Unable to serialize instance
+    cpu" there, with a warning), and the callbacks take the name as well."""
+    for callback in config.trainer.get("callbacks") or []:
+        init_args = callback.get("init_args") or {}
+        for name, value in list(init_args.items()):
+            if isinstance(value, torch.device):
+                init_args[name] = str(value)
 
 
 def gradient_clipping_as_callback(config: Namespace, manual: bool) -> None:

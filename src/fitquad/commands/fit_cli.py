@@ -35,6 +35,7 @@ from fitquad.checks.validation import (
 from fitquad.commands.config_adjustments import (
     check_monitors_after_validation,
     claim_the_run_folder,
+    devices_as_text,
     evaluate_into_the_checkpoints_run_folder,
     give_lr_scheduler_the_models_sgd,
     gradient_clipping_as_callback,
@@ -206,6 +207,7 @@ class FitquadCLI(LightningCLI):
         gradient_clipping_as_callback(config, manual="fused_steps" in with_model_options(config).model)
         check_monitors_after_validation(config)
         give_lr_scheduler_the_models_sgd(config)
+        devices_as_text(config)
 
 
 # Where in torch or Lightning a class that refuses its arguments lives, and the config's section that built it.

@@ -166,9 +166,6 @@ def settle_warnings_and_yaml() -> None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # `--optimizer X` replaces the model's SGD: what the option is for (README), not a surprise to warn about.
     warnings.filterwarnings("ignore", message=r"`\w*QuadraticRegression.configure_optimizers` will be overridden by")
-    # StochasticWeightAveraging's default device is torch.device("cpu"), which jsonargparse cannot write into the
-    # run's config.yaml: it is left out there, and the default it stands for applies again on a re-run.
-    warnings.filterwarnings("ignore", message=r"\s*Unable to serialize instance cpu\s*$")
     # Every config file fitquad reads (fit, sweep, compare, lr-find) goes through jsonargparse's YAML loader.
     if not getattr(get_loader("yaml"), "strict", False):
         strict = strict_yaml(get_loader("yaml"))

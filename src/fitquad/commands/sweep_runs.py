@@ -26,6 +26,7 @@ from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits, check_start
 from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
+from fitquad.commands.config_adjustments import devices_as_text
 from fitquad.commands.parsing import BUILD_ERRORS, OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
 from fitquad.commands.sweep_batched import check_batched_memory, train_batched, why_not_batched
@@ -224,6 +225,7 @@ def sweep(args: list[str]) -> tuple[list[SweepPoint], Path]:
     name = config_name(config, default="sweep")
     config.name = name  # saved with the config: a re-run from its config.yaml lands under the same name
     folder = make_run_folder(Path(RUNS_FOLDER) / name, "the sweep config's name")
+    devices_as_text(config)
     parser.save(config, folder / "config.yaml", skip_validation=True)
     how = f"{len(values)} values × {draws} data draws, as one batched fit" if batched else f"{len(values)} runs"
     print(f"fitquad sweep: {how} of {parameter} in {folder}", flush=True)
