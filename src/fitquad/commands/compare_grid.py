@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -20,23 +19,19 @@ from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fitquad.callbacks.interrupts import CheckpointOnSignal, Interrupted
-from fitquad.callbacks.landscape import add_colorbar, add_marker_legend, draw_landscape
 from fitquad.callbacks.parameter_path import ParameterPath
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_first_step, check_landscape_grid, check_limits, started_model
 from fitquad.checks.validation import InvalidInput, check_enough_points, check_model_options, check_n_train
-from fitquad.commands.compare_report import write_tables
+from fitquad.commands.compare_report import draw_grid, write_tables
 from fitquad.commands.parsing import SET_BY_THE_GRID, OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
-from fitquad.core.losses import LOSSES, LossName, make_loss
+from fitquad.core.losses import LOSSES, LossName
 from fitquad.core.model import polynomial_basis
 from fitquad.core.module import QuadraticRegression, TrainingDiverged
 from fitquad.theory.conditioning import OptimizerSettings, divergence_line
 from fitquad.theory.reference import optimum as optimum_of
-from fitquad.theory.surface import SURFACE_POINTS, build_landscape, choose_axes, loss_at, path_extent
-
-if TYPE_CHECKING:  # matplotlib is imported only when the figure is drawn
-    from matplotlib.figure import Figure
+from fitquad.theory.surface import SURFACE_POINTS, loss_at
 
 # "Within 1% of the optimum": loss ≤ (1 + WITHIN) × the loss's minimum on the training set.
 WITHIN = 0.01
@@ -185,49 +180,6 @@ def run_options(config, loss: str, setting: OptimizerSetting) -> dict:
     options = {**dict(config.model), "loss": loss, "lr": setting.lr if setting.lr is not None else config.model.lr}
     return {**options, "momentum": setting.momentum, "dampening": setting.dampening, "nesterov": setting.nesterov,
             "weight_decay": setting.weight_decay}  # fmt: skip
-
-
-def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.Tensor, y: torch.Tensor) -> Figure:
-    """Small multiples: a panel per loss (row) and setting (column), shared axes, each on its loss's surface."""
-    from matplotlib.figure import Figure
-
-    all_paths = torch.cat([r.path for r in results])
-    axes = choose_axes(all_paths, names, config.parameters)
-    marked = [r.optimum for r in results] + [r.decay_optimum for r in results if r.decay_optimum is not None]
-    extent = path_extent(all_paths, marked, axes, config.margin)
-    rows, columns = len(config.losses), len(config.settings)
-    figure = Figure(figsize=(2.9 * columns, 2.7 * rows + 0.9), layout="constrained")
-    panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
-    projection = ""
-    for index, (result, ax) in enumerate(zip(results, panels.flat, strict=True)):
-        loss_fn = make_loss(result.loss, config.model.huber_delta, config.model.smooth_l1_beta)
-        landscape = build_landscape(
-            loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution, result.decay_optimum
-        )
-        projection = landscape.projection.replace("the optimum", "each loss's optimum")
-        filled = draw_landscape(ax, landscape, config.levels)
-        row, column = divmod(index, columns)
-        if column == columns - 1:  # a row's panels share a loss, its surface and its levels: one colour bar
-            add_colorbar(figure, panels[row].tolist(), filled, f"{result.loss} loss")
-        steps = result.steps_to_within
-        arrived = f"from step {steps} on" if steps is not None else "not at the end"
-        note = f"final {result.path_loss[-1].item():.4g}\nwithin 1%: {arrived}"
-        if result.diverged:
-            note = f"diverged\nlast good loss {result.path_loss[-1].item():.4g}"
-        ax.text(0.03, 0.97, note, transform=ax.transAxes, va="top", fontsize="x-small", color="white")
-        ax.label_outer()
-    for ax, setting in zip(panels[0], config.settings, strict=True):
-        ax.set_title(setting.name, fontsize="small")
-    for ax, loss in zip(panels[:, 0], config.losses, strict=True):
-        ax.set_ylabel(f"{loss}\n{ax.get_ylabel()}")
-    lr = config.model.lr
-    figure.suptitle(
-        f"Training loss (row) under SGD settings (column), {config.max_steps} steps, lr {lr:g} unless named; "
-        f"log-spaced contours, one colour scale per row (loss)\n{projection}",
-        fontsize="medium",
-    )
-    add_marker_legend(figure)
-    return figure
 
 
 def run(argv: list[str]) -> tuple[Path, list[RunResult]]:

@@ -1,5 +1,6 @@
-"""`fitquad compare`'s table: compare.csv and compare.md, a row per loss × setting (final loss and coefficients,
-the loss's optimum, the steps to within 1% of it, and why a run diverged, if one did)."""
+"""`fitquad compare`'s results: compare.csv and compare.md, a row per loss × setting (final loss and coefficients,
+the loss's optimum, the steps to within 1% of it, and why a run diverged, if one did), and compare.png, the grid of
+loss landscapes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
+from fitquad.callbacks.landscape import add_colorbar, add_marker_legend, draw_landscape
+from fitquad.core.losses import make_loss
+from fitquad.theory.surface import build_landscape, choose_axes, path_extent
+
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from fitquad.commands.compare_grid import RunResult
 
 
@@ -39,3 +48,46 @@ def write_tables(results: list[RunResult], names: list[str], folder: Path, inter
     markdown = "\n".join(md_lines) + "\n"
     (folder / "compare.md").write_text(markdown)
     return markdown
+
+
+def draw_grid(config, results: list[RunResult], names: list[str], basis: torch.Tensor, y: torch.Tensor) -> Figure:
+    """Small multiples: a panel per loss (row) and setting (column), shared axes, each on its loss's surface."""
+    from matplotlib.figure import Figure
+
+    all_paths = torch.cat([r.path for r in results])
+    axes = choose_axes(all_paths, names, config.parameters)
+    marked = [r.optimum for r in results] + [r.decay_optimum for r in results if r.decay_optimum is not None]
+    extent = path_extent(all_paths, marked, axes, config.margin)
+    rows, columns = len(config.losses), len(config.settings)
+    figure = Figure(figsize=(2.9 * columns, 2.7 * rows + 0.9), layout="constrained")
+    panels = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    projection = ""
+    for index, (result, ax) in enumerate(zip(results, panels.flat, strict=True)):
+        loss_fn = make_loss(result.loss, config.model.huber_delta, config.model.smooth_l1_beta)
+        landscape = build_landscape(
+            loss_fn, basis, y, result.path, names, result.optimum, axes, extent, config.resolution, result.decay_optimum
+        )
+        projection = landscape.projection.replace("the optimum", "each loss's optimum")
+        filled = draw_landscape(ax, landscape, config.levels)
+        row, column = divmod(index, columns)
+        if column == columns - 1:  # a row's panels share a loss, its surface and its levels: one colour bar
+            add_colorbar(figure, panels[row].tolist(), filled, f"{result.loss} loss")
+        steps = result.steps_to_within
+        arrived = f"from step {steps} on" if steps is not None else "not at the end"
+        note = f"final {result.path_loss[-1].item():.4g}\nwithin 1%: {arrived}"
+        if result.diverged:
+            note = f"diverged\nlast good loss {result.path_loss[-1].item():.4g}"
+        ax.text(0.03, 0.97, note, transform=ax.transAxes, va="top", fontsize="x-small", color="white")
+        ax.label_outer()
+    for ax, setting in zip(panels[0], config.settings, strict=True):
+        ax.set_title(setting.name, fontsize="small")
+    for ax, loss in zip(panels[:, 0], config.losses, strict=True):
+        ax.set_ylabel(f"{loss}\n{ax.get_ylabel()}")
+    lr = config.model.lr
+    figure.suptitle(
+        f"Training loss (row) under SGD settings (column), {config.max_steps} steps, lr {lr:g} unless named; "
+        f"log-spaced contours, one colour scale per row (loss)\n{projection}",
+        fontsize="medium",
+    )
+    add_marker_legend(figure)
+    return figure
