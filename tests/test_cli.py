@@ -401,8 +401,8 @@ def test_a_callback_with_a_device_default_writes_a_config_that_re_runs(tmp_path,
     # StochasticWeightAveraging's device defaults to torch.device("cpu"), which jsonargparse cannot write: it wrote
     # "Unable to serialize instance cpu" into config.yaml, with a warning. The device goes in by its name.
     swa = ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"]
-    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_epochs", "3", "--fit_diagnosis.figures", "false"]
-    fitquad_in_process("fit", *config, *swa, cwd=tmp_path, monkeypatch=monkeypatch)
+    config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.max_epochs", "3"]
+    fitquad_in_process("fit", *config, *swa, "--fit_diagnosis.figures", "false", cwd=tmp_path, monkeypatch=monkeypatch)
     saved = yaml.safe_load((only_run_folder(tmp_path, "lesson3") / "config.yaml").read_text())
     (callback,) = [c for c in saved["trainer"]["callbacks"] if c["class_path"].endswith("StochasticWeightAveraging")]
     assert callback["init_args"]["device"] == "cpu"
