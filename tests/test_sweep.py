@@ -327,3 +327,24 @@ def test_a_true_or_false_setting_sweeps_as_two_named_runs(tmp_path: Path, monkey
     rows = {row["nesterov"]: row for row in csv.DictReader((folder / "sweep.csv").read_text().splitlines())}
     assert float(rows["true"]["train_mse"]) == pytest.approx(float(rows["true"]["optimum_train_mse"]), rel=1e-9)
     assert float(rows["false"]["train_mse"]) > 2 * float(rows["false"]["optimum_train_mse"])
+
+
+def test_a_value_lightning_would_refuse_as_its_fit_starts_is_refused_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # capacity.yaml's epoch is one step: validating every 1000 training batches is refused by Lightning only as that
+    # value's fit starts, after the values before it had trained.
+    monkeypatch.chdir(tmp_path)
+    values = [
+        "--sweep.parameter",
+        "trainer.val_check_interval",
+        "--sweep.values",
+        "[1, 1000]",
+        "--sweep.batched",
+        "false",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        fitquad(["sweep", "--config", str(CONFIGS / "capacity.yaml"), *values])
+    assert exit_info.value.code == 2
+    assert "sweep.values: trainer.val_check_interval must be at most the 1 training batches" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -100,6 +100,12 @@ BAD_INPUTS = [
     (["--config", "{tmp}/duplicate.yaml"], ("--config", "is not valid YAML", "key 'lr' appears twice in one mapping")),
     (["--config", "{tmp}/bomb.yaml"], ("--config", "is not valid YAML", "it expands to more than 100,000 values")),
     (["--trainer.val_check_interval", "0"], ("trainer.val_check_interval", "must be > 0", "got 0")),
+    # Lightning compares an integer val_check_interval with an epoch's batches only as the fit starts.
+    (["--trainer.val_check_interval", "1000"], ("trainer.val_check_interval", "at most the 10 training batches")),
+    (
+        ["--trainer.val_check_interval", "8", "--trainer.limit_train_batches", "0.5"],
+        ("trainer.val_check_interval", "at most the 5 training batches", "got 8"),
+    ),
     (["--seed_everything", "99999999999"], ("seed_everything", "must be in [0, 2**32)", "got 99999999999")),
     (["--trainer.devices", "-1"], ("trainer.devices -1", "every GPU", "CPU processes ≥ 1")),
     (["--trainer.accelerator", "tpu"], ("trainer.accelerator tpu", "needs a TPU and torch_xla")),
@@ -274,9 +280,6 @@ def test_a_command_that_cannot_run_as_given_is_one_line(command: str, named: tup
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
-        # Lightning compares an integer val_check_interval with the epoch's batches once the fit has its data, and
-        # raises a ValueError from its fit loop.
-        (["--trainer.val_check_interval", "1000"], ("trainer.val_check_interval", "(1000)", "training batches (10)")),
         # A callback that refuses the Trainer's settings as the fit starts (MisconfigurationException).
         (
             ["--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"],
@@ -290,6 +293,23 @@ def test_what_lightning_refuses_as_the_fit_starts_is_one_line(extra, named, tmp_
         main(["fit", "--config", LESSON3, *extra, "--fit_diagnosis.figures", "false"])
     assert exit_info.value.code == 2
     assert_one_line_error(capsys.readouterr().err, *named)
+
+
+def test_a_trainer_option_lightning_refuses_from_its_fit_loop_is_named() -> None:
+    # What no check before the fit catches (under DDP a process's batches are not counted ahead) still reads as one
+    # line: the ValueError Lightning's fit loop raises, naming the option.
+    import lightning as L
+
+    from fitquad.commands.fit_cli import refused_at_fit_start
+    from fitquad.core.data import QuadraticDataModule
+    from fitquad.core.module import QuadraticRegression
+
+    trainer = L.Trainer(val_check_interval=1000, max_steps=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.raises(ValueError) as raised:
+        trainer.fit(QuadraticRegression(), datamodule=QuadraticDataModule(batch_size=5))
+    refused = refused_at_fit_start(raised.value)
+    assert refused is not None and str(refused).startswith("trainer.val_check_interval is refused by Lightning")
 
 
 def test_a_value_error_of_fitquads_own_stays_a_traceback() -> None:

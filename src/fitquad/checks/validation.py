@@ -146,6 +146,24 @@ def check_enough_points(n_train: int, degree: int, data: Mapping[str, Any]) -> N
         )
 
 
+def check_val_check_interval(trainer: Mapping[str, Any], epoch_batches: Callable[[], int]) -> None:
+    """An integer trainer.val_check_interval (training batches between validations) within an epoch's batches
+    (`epoch_batches()`, asked only then): Lightning refuses a longer one only as the fit starts, which in a sweep is
+    after the values before it have trained."""
+    interval, limit = trainer.get("val_check_interval"), trainer.get("limit_train_batches")
+    if not isinstance(interval, int) or isinstance(interval, bool) or trainer.get("check_val_every_n_epoch") is None:
+        return
+    if trainer.get("limit_val_batches") == 0:  # no validation, nothing to schedule
+        return
+    batches = epoch_batches()  # then limited as Lightning limits them
+    batches = batches if limit is None else min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    if interval > batches:
+        raise InvalidInput(
+            f"trainer.val_check_interval must be at most the {batches} training batches of an epoch (or a fraction "
+            f"of one; any count with trainer.check_val_every_n_epoch null), got {interval}"
+        )
+
+
 def check_n_train(data: Mapping[str, Any], degree: int) -> None:
     """Generated data: at least one training point per parameter (a file's points are counted as it is read)."""
     if data.get("file") is None and data["n_train"] < degree + 1:

@@ -31,6 +31,7 @@ from fitquad.checks.validation import (
     check_config,
     check_enough_points,
     check_evaluated_split,
+    check_val_check_interval,
 )
 from fitquad.commands.config_adjustments import (
     check_monitors_after_validation,
@@ -191,6 +192,8 @@ class FitquadCLI(LightningCLI):
             return
         data, config = self.datamodule, self.config[self.subcommand] if self.subcommand else self.config
         check_enough_points(data.train_size, self.model.hparams.degree, data.hparams)
+        if self.trainer.world_size == 1:  # one process trains on all the points (under DDP: on its part)
+            check_val_check_interval(config.trainer, lambda: len(data.train_dataloader()))
         if config.get("ckpt_path") is None and config.get("optimizer") is None:  # a start from the model's options
             check_start(self.model.hparams, data.train_x, data.train_y, self.trainer.precision)
 

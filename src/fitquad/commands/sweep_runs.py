@@ -25,7 +25,13 @@ from fitquad.callbacks.summary import RunSummary
 from fitquad.checks.checkpoint_io import SafeCheckpointIO
 from fitquad.checks.file_data import FileDataModule
 from fitquad.checks.limits import check_limits, check_start
-from fitquad.checks.validation import GENERATED_ONLY, InvalidInput, check_config, check_enough_points
+from fitquad.checks.validation import (
+    GENERATED_ONLY,
+    InvalidInput,
+    check_config,
+    check_enough_points,
+    check_val_check_interval,
+)
 from fitquad.commands.config_adjustments import devices_as_text
 from fitquad.commands.parsing import BUILD_ERRORS, OneLineErrorParser, lightning_quiet
 from fitquad.commands.run_folders import RUNS_FOLDER, config_name, make_run_folder
@@ -284,6 +290,7 @@ def check_on_the_data(run_configs: list[Namespace], parameter: str, base: Namesp
     def check_on(run_config: Namespace, data: FileDataModule) -> None:
         check_enough_points(len(data.train_x), run_config.model.degree, run_config.data)
         check_start(run_config.model, data.train_x, data.train_y, run_config.trainer.precision)
+        check_val_check_interval(run_config.trainer, lambda: len(data.train_dataloader()))
 
     data = None
     for run_config in run_configs:
