@@ -4,6 +4,7 @@ through the real command in a subprocess."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,8 @@ BAD_INPUTS = [
     # A union of Literals: every allowed name, not only the first Literal's (64, 32, 16).
     (["--trainer.precision", "13"], ("trainer.precision", "16-mixed", "bf16-mixed", "64-true", "null", "got 13")),
 ]
+if importlib.util.find_spec("transformer_engine") is None:  # a precision plugin whose package is missing
+    BAD_INPUTS.append((["--trainer.precision", "transformer-engine"], ("trainer.precision is refused", "transformer_engine")))
 if not torch.cuda.is_available():
     BAD_INPUTS.append((["--trainer.accelerator", "gpu"], ("trainer.accelerator gpu", "needs a CUDA GPU")))
 

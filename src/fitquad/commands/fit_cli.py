@@ -220,6 +220,7 @@ SECTION_OF_SOURCE = (
     ("lightning/pytorch/callbacks/", "trainer.callbacks"),
     ("lightning/pytorch/trainer/connectors/callback_connector", "trainer.callbacks"),
     ("lightning/pytorch/loggers/", "trainer.logger"),
+    ("/plugins/precision/", "trainer.precision"),  # a precision plugin whose package is missing
 )
 
 
