@@ -157,7 +157,8 @@ BAD_INPUTS = [
     (["--trainer.precision", "13"], ("trainer.precision", "16-mixed", "bf16-mixed", "64-true", "null", "got 13")),
 ]
 if importlib.util.find_spec("transformer_engine") is None:  # a precision plugin whose package is missing
-    BAD_INPUTS.append((["--trainer.precision", "transformer-engine"], ("trainer.precision is refused", "transformer_engine")))
+    missing_plugin = ("trainer.precision is refused", "transformer_engine")
+    BAD_INPUTS.append((["--trainer.precision", "transformer-engine"], missing_plugin))
 if not torch.cuda.is_available():
     BAD_INPUTS.append((["--trainer.accelerator", "gpu"], ("trainer.accelerator gpu", "needs a CUDA GPU")))
 
