@@ -25,9 +25,9 @@ def test_lr_find_on_lesson3(tmp_path, monkeypatch, capsys) -> None:
     plotted = {}
     save_plot = fitquad.commands.lr_find.save_plot
 
-    def recording_save_plot(finder, stable_lr, raw_losses, path):
+    def recording_save_plot(finder, suggestion, stable_lr, raw_losses, path):
         plotted.update(raw=raw_losses, smoothed=finder.results["loss"])
-        save_plot(finder, stable_lr, raw_losses, path)
+        save_plot(finder, suggestion, stable_lr, raw_losses, path)
 
     monkeypatch.setattr(fitquad.commands.lr_find, "save_plot", recording_save_plot)
     main([

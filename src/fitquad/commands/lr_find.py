@@ -148,7 +148,7 @@ def main(argv: list[str]) -> None:
     folder = run_folder(trainer)
     # The loss of each step as taken, beside Lightning's smoothed curve.
     raw_losses = torch.stack(model.step_losses).double().tolist()
-    save_plot(finder, stable_lr, raw_losses, folder / "lr_find.png")
+    save_plot(finder, suggestion, stable_lr, raw_losses, folder / "lr_find.png")
     tried = finder.results["lr"]
     print(f"fitquad: lr finder tried {len(tried)} learning rates from {tried[0]:.3g} to {tried[-1]:.3g}")
     print(
@@ -157,18 +157,21 @@ def main(argv: list[str]) -> None:
         + (f"{own_stable_lr:.4g}" if math.isfinite(own_stable_lr) else "none (no curvature: L1)")
     )
     if suggestion is None:
-        print("fitquad: the lr finder made no suggestion (too few finite losses); widen min_lr..max_lr")
+        print(
+            "fitquad: the lr finder made no suggestion: too few learning rates gave a finite loss (raise "
+            "lr_find.num_training, or widen lr_find.min_lr..max_lr)"
+        )
     else:
         print(f"fitquad: lr finder suggests lr = {suggestion:.4g}, {suggestion / stable_lr:.3g} × 2/λmax")
     print(f"fitquad: plot in {folder / 'lr_find.png'}", flush=True)
 
 
-def save_plot(finder: Any, stable_lr: float, raw_losses: list[float], path: Path) -> None:
-    """Lightning's own lr_find curve (`finder`: what Tuner.lr_find returns), the loss of each step as taken beneath
-    it, and the largest stable learning rate, on a log loss axis (a divergence's spike to 10⁴ × the start
-    would flatten a linear one). Lightning's smoothing is an average of the losses so far, bias-corrected; its
-    first points can sit well below the first loss, which read alone suggests that the smallest learning rates
-    raise the loss: the raw losses show they do not."""
+def save_plot(finder: Any, suggestion: float | None, stable_lr: float, raw_losses: list[float], path: Path) -> None:
+    """Lightning's own lr_find curve (`finder`: what Tuner.lr_find returns) with its `suggestion`, the loss of each
+    step as taken beneath it, and the largest stable learning rate, on a log loss axis (a divergence's spike to 10⁴
+    × the start would flatten a linear one). Lightning's smoothing is an average of the losses so far,
+    bias-corrected; its first points can sit well below the first loss, which read alone suggests that the smallest
+    learning rates raise the loss: the raw losses show they do not."""
     import matplotlib
 
     matplotlib.use("Agg")  # Lightning's plot imports pyplot: never open a window
@@ -179,10 +182,9 @@ def save_plot(finder: Any, stable_lr: float, raw_losses: list[float], path: Path
     lrs = finder.results["lr"]
     shown = min(len(lrs), len(raw_losses))
     ax.plot(lrs[:shown], raw_losses[:shown], color="gray", linewidth=0.8, alpha=0.8, label="loss of each step")
-    finder.plot(suggest=True, ax=ax)
+    finder.plot(suggest=suggestion is not None, ax=ax)  # (suggest=True would ask for the suggestion again)
     ax.lines[1].set_label("Lightning's smoothed loss")  # drawn by finder.plot, after the raw losses
     ax.axvline(stable_lr, color="black", linestyle="--", label=f"2/λmax = {stable_lr:.3g} (GD on MSE)")
-    suggestion = finder.suggestion()
     if suggestion is not None:
         ax.axvline(suggestion, color="red", linestyle=":", label=f"suggestion {suggestion:.3g}")
     ax.set_yscale("log")
