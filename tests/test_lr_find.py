@@ -79,3 +79,13 @@ def test_a_loss_that_blows_up_ends_the_range_test_not_the_command(tmp_path, monk
     tried = int(re.search(r"lr finder tried (\d+) learning rates", out)[1])
     assert tried < 300  # stopped where the loss blew up
     assert (only_run_folder(tmp_path, "lesson3") / "lr_find.png").is_file()
+
+
+def test_too_few_learning_rates_for_a_suggestion_say_what_to_raise(tmp_path, monkeypatch, capsys) -> None:
+    # Lightning's suggestion needs more finite losses than 5 learning rates give: the plot is still drawn, without
+    # a suggestion, and fitquad's line names the options that give it more.
+    monkeypatch.chdir(tmp_path)
+    main(["--config", str(CONFIGS / "lesson3.yaml"), "--lr_find.num_training", "5"])
+    out = capsys.readouterr().out
+    assert "made no suggestion" in out and "raise lr_find.num_training" in out
+    assert (only_run_folder(tmp_path, "lesson3") / "lr_find.png").is_file()

@@ -348,3 +348,12 @@ def test_a_value_lightning_would_refuse_as_its_fit_starts_is_refused_before_any_
     assert exit_info.value.code == 2
     assert "sweep.values: trainer.val_check_interval must be at most the 1 training batches" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_without_its_section_says_where_the_required_options_go(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        fitquad(["sweep", "--config", str(CONFIGS / "lesson3.yaml")])  # a fit config: no sweep section
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "required: sweep.parameter, sweep.values: give them on the command" in error
