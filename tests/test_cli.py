@@ -377,6 +377,10 @@ def test_fast_dev_run_writes_fitquads_files_into_the_run_folder(tmp_path, monkey
     config = ["--config", str(CONFIGS / "lesson3.yaml"), "--trainer.fast_dev_run", "true"]
     fitquad_in_process("fit", *config, "--fit_diagnosis.figures", "false", cwd=tmp_path, monkeypatch=monkeypatch)
     assert read_summary(only_run_folder(tmp_path, "lesson3"))["optimizer_steps"] == 1
+    # A version the config names is the run folder all the same (it wrote into ./None before).
+    version = ["--trainer.logger.init_args.version", "7", "--fit_diagnosis.figures", "false"]
+    fitquad_in_process("fit", *config, *version, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert read_summary(tmp_path / "runs" / "lesson3" / "version_7")["optimizer_steps"] == 1
     assert sorted(path.name for path in tmp_path.iterdir()) == ["runs"]
 
 

@@ -251,10 +251,8 @@ def for_each_setting(config, check: Callable[[dict], None]) -> None:
     plain SGD: what fails there is the model section's, named as it is; what fails for one setting alone is named
     `settings '<name>': lr …`."""
     for setting in [PLAIN_SGD, *config.settings]:
-        sgd = {name: getattr(setting, name) for name in ("momentum", "dampening", "nesterov", "weight_decay")}
-        options = {**dict(config.model), **sgd, "lr": config.model.lr if setting.lr is None else setting.lr}
         try:
-            check(options)
+            check(run_options(config, config.losses[0], setting))  # the SGD options do not depend on the loss
         except InvalidInput as error:
             if setting is PLAIN_SGD:
                 raise

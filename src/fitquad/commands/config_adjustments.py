@@ -79,8 +79,9 @@ def progress_bar_only_on_a_terminal(config: Namespace) -> None:
 def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None:
     """Every run gets a fresh folder of its own, made now (run_folders.py): the logger's version folder (named
     after the config by the CLI's trainer defaults); or, without a logger, trainer.default_root_dir (Lightning's
-    default, the current folder, would mix runs' checkpoints and figures). Returns the folder made (None: the
-    config names its own)."""
+    default, the current folder, would mix runs' checkpoints and figures). Under trainer.fast_dev_run, which sets
+    the loggers aside, the first logger's folder is trainer.default_root_dir too, where fitquad's files then go.
+    Returns the folder made (None: the config names its own)."""
     trainer = config.trainer
     made = None
     if trainer.get("logger") is True:  # Lightning's own default would be ./lightning_logs
@@ -100,10 +101,12 @@ def claim_the_run_folder(config: Namespace, default_logger: dict) -> Path | None
         field = "trainer.logger" if not isinstance(loggers, list) else f"trainer.logger[{index}]"
         had_version = init_args.get("version") is not None
         claim_logger_folder(logger, field)
-        if not had_version:
-            parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
-            version = init_args["version"]
-            made = parent / (version if isinstance(version, str) else f"version_{version}")
+        parent = Path(str(init_args.get("save_dir") or ".")) / str(init_args.get("name") or "")
+        version = init_args["version"]
+        folder = parent / (version if isinstance(version, str) else f"version_{version}")
+        made = made if had_version else folder
+        if trainer.get("fast_dev_run") and trainer.get("default_root_dir") is None:
+            trainer.default_root_dir = str(folder)
     return made
 
 

@@ -203,9 +203,6 @@ class FitquadCLI(LightningCLI):
             evaluate_into_the_checkpoints_run_folder(config)
         if self.subcommand in (None, "fit") or not names_a_file(str(config.get("ckpt_path"))):
             self.run_folder_made = claim_the_run_folder(config, TRAINER_DEFAULTS["logger"])
-            if config.trainer.get("fast_dev_run") and config.trainer.get("default_root_dir") is None:
-                # Lightning stands a logger that saves nothing in for the configured one: fitquad's files go here.
-                config.trainer.default_root_dir = str(self.run_folder_made)
         progress_bar_only_on_a_terminal(config)
         gradient_clipping_as_callback(config, manual="fused_steps" in with_model_options(config).model)
         check_monitors_after_validation(config)

@@ -91,6 +91,11 @@ UNKNOWN_OPTION = (
 )
 
 
+def unknown_option(line: str) -> re.Match | None:
+    """Where a one-line error names an option that does not exist (UNKNOWN_OPTION), if it does."""
+    return next((found for pattern in UNKNOWN_OPTION if (found := pattern.search(line))), None)
+
+
 # A config's sections that only one command reads: a config holding one is that command's.
 COMMAND_OF_SECTION = {"sweep": "fitquad sweep", "losses": "fitquad compare", "settings": "fitquad compare",
                       "lr_find": "fitquad lr-find"}  # fmt: skip
@@ -103,7 +108,7 @@ SET_BY_THE_GRID = ("model.loss", "model.momentum", "model.dampening", "model.nes
 def another_commands_config(line: str, command: str) -> str:
     """A hint where the unknown option belongs to another command (configs/capacity.yaml given to fitquad fit: run it
     with fitquad sweep), or is set by compare's grid; "" otherwise."""
-    match = next((found for pattern in UNKNOWN_OPTION if (found := pattern.search(line))), None)
+    match = unknown_option(line)
     given = match["given"].lstrip("-") if match else ""
     if command == "fitquad compare" and given in SET_BY_THE_GRID:
         return "; compare sets it for each row and column of its grid: losses and settings"
@@ -114,7 +119,7 @@ def another_commands_config(line: str, command: str) -> str:
 def did_you_mean(line: str, parser: LightningArgumentParser) -> str:
     """The option nearest to an unknown one, as a hint to append to its error ("" when none is near): a typo
     (--model.lrr: --model.lr), or the right name under another section (--max_steps: --trainer.max_steps)."""
-    match = next((found for pattern in UNKNOWN_OPTION if (found := pattern.search(line))), None)
+    match = unknown_option(line)
     if match is None:
         return ""
     given = match["given"]
